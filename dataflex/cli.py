@@ -1,0 +1,79 @@
+"""``dataflex-cli``: train, select, export, list, version.
+
+Every command validates its input before doing work; a :class:`ConfigError` is
+printed as a one-paragraph message with exit code 1, bad usage exits 2, and a
+traceback is shown only for genuine bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from dataflex import __version__
+from dataflex.errors import DataflexError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    import torch
+    import transformers
+
+    print(f"dataflex {__version__} (torch {torch.__version__}, transformers {transformers.__version__})")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from dataflex.registry import PROJECTORS, SELECTORS
+
+    for title, registry in (("selectors", SELECTORS), ("projectors", PROJECTORS)):
+        if args.kind not in (None, title):
+            continue
+        names = registry.names(args.pattern)
+        print(f"{title}:")
+        width = max((len(n) for n in names), default=0)
+        for name in names:
+            print(f"  {name:<{width}}  {registry.summary(name)}")
+        if not names:
+            print("  (none)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``dataflex-cli`` (exposed for docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="dataflex-cli",
+        description="Select training data while fine-tuning language models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("version", help="print the versions of dataflex, torch and transformers")
+    p.set_defaults(handler=_cmd_version)
+
+    p = sub.add_parser("list", help="list registered selectors and projectors")
+    p.add_argument("kind", nargs="?", choices=["selectors", "projectors"], help="only this kind")
+    p.add_argument("--pattern", help="glob filter on names, e.g. 'l*'")
+    p.set_defaults(handler=_cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dataflex-cli``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 with usage on unknown arguments
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_usage(sys.stderr)
+        print("dataflex-cli: error: a command is required (try 'dataflex-cli --help')", file=sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except DataflexError as exc:
+        print(f"dataflex-cli {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

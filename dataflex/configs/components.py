@@ -1,0 +1,115 @@
+"""``components.yaml``: named, validated selector specs a training config refers to.
+
+Shape (the seed guide's)::
+
+    selectors:
+      less:                 # the key a training config names (component_name: less)
+        name: less          # registry name of the selector class
+        params:             # validated by that class's strict Params model
+          proj_dim: 4096
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dataflex.configs.validation import format_validation_error
+from dataflex.errors import ConfigError, RegistryError
+from dataflex.registry import SELECTORS, did_you_mean
+
+SHIPPED_COMPONENTS = Path(__file__).with_name("components.yaml")
+
+
+class ComponentSpec(BaseModel):
+    """One component: the registry ``name`` of its class and its ``params``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    params: dict[str, Any]
+
+
+class ComponentsFile(BaseModel):
+    """The top level of ``components.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selectors: dict[str, ComponentSpec] = Field(default_factory=dict)
+
+
+class Components:
+    """A loaded, fully validated ``components.yaml``.
+
+    Attributes:
+        path: The file it came from.
+        selectors: Key → (registry name, validated Params instance).
+    """
+
+    def __init__(self, path: Path, selectors: dict[str, tuple[str, BaseModel]]) -> None:
+        self.path = path
+        self.selectors = selectors
+
+    def selector_names(self) -> list[str]:
+        """The selector keys defined in the file."""
+        return sorted(self.selectors)
+
+    def build_selector(self, key: str) -> Any:
+        """Instantiate the selector configured under ``selectors.<key>``.
+
+        Raises:
+            ConfigError: if ``key`` is not in the file (closest keys suggested).
+        """
+        if key not in self.selectors:
+            raise ConfigError(
+                f"{self.path}: no selector {key!r} under 'selectors'."
+                + did_you_mean(key, self.selector_names())
+            )
+        name, params = self.selectors[key]
+        return SELECTORS.get(name)(params)
+
+
+def load_components(path: str | Path | None = None) -> Components:
+    """Load and validate a ``components.yaml`` (the shipped one when ``path`` is None).
+
+    Every entry is checked before anything is built: the file parses as a mapping,
+    keys are known, every ``name`` is a registered selector, and every ``params``
+    validates against that selector's strict ``Params`` model.
+
+    Raises:
+        ConfigError: naming the file, the key path, the bad value and the closest
+            valid choice.
+    """
+    path = Path(path) if path is not None else SHIPPED_COMPONENTS
+    if not path.is_file():
+        raise ConfigError(
+            f"components file {str(path)!r} does not exist; set components_cfg_file to an "
+            f"existing YAML file (the shipped one is {SHIPPED_COMPONENTS})."
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the file is empty; it needs a top-level 'selectors:' mapping.")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping with a 'selectors:' key, got {type(raw).__name__}."
+        )
+    try:
+        parsed = ComponentsFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, ComponentsFile, where=str(path) + ":")) from None
+
+    selectors: dict[str, tuple[str, BaseModel]] = {}
+    for key, spec in parsed.selectors.items():
+        where = f"{path}: selectors.{key}"
+        try:
+            cls = SELECTORS.get(spec.name)
+        except RegistryError as exc:
+            raise ConfigError(f"{where}.name: {exc}") from None
+        selectors[key] = (spec.name, cls.validate_params(spec.params, where=f"{where}.params"))
+    return Components(path, selectors)

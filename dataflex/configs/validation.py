@@ -1,0 +1,42 @@
+"""Turning pydantic validation errors into :class:`~dataflex.errors.ConfigError` text."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ValidationError
+
+from dataflex.registry import did_you_mean
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Valid keys at the parent of ``loc`` (descending through nested models)."""
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        if current is None or not isinstance(part, str) or part not in current.model_fields:
+            return []
+        ann = current.model_fields[part].annotation
+        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return list(current.model_fields) if current is not None else []
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], where: str = "") -> str:
+    """Render a pydantic error as one line per problem: key path, bad value, fix.
+
+    Args:
+        exc: The pydantic error.
+        model: The model that was validated (for listing valid keys).
+        where: Prefix naming the source, e.g. ``"components.yaml: selectors.less.params"``.
+    """
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc)
+        sep = " " if where.endswith(":") else "."
+        full = f"{where}{sep}{path}" if where and path else (where or path)
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            lines.append(f"{full}: unknown key {key!r}.{did_you_mean(key, _fields_at(model, loc))}")
+        elif err["type"] == "missing":
+            lines.append(f"{full}: required key is missing.")
+        else:
+            lines.append(f"{full}: {err['msg']} (got {err.get('input')!r}).")
+    return "\n".join(lines)

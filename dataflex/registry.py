@@ -1,0 +1,184 @@
+"""A small generic registry: register classes by decorator, look them up by name.
+
+One :class:`Registry` instance exists per kind of component (selectors, projectors).
+Lookups of unknown names raise with the closest registered names, the way timm's
+``create_model`` does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from dataflex.errors import RegistryError
+
+T = TypeVar("T")
+
+
+def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` entries of ``choices`` closest to ``name`` (best first)."""
+    lowered = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
+    return [lowered[h] for h in hits]
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """A human suffix like ``" Did you mean 'less'?"`` or ``" Valid: a, b."``."""
+    close = closest_names(name, choices)
+    if close:
+        return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if choices:
+        return " Valid choices: " + ", ".join(sorted(choices)) + "."
+    return ""
+
+
+class Registry(Generic[T]):
+    """Maps names to classes of one kind.
+
+    Args:
+        kind: What the registry holds, used in messages (e.g. ``"selector"``).
+        base: Base class every registered class must subclass, or its dotted path
+            ``"package.module:Class"`` (resolved on first use, avoiding import cycles).
+        builtins: Module whose import registers the built-in entries; imported on
+            the first lookup, so ``list_selectors()`` shows them without the caller
+            importing ``dataflex.selectors`` first.
+    """
+
+    def __init__(self, kind: str, base: type | str | None = None, builtins: str | None = None) -> None:
+        self.kind = kind
+        self._base = base
+        self._builtins = builtins
+        self._entries: dict[str, type[T]] = {}
+
+    @property
+    def base(self) -> type | None:
+        if isinstance(self._base, str):
+            module, _, attr = self._base.partition(":")
+            self._base = getattr(importlib.import_module(module), attr)
+        return self._base
+
+    def _load_builtins(self) -> None:
+        if self._builtins is not None:
+            module, self._builtins = self._builtins, None
+            importlib.import_module(module)
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        """Decorator registering a class under ``name``.
+
+        Raises:
+            RegistryError: if ``name`` is taken or the class has the wrong base.
+        """
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
+
+        def decorator(cls: type[T]) -> type[T]:
+            if name in self._entries and self._entries[name] is not cls:
+                other = self._entries[name]
+                raise RegistryError(
+                    f"{self.kind} {name!r} is already registered by "
+                    f"{other.__module__}.{other.__qualname__}; choose another name."
+                )
+            base = self.base
+            if base is not None and not (inspect.isclass(cls) and issubclass(cls, base)):
+                raise RegistryError(
+                    f"Cannot register {cls!r} as {self.kind} {name!r}: it must subclass "
+                    f"{base.__module__}.{base.__qualname__}."
+                )
+            self._entries[name] = cls
+            cls.registry_name = name  # type: ignore[attr-defined]
+            return cls
+
+        return decorator
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (for tests and interactive sessions)."""
+        self.get(name)
+        del self._entries[name]
+
+    def get(self, name: str) -> type[T]:
+        """Return the class registered as ``name``.
+
+        Raises:
+            RegistryError: naming the closest registered names.
+        """
+        self._load_builtins()
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise RegistryError(
+                f"Unknown {self.kind} {name!r}." + did_you_mean(str(name), self.names())
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        self._load_builtins()
+        return name in self._entries
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Sorted registered names, optionally filtered by a glob such as ``"l*"``."""
+        self._load_builtins()
+        names = sorted(self._entries)
+        if pattern is not None:
+            names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        return names
+
+    def build(self, name: str, *args: Any, **params: Any) -> T:
+        """Instantiate the class registered as ``name`` with ``args`` and ``params``."""
+        return self.get(name)(*args, **params)
+
+    def summary(self, name: str) -> str:
+        """First line of the registered class's docstring."""
+        doc = inspect.getdoc(self.get(name)) or ""
+        return doc.splitlines()[0] if doc else ""
+
+
+SELECTORS: Registry[Any] = Registry(
+    "selector", base="dataflex.selectors.base:Selector", builtins="dataflex.selectors"
+)
+PROJECTORS: Registry[Any] = Registry(
+    "projector", base="dataflex.projectors.base:Projector", builtins="dataflex.projectors"
+)
+
+
+def register_selector(name: str) -> Callable[[type[T]], type[T]]:
+    """Register a :class:`~dataflex.selectors.base.Selector` subclass under ``name``."""
+    return SELECTORS.register(name)
+
+
+def register_projector(name: str) -> Callable[[type[T]], type[T]]:
+    """Register a :class:`~dataflex.projectors.base.Projector` subclass under ``name``."""
+    return PROJECTORS.register(name)
+
+
+def get_selector(name: str) -> type:
+    """The selector class registered as ``name``."""
+    return SELECTORS.get(name)
+
+
+def get_projector(name: str) -> type:
+    """The projector class registered as ``name``."""
+    return PROJECTORS.get(name)
+
+
+def list_selectors(pattern: str | None = None) -> list[str]:
+    """Registered selector names, optionally filtered by a glob."""
+    return SELECTORS.names(pattern)
+
+
+def list_projectors(pattern: str | None = None) -> list[str]:
+    """Registered projector names, optionally filtered by a glob."""
+    return PROJECTORS.names(pattern)
+
+
+def build_selector(name: str, **params: Any) -> Any:
+    """Validate ``params`` with the selector's ``Params`` model and build it."""
+    cls = SELECTORS.get(name)
+    return cls.from_params(params)
+
+
+def build_projector(name: str, **kwargs: Any) -> Any:
+    """Build the projector registered as ``name`` (kwargs go to its constructor)."""
+    return PROJECTORS.build(name, **kwargs)

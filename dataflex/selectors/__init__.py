@@ -1,0 +1,16 @@
+"""Selectors. Importing this package registers the built-in ones."""
+
+from dataflex.registry import build_selector, list_selectors, register_selector
+from dataflex.selectors.base import Selection, SelectionContext, Selector, SelectorParams
+from dataflex.selectors.random_selector import RandomSelector
+
+__all__ = [
+    "RandomSelector",
+    "Selection",
+    "SelectionContext",
+    "Selector",
+    "SelectorParams",
+    "build_selector",
+    "list_selectors",
+    "register_selector",
+]

@@ -1,0 +1,163 @@
+"""The extension point users subclass: :class:`Selector`, and what it sees and returns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dataflex.configs.validation import format_validation_error
+from dataflex.distributed import DistributedView
+from dataflex.errors import ConfigError
+
+
+class SelectorParams(BaseModel):
+    """Base of every selector's ``Params``: strict, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+@dataclass
+class SelectionContext:
+    """Everything a selector may use at one selection round, and nothing global.
+
+    Attributes:
+        model: The live model being trained, unwrapped from DDP/accelerate wrappers.
+        optimizer: The live optimizer (``None`` before training or offline without state).
+        train_dataset: Tokenised candidate pool; ``train_dataset[i]`` is a dict with
+            ``input_ids`` and ``labels`` (lists of ints) and optional metadata such
+            as ``dataset`` (the source dataset name).
+        eval_dataset: Tokenised target/validation examples, same format, or ``None``.
+        collator: Turns a list of examples into a padded batch of tensors
+            (``input_ids``, ``attention_mask``, ``labels``).
+        learning_rate: Mean learning rate over the optimizer steps since the previous
+            selection (the LESS weight η̄ of this round).
+        step: Optimizer steps completed when the selection is computed.
+        round: Selection round, 1-based; 0 is the warm-up draw.
+        dist: This process's distributed view.
+        cache_dir: Directory where the selector may cache features and scores.
+        seed: Run seed; selectors derive their randomness from it and ``round``.
+        device: Device on which to run model forward/backward passes.
+    """
+
+    model: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer | None
+    train_dataset: Sequence[Mapping[str, Any]]
+    eval_dataset: Sequence[Mapping[str, Any]] | None = None
+    collator: Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]] | None = None
+    learning_rate: float = 0.0
+    step: int = 0
+    round: int = 0
+    dist: DistributedView = field(default_factory=DistributedView)
+    cache_dir: Path | None = None
+    seed: int = 0
+    device: torch.device | str = "cpu"
+
+
+@dataclass
+class Selection:
+    """What a selector returns; identical on every rank.
+
+    Attributes:
+        indices: Chosen indices into ``train_dataset``, in training order.
+        scores: Score of each chosen index (same length as ``indices``), or ``None``.
+        metadata: Small JSON-serialisable facts for the run's report
+            (score summary, candidate count, timings...).
+    """
+
+    indices: list[int]
+    scores: list[float] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.indices = [int(i) for i in self.indices]
+        if self.scores is not None:
+            self.scores = [float(s) for s in self.scores]
+            if len(self.scores) != len(self.indices):
+                raise ValueError(f"Selection has {len(self.indices)} indices but {len(self.scores)} scores.")
+
+
+class Selector(ABC):
+    """Chooses which training examples the next optimizer steps train on.
+
+    Subclass it, declare a strict pydantic ``Params`` model, implement
+    :meth:`select`, and register it::
+
+        @register_selector("my_selector")
+        class MySelector(Selector):
+            class Params(SelectorParams):
+                temperature: float = 1.0
+
+            def select(self, ctx, num_samples):
+                ...
+
+    The instance receives its validated params as ``self.params``.
+    """
+
+    Params: ClassVar[type[BaseModel]] = SelectorParams
+    registry_name: ClassVar[str]
+
+    def __init__(self, params: BaseModel | None = None, **kwargs: Any) -> None:
+        if params is not None and kwargs:
+            raise TypeError("Pass either a Params instance or keyword params, not both.")
+        self.params = params if params is not None else self.validate_params(kwargs)
+
+    @classmethod
+    def validate_params(cls, raw: Mapping[str, Any], *, where: str = "") -> BaseModel:
+        """Validate ``raw`` against :attr:`Params`; errors become :class:`ConfigError`.
+
+        Args:
+            raw: The params mapping (e.g. from ``components.yaml``).
+            where: Prefix naming the source, e.g. ``"components.yaml: selectors.less.params"``.
+        """
+        try:
+            return cls.Params.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, cls.Params, where)) from None
+
+    @classmethod
+    def from_params(cls, raw: Mapping[str, Any], *, where: str = "") -> Selector:
+        """Build from an unvalidated params mapping."""
+        return cls(cls.validate_params(raw, where=where))
+
+    @abstractmethod
+    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
+        """Choose ``num_samples`` indices of ``ctx.train_dataset``.
+
+        Must return the same :class:`Selection` on every rank.
+        """
+
+    def check_budget(self, pool_size: int, num_samples: int) -> None:
+        """Raise before any work if ``num_samples`` cannot be drawn from ``pool_size``.
+
+        Selectors whose Params have ``replacement: true`` may repeat examples.
+
+        Raises:
+            ConfigError: for a non-positive request, an empty pool, or a request larger
+                than the pool without replacement.
+        """
+        if num_samples <= 0:
+            raise ConfigError(f"{type(self).__name__}: num_samples must be positive, got {num_samples}.")
+        if pool_size <= 0:
+            raise ConfigError(f"{type(self).__name__}: the candidate pool is empty.")
+        if num_samples > pool_size and not getattr(self.params, "replacement", False):
+            raise ConfigError(
+                f"{type(self).__name__}: asked for {num_samples} examples from a pool of "
+                f"{pool_size} without replacement. Lower the per-round budget "
+                "(per-device batch x gradient accumulation x world size x update_step), "
+                "add data, or set replacement: true."
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """State needed to resume (e.g. cumulative scores). JSON/tensor values only."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state but was given keys {sorted(state)}.")
