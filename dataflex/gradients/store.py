@@ -221,16 +221,27 @@ class FeatureStore:
         return self.directory / "features.npy"
 
     def _open_memmap(self) -> str | None:
-        expected_bytes = self.num_rows * self.dim * np.dtype(_DTYPES[self.dtype]).itemsize
+        # Check the size before mapping: numpy silently zero-extends a short file opened "r+".
         try:
-            arr = np.load(self._npy, mmap_mode="r+", allow_pickle=False)
+            with open(self._npy, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = {
+                    (1, 0): np.lib.format.read_array_header_1_0,
+                    (2, 0): np.lib.format.read_array_header_2_0,
+                }.get(version)
+                if read_header is None:
+                    return f"features.npy has an unsupported .npy version {version}"
+                shape, _, dtype = read_header(fh)
+                header_bytes = fh.tell()
         except (OSError, ValueError) as exc:
-            return f"features.npy is unreadable or truncated ({exc})"
-        if arr.shape != self._shape or arr.dtype != _DTYPES[self.dtype]:
-            return f"features.npy holds {arr.shape} {arr.dtype}, not {self._shape} {self.dtype}"
-        if self._npy.stat().st_size < arr.offset + expected_bytes:
-            return "features.npy is truncated"
-        self._memmap = arr
+            return f"features.npy is unreadable ({exc})"
+        if shape != self._shape or dtype != _DTYPES[self.dtype]:
+            return f"features.npy holds {shape} {dtype}, not {self._shape} {self.dtype}"
+        expected = header_bytes + self.num_rows * self.dim * np.dtype(dtype).itemsize
+        size = self._npy.stat().st_size
+        if size != expected:
+            return f"features.npy is truncated or damaged ({size} bytes, expected {expected})"
+        self._memmap = np.load(self._npy, mmap_mode="r+", allow_pickle=False)
         return None
 
     def _shard(self, start: int, end: int) -> Path:
