@@ -3,12 +3,13 @@
 Same model, same examples, same projector, side by side in one run on CPU:
 
   (a) LESS-style loop: batch 1, loss.backward(), flatten .grad, Adam transform, project every 16
-  (b) dataflex.gradients.compute_features: one forward + one autograd.grad per batch, streamed
+  (b) dataflex.gradients (FeaturePlan.features, what compute_features runs per batch)
   (c) plain batched forward + backward of the same batches, no per-example work (a lower bound)
 
-Each variant runs in its own fresh process (so peak memory is its own); peak memory is the
-largest resident set size above the process's size after setup, sampled every 2 ms.
-Prints a table; asserts nothing about time.
+Timing: the three run interleaved batch by batch in one process, so that load from other
+processes on a shared machine falls on all of them alike. Memory: each variant runs on the
+first two batches in its own fresh process; its peak is the largest resident set size above
+the size after setup, sampled every 2 ms. Prints a table; asserts nothing about time.
 
     python benchmarks/gradients.py                      # the issue's setting (512 examples)
     python benchmarks/gradients.py --examples 64        # a quick look
@@ -70,7 +71,7 @@ def setup(args):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from dataflex.data.collator import SFTDataCollator
-    from dataflex.gradients import AdamState, num_trainable
+    from dataflex.gradients import AdamMoments, AdamState, num_trainable
     from dataflex.projectors.base import Projector
 
     class DenseGaussian(Projector):
@@ -108,32 +109,43 @@ def setup(args):
         prompt = rng.randint(16, 48)
         data.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
     collate = SFTDataCollator(pad_token_id=0)
-    # One AdamW step so that Adam moments exist (and lora_B is no longer zero).
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    model(**collate(data[: args.batch_size])).loss.backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # as after some training: lora_B no longer zero, Adam moments present
+        for n, p in trainable:
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    state = AdamState(
+        {
+            n: AdamMoments(
+                torch.randn(p.shape, generator=gen) * 1e-4,
+                torch.rand(p.shape, generator=gen) * 1e-8,
+                0.9,
+                0.999,
+                1e-8,
+            )
+            for n, p in trainable
+        }
+    )
     model.eval()
     projector = DenseGaussian(num_trainable(model), args.proj_dim, seed=1)
-    return model, data, collate, projector, AdamState.from_optimizer(model, opt), opt
+    return model, data, collate, projector, state
 
 
-def less_loop(model, data, collate, projector, state, opt, args):
+def less_loop(model, batch_examples, collate, projector, state, plan):
     """(a) What LESS and DataFlex do: one example at a time, flatten, Adam, project every 16."""
     import torch
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    m_all = torch.cat([state[n].exp_avg.flatten() for n, _ in trainable])
-    v_all = torch.cat([state[n].exp_avg_sq.flatten() for n, _ in trainable])
-    b1, b2, eps = state[trainable[0][0]].beta1, state[trainable[0][0]].beta2, state[trainable[0][0]].eps
+    first = state[trainable[0][0]]
     out, buf = [], []
-    for ex in data:
+    for ex in batch_examples:
         model.zero_grad(set_to_none=True)
         model(**collate([ex])).loss.backward()
         g = torch.cat([p.grad.view(-1) for _, p in trainable])
-        m = b1 * m_all + (1 - b1) * g
-        v = b2 * v_all + (1 - b2) * g * g
-        buf.append(m / (v.sqrt() + eps))
+        m = first.beta1 * plan.m_all + (1 - first.beta1) * g
+        v = first.beta2 * plan.v_all + (1 - first.beta2) * g * g
+        buf.append(m / (v.sqrt() + first.eps))
         if len(buf) == 16:
             out.append(projector.project(torch.stack(buf)))
             buf = []
@@ -143,29 +155,30 @@ def less_loop(model, data, collate, projector, state, opt, args):
     return torch.cat(out)
 
 
-def ours(model, data, collate, projector, state, opt, args):
+def ours(model, batch_examples, collate, projector, state, plan):
     """(b) dataflex: one forward and one autograd.grad per batch, streamed into the projector."""
-    from dataflex.gradients import compute_features
-
-    return compute_features(
-        model,
-        data,
-        collate,
-        batch_size=args.batch_size,
-        transform="adam",
-        projector=projector,
-        adam_state=state,
-        progress=False,
-    )
+    return plan.features(collate(batch_examples))
 
 
-def plain(model, data, collate, projector, state, opt, args):
-    """(c) A plain batched forward + backward of the same batches: no per-example work at all."""
-    for i in range(0, len(data), args.batch_size):
-        model.zero_grad(set_to_none=True)
-        model(**collate(data[i : i + args.batch_size])).loss.backward()
+def plain(model, batch_examples, collate, projector, state, plan):
+    """(c) A plain batched forward + backward of the same batch: no per-example work at all."""
+    model.zero_grad(set_to_none=True)
+    model(**collate(batch_examples)).loss.backward()
     model.zero_grad(set_to_none=True)
     return None
+
+
+def make_plan(model, projector, state):
+    """The FeaturePlan of (b); (a) gets LESS's flattened moments, prepared once as LESS does."""
+    import torch
+
+    from dataflex.gradients import FeaturePlan
+
+    plan = FeaturePlan(model, transform="adam", projector=projector, adam_state=state)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    plan.m_all = torch.cat([state[n].exp_avg.flatten() for n in names])
+    plan.v_all = torch.cat([state[n].exp_avg_sq.flatten() for n in names])
+    return plan
 
 
 VARIANTS = {
@@ -175,14 +188,47 @@ VARIANTS = {
 }
 
 
-def child(key: str, args: argparse.Namespace, queue) -> None:
-    parts = setup(args)
+def batches(data, size):
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def memory_child(key: str, args: argparse.Namespace, queue) -> None:
+    model, data, collate, projector, state = setup(args)
+    plan = make_plan(model, projector, state)
     fn = VARIANTS[key][1]
     with PeakRSS() as mem:
-        start = time.perf_counter()
-        feats = fn(*parts, args)
-        seconds = time.perf_counter() - start
-    queue.put((key, seconds, mem.peak - mem.base, None if feats is None else feats.numpy()))
+        for chunk in batches(data, args.batch_size)[:2]:
+            fn(model, chunk, collate, projector, state, plan)
+    queue.put(mem.peak - mem.base)
+
+
+def peak_memory(key: str, args: argparse.Namespace) -> int:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=memory_child, args=(key, args, queue))
+    proc.start()
+    peak = queue.get()
+    proc.join()
+    return peak
+
+
+def timings(args: argparse.Namespace, keys: list[str]) -> tuple[dict, dict]:
+    model, data, collate, projector, state = setup(args)
+    plan = make_plan(model, projector, state)
+    seconds = dict.fromkeys(keys, 0.0)
+    feats: dict = {k: [] for k in keys}
+    for i, chunk in enumerate(batches(data, args.batch_size)):
+        for key in keys:
+            start = time.perf_counter()
+            out = VARIANTS[key][1](model, chunk, collate, projector, state, plan)
+            seconds[key] += time.perf_counter() - start
+            if out is not None:
+                feats[key].append(out.numpy())
+        done = (i + 1) * args.batch_size
+        print(
+            f"  {min(done, len(data))}/{len(data)}: " + ", ".join(f"{k} {v:.0f}s" for k, v in seconds.items())
+        )
+    return seconds, {k: np.concatenate(v) for k, v in feats.items() if v}
 
 
 def main() -> None:
@@ -191,16 +237,10 @@ def main() -> None:
     import torch
     import transformers
 
-    ctx = mp.get_context("spawn")
-    results = {}
-    for key in args.variants.split(","):
-        queue = ctx.Queue()
-        proc = ctx.Process(target=child, args=(key, args, queue))
-        proc.start()
-        results[key] = queue.get()
-        proc.join()
-        print(f"  {VARIANTS[key][0]}: {results[key][1]:.1f} s", flush=True)
-
+    keys = args.variants.split(",")
+    seconds, feats = timings(args, keys)
+    memory = {k: peak_memory(k, args) for k in keys}
+    results = {k: (None, seconds[k], memory[k], feats.get(k)) for k in keys}
     print()
     print(
         f"Llama hidden 256, 4 layers, vocab {args.vocab}, LoRA r=16 on all linear layers; "
