@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from dataflex.configs import SHIPPED_COMPONENTS, load_components
+from dataflex.errors import ConfigError
+from dataflex.selectors import RandomSelector
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "components.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_file_loads_and_builds_every_entry():
+    comps = load_components()
+    assert comps.path == SHIPPED_COMPONENTS
+    assert "random" in comps.selector_names()
+    for key in comps.selector_names():
+        assert comps.build_selector(key) is not None
+    assert isinstance(comps.build_selector("random"), RandomSelector)
+
+
+def test_valid_file_builds_with_params(tmp_path):
+    path = write(tmp_path, "selectors:\n  rnd:\n    name: random\n    params: {seed: 7, replacement: true}\n")
+    sel = load_components(path).build_selector("rnd")
+    assert sel.params.seed == 7
+    assert sel.params.replacement is True
+
+
+# Each bad file maps to the exact message it must give (a regex over the whole message).
+BAD_FILES = {
+    "misspelled_param": (
+        "selectors:\n  rnd:\n    name: random\n    params: {sed: 3}\n",
+        r"components\.yaml: selectors\.rnd\.params\.sed: unknown key 'sed'\. Did you mean 'seed'\?",
+    ),
+    "wrong_type": (
+        "selectors:\n  rnd:\n    name: random\n    params: {seed: three}\n",
+        r"selectors\.rnd\.params\.seed: Input should be a valid integer.*\(got 'three'\)",
+    ),
+    "unknown_selector_name": (
+        "selectors:\n  rnd:\n    name: randon\n    params: {}\n",
+        r"selectors\.rnd\.name: Unknown selector 'randon'\. Did you mean 'random'\?",
+    ),
+    "missing_params": (
+        "selectors:\n  rnd:\n    name: random\n",
+        r"components\.yaml: selectors\.rnd\.params: required key is missing\.",
+    ),
+    "misspelled_top_level": (
+        "selector:\n  rnd:\n    name: random\n    params: {}\n",
+        r"components\.yaml: selector: unknown key 'selector'\. Did you mean 'selectors'\?",
+    ),
+    "not_a_mapping": (
+        "- random\n- less\n",
+        r"components\.yaml: the top level must be a mapping with a 'selectors:' key, got list\.",
+    ),
+    "empty_file": ("", r"components\.yaml: the file is empty; it needs a top-level 'selectors:' mapping\."),
+    "invalid_yaml": ("selectors: [unclosed\n", r"components\.yaml: not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_components_files(tmp_path, case):
+    text, message = BAD_FILES[case]
+    with pytest.raises(ConfigError, match=message):
+        load_components(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(
+        ConfigError, match=r"components file '.*nope\.yaml' does not exist; set components_cfg_file"
+    ):
+        load_components(missing)
+
+
+def test_unknown_key_at_build_suggests_keys(tmp_path):
+    path = write(tmp_path, "selectors:\n  rnd:\n    name: random\n    params: {}\n")
+    with pytest.raises(ConfigError, match=r"no selector 'rn' under 'selectors'\. Did you mean 'rnd'\?"):
+        load_components(path).build_selector("rn")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = write(tmp_path, "selectors: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_components(path)

@@ -1,0 +1,114 @@
+import pytest
+
+from dataflex.errors import RegistryError
+from dataflex.projectors import Projector
+from dataflex.registry import SELECTORS, Registry, closest_names, list_selectors
+from dataflex.selectors import RandomSelector, Selector
+
+
+class Base:
+    """Base."""
+
+
+def make_registry() -> Registry:
+    return Registry("widget", base=Base)
+
+
+def test_register_and_lookup():
+    reg = make_registry()
+
+    @reg.register("alpha")
+    class Alpha(Base):
+        """Alpha widget. More text."""
+
+    assert reg.get("alpha") is Alpha
+    assert Alpha.registry_name == "alpha"
+    assert "alpha" in reg
+    assert reg.summary("alpha") == "Alpha widget. More text."
+    assert isinstance(reg.build("alpha"), Alpha)
+
+
+def test_duplicate_name_raises_and_keeps_first():
+    reg = make_registry()
+
+    @reg.register("alpha")
+    class Alpha(Base):
+        pass
+
+    with pytest.raises(RegistryError, match=r"widget 'alpha' is already registered by .*Alpha"):
+
+        @reg.register("alpha")
+        class Other(Base):
+            pass
+
+    assert reg.get("alpha") is Alpha
+
+
+def test_reregistering_the_same_class_is_idempotent():
+    reg = make_registry()
+
+    class Alpha(Base):
+        pass
+
+    reg.register("alpha")(Alpha)
+    reg.register("alpha")(Alpha)
+    assert reg.names() == ["alpha"]
+
+
+def test_wrong_base_is_rejected():
+    reg = make_registry()
+    with pytest.raises(RegistryError, match="must subclass .*Base"):
+        reg.register("x")(int)
+
+
+@pytest.mark.parametrize("bad", ["", None, 3])
+def test_bad_names_rejected(bad):
+    with pytest.raises(RegistryError, match="non-empty string"):
+        make_registry().register(bad)
+
+
+def test_unknown_name_suggests_closest():
+    reg = make_registry()
+    for name in ["less", "loss", "random"]:
+        reg.register(name)(type(name, (Base,), {}))
+    with pytest.raises(RegistryError, match=r"Unknown widget 'lesss'\. Did you mean 'less'"):
+        reg.get("lesss")
+    with pytest.raises(RegistryError, match=r"Valid choices: less, loss, random\."):
+        reg.get("zzzzzz")
+
+
+def test_list_with_glob():
+    reg = make_registry()
+    for name in ["less", "loss", "random"]:
+        reg.register(name)(type(name, (Base,), {}))
+    assert reg.names() == ["less", "loss", "random"]
+    assert reg.names("l*") == ["less", "loss"]
+    assert reg.names("*o*") == ["loss", "random"]
+    assert reg.names("nothing*") == []
+
+
+def test_unregister():
+    reg = make_registry()
+    reg.register("a")(type("A", (Base,), {}))
+    reg.unregister("a")
+    assert "a" not in reg
+    with pytest.raises(RegistryError):
+        reg.unregister("a")
+
+
+def test_closest_names_is_case_insensitive():
+    assert closest_names("LESS", ["less", "loss"]) == ["less", "loss"]
+
+
+def test_builtin_selectors_registered_on_lookup():
+    assert "random" in list_selectors()
+    assert SELECTORS.get("random") is RandomSelector
+    assert SELECTORS.base is Selector
+
+
+def test_projector_registry_requires_projector_subclass():
+    from dataflex.registry import PROJECTORS
+
+    assert PROJECTORS.base is Projector
+    with pytest.raises(RegistryError, match="must subclass dataflex.projectors.base.Projector"):
+        PROJECTORS.register("not_a_projector")(Base)
