@@ -96,7 +96,7 @@ class LessSelector(PoolSelector):
         @field_validator("projector")
         @classmethod
         def _known_projector(cls, value: str) -> str:
-            if value != "auto" and value not in PROJECTORS:
+            if value not in ("auto", "identity") and value not in PROJECTORS:
                 raise ValueError(f"unknown projector {value!r}." + did_you_mean(value, PROJECTORS.names()))
             return value
 
@@ -183,11 +183,10 @@ class LessSelector(PoolSelector):
         labels = self.subtask_labels(ctx)
         names, group_ids = subtask_groups(labels)
         projector = make_projector(model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
-        dtype = getattr(torch, p.feature_dtype)
         identity = {
             "model": model_identity(model),
             "step": ctx.step,
-            "projector": projector.fingerprint() if projector is not None else None,
+            "projector": projector.fingerprint() if projector is not None else {"kind": "identity"},
             "dtype": p.feature_dtype,
         }
         fingerprint = {
@@ -217,7 +216,13 @@ class LessSelector(PoolSelector):
                 identity=identity,
             )
             out = compute_rows(
-                model, request, projector, ctx, batch_size=p.batch_size, dtype=dtype, cache_dir=feature_dir
+                model,
+                request,
+                projector,
+                ctx,
+                batch_size=p.batch_size,
+                dtype=p.feature_dtype,
+                cache_dir=feature_dir,
             )
             timing["features"] += time.perf_counter() - t0
             return out

@@ -12,18 +12,19 @@ import torch
 
 from dataflex.registry import build_projector
 from dataflex.selectors.base import SelectionContext
-from dataflex.selectors.cache import data_identity
+from dataflex.selectors.cache import data_identity, fingerprint_key
 
 logger = logging.getLogger(__name__)
 
 
 def make_projector(
     model: torch.nn.Module, name: str, proj_dim: int, seed: int, device: torch.device | str
-) -> Any:
+) -> Any | None:
     """The projector for this model's trainable parameters.
 
     ``identity`` keeps every coordinate (k = number of trainable parameters) and
-    ignores ``proj_dim``. A random projector with ``proj_dim`` above the number of
+    ignores ``proj_dim``; it is returned as ``None``, which the gradient code reads
+    as "no projection". A random projector with ``proj_dim`` above the number of
     trainable parameters is allowed but logged as a warning: it costs more than no
     projection and is still only an approximation.
     """
@@ -31,7 +32,7 @@ def make_projector(
 
     dim = num_trainable(model)
     if name == "identity":
-        return build_projector("identity", input_dim=dim, proj_dim=dim, seed=seed, device=device)
+        return None
     if proj_dim > dim:
         logger.warning(
             "less: proj_dim=%d is larger than the %d trainable parameters. A random projection to more "
@@ -64,7 +65,7 @@ def compute_rows(
     ctx: SelectionContext,
     *,
     batch_size: int,
-    dtype: torch.dtype,
+    dtype: str,
     cache_dir: Path | None,
 ) -> torch.Tensor:
     """Projected (not normalised) gradient features of ``request.indices``, ``(len, k)`` fp32.
@@ -73,10 +74,11 @@ def compute_rows(
     :class:`~dataflex.gradients.FeatureStore` keyed by the model identity, step,
     projector, transform, role and data, so a rerun of the same round reuses them.
     """
-    from dataflex.gradients import FeatureStore, compute_features
+    from dataflex.gradients import FeatureStore, compute_features, num_trainable
 
+    dim = projector.proj_dim if projector is not None else num_trainable(model)
     if not request.indices:
-        return torch.zeros(0, projector.proj_dim)
+        return torch.zeros(0, dim)
     store = None
     if cache_dir is not None:
         fingerprint = {
@@ -85,11 +87,11 @@ def compute_rows(
             "transform": request.transform,
             "data": data_identity(request.dataset, request.indices),
         }
-        store = FeatureStore(
-            Path(cache_dir) / "features",
+        store = FeatureStore.open(
+            Path(cache_dir) / "features" / fingerprint_key(fingerprint),
             fingerprint,
             num_rows=len(request.indices),
-            dim=projector.proj_dim,
+            dim=dim,
             dtype=dtype,
         )
     feats = compute_features(
