@@ -105,6 +105,19 @@ def build_training_args(cfg: TrainConfig) -> Any:
         raise ConfigError(f"invalid training arguments: {exc}") from None
 
 
+def dynamic_module() -> Any:
+    """``dataflex.train.dynamic`` (the dynamic-selection trainer), or a ConfigError if absent."""
+    try:
+        return importlib.import_module("dataflex.train.dynamic")
+    except ModuleNotFoundError as exc:
+        if exc.name != "dataflex.train.dynamic":
+            raise
+        raise ConfigError(
+            "train_type: dynamic_select needs dataflex.train.dynamic, which this build of dataflex "
+            "does not include; use train_type: static."
+        ) from None
+
+
 def build_trainer(
     cfg: TrainConfig,
     model: Any,
@@ -117,16 +130,7 @@ def build_trainer(
     """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one."""
     if cfg.train_type == "dynamic_select":
         # --- dynamic selection: provided by dataflex.train.dynamic (wired at merge time) ---
-        try:
-            dynamic = importlib.import_module("dataflex.train.dynamic")
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("dataflex.train.dynamic", "dataflex.train"):
-                raise
-            raise ConfigError(
-                "train_type: dynamic_select needs dataflex.train.dynamic, which this build of dataflex "
-                "does not include; use train_type: static."
-            ) from None
-        return dynamic.build_dynamic_trainer(
+        return dynamic_module().build_dynamic_trainer(
             cfg, model, tokenizer, train_dataset, eval_dataset, collator, training_args
         )
     from transformers import Trainer
@@ -149,6 +153,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             written to ``output_dir``.
     """
     out = check_output_dir(cfg)
+    if cfg.train_type == "dynamic_select":
+        dynamic_module()
     check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
