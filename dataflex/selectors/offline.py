@@ -31,7 +31,7 @@ from dataflex.selectors.less import LessSelector
 from dataflex.selectors.offline_config import OfflineSelectConfig
 from dataflex.selectors.offline_data import (
     OfflineDataset,
-    load_tokenized,
+    load_offline_dataset,
     write_jsonl,
     write_subset,
     write_text_atomic,
@@ -127,32 +127,47 @@ def check_before_work(config: OfflineSelectConfig, selector: Selector) -> None:
                 )
 
 
-def load_data(config: OfflineSelectConfig) -> tuple[OfflineDataset, OfflineDataset | None]:
-    """The pool and the validation set.
+def load_tokenizer(config: OfflineSelectConfig) -> Any:
+    """The base model's tokenizer, padding with EOS when it has no pad token."""
+    from transformers import AutoTokenizer
 
-    TODO(pipeline): raw Alpaca/ShareGPT datasets go through the data pipeline once
-    it is merged; until then records must be tokenised JSONL.
-    """
-    pool = load_tokenized(config.dataset, config.dataset_dir, config.max_samples)
-    val = load_tokenized(config.eval_dataset, config.dataset_dir) if config.eval_dataset else None
+    tokenizer = AutoTokenizer.from_pretrained(
+        config.model_name_or_path, trust_remote_code=config.trust_remote_code
+    )
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        logger.info("the tokenizer has no pad token; padding with the eos token %r", tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_data(config: OfflineSelectConfig, tokenizer: Any) -> tuple[OfflineDataset, OfflineDataset | None]:
+    """The pool and the validation set, tokenised as in training."""
+    from dataflex.data.templates import get_template
+
+    template = get_template(config.template, tokenizer)
+    kwargs = {"tokenizer": tokenizer, "template": template, "cutoff_len": config.cutoff_len}
+    if config.eval_dataset:
+        from dataflex.data.loader import resolve_datasets
+
+        resolve_datasets(config.eval_dataset, config.dataset_dir)  # a bad name fails before reading the pool
+    pool = load_offline_dataset(config.dataset, config.dataset_dir, max_samples=config.max_samples, **kwargs)
+    val = (
+        load_offline_dataset(
+            config.eval_dataset, config.dataset_dir, max_samples=config.max_samples, **kwargs
+        )
+        if config.eval_dataset
+        else None
+    )
     return pool, val
 
 
-def _pad_id(model: torch.nn.Module) -> int:
-    pad = getattr(getattr(model, "config", None), "pad_token_id", None)
-    if pad is None:
-        logger.info("The model config has no pad_token_id; padding with 0 (masked out).")
-        return 0
-    return int(pad)
-
-
-def _context(config, model, pool, val, *, round_, step, lr, device) -> SelectionContext:
+def _context(config, model, pool, val, *, round_, step, lr, device, pad_id) -> SelectionContext:
     return SelectionContext(
         model=model,
         optimizer=None,
         train_dataset=pool.examples,
         eval_dataset=val.examples if val is not None else None,
-        collator=SFTDataCollator(_pad_id(model)),
+        collator=SFTDataCollator(pad_id),
         learning_rate=lr,
         step=step,
         round=round_,
@@ -162,7 +177,9 @@ def _context(config, model, pool, val, *, round_, step, lr, device) -> Selection
     )
 
 
-def _score_less(config, selector: LessSelector, pool, val, device) -> tuple[torch.Tensor, list[str], dict]:
+def _score_less(
+    config, selector: LessSelector, pool, val, device, pad_id
+) -> tuple[torch.Tensor, list[str], dict]:
     """``(N, S)`` per-subtask scores summed over checkpoints with normalised lr weights."""
     from dataflex.gradients import AdamState
 
@@ -175,7 +192,9 @@ def _score_less(config, selector: LessSelector, pool, val, device) -> tuple[torc
     for i, (ckpt, weight) in enumerate(zip(ckpts, weights)):
         model = load_model(config, ckpt).to(device)
         step = _step_of(ckpt) if ckpt else 0
-        ctx = _context(config, model, pool, val, round_=i + 1, step=step, lr=weight, device=device)
+        ctx = _context(
+            config, model, pool, val, round_=i + 1, step=step, lr=weight, device=device, pad_id=pad_id
+        )
         transform = selector.params.gradient_type
         adam = AdamState.from_checkpoint(model, ckpt) if transform == "adam" else None
         result = selector.score_candidates(ctx, candidates, transform=transform, adam_state=adam)
@@ -200,7 +219,9 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
     components = load_components(config.components_cfg_file)
     selector = components.build_selector(config.component_name)
     check_before_work(config, selector)
-    pool, val = load_data(config)
+    tokenizer = load_tokenizer(config)
+    pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+    pool, val = load_data(config, tokenizer)
     n = config.num_to_select(len(pool))
     if n > len(pool):
         raise ConfigError(
@@ -211,7 +232,7 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
     out = Path(config.output_dir)
     report: dict[str, Any] = {"selector": config.component_name, "pool": len(pool), "selected": n}
     if isinstance(selector, LessSelector):
-        per_subtask, names, extra = _score_less(config, selector, pool, val, device)
+        per_subtask, names, extra = _score_less(config, selector, pool, val, device, pad_id)
         scores = per_subtask.max(dim=1).values
         indices = top_n(scores, n).tolist()
         rows = [
@@ -227,9 +248,8 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
     else:
         last = config.checkpoints[-1] if config.checkpoints else None
         model = load_model(config, last).to(device)
-        ctx = _context(
-            config, model, pool, val, round_=1, step=_step_of(last) if last else 0, lr=1.0, device=device
-        )
+        step = _step_of(last) if last else 0
+        ctx = _context(config, model, pool, val, round_=1, step=step, lr=1.0, device=device, pad_id=pad_id)
         sel = selector.select(ctx, n)
         indices = sel.indices
         scores = None

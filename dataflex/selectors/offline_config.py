@@ -1,16 +1,18 @@
 """The config of ``dataflex-cli select``: offline, one-shot selection (the LESS paper's workflow).
 
-Example::
+Example (the quickstart assets, after a short LoRA warm-up run saved two checkpoints)::
 
     model_name_or_path: examples/quickstart/model
     checkpoints: [saves/warmup/checkpoint-4, saves/warmup/checkpoint-8]
-    checkpoint_learning_rates: [2.0e-4, 1.0e-4]   # normalised to sum to one
-    dataset: quickstart_pool
-    eval_dataset: quickstart_target
+    checkpoint_learning_rates: [2.0e-3, 1.0e-3]   # normalised to sum to one
+    dataset: quickstart_train
+    eval_dataset: quickstart_valid
     dataset_dir: examples/quickstart/data
+    template: default
+    cutoff_len: 128
     component_name: less
     select_fraction: 0.1
-    output_dir: saves/selected
+    output_dir: saves/quickstart/selected
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class OfflineSelectConfig(BaseModel):
     dataset_dir: str = Field(default="data", description="Folder holding dataset_info.json.")
     template: str | None = Field(default=None, description="Chat template name (tokenizer's own if None).")
     cutoff_len: int = Field(default=1024, ge=1)
-    max_samples: int | None = Field(default=None, ge=1)
+    max_samples: int | None = Field(default=None, ge=1, description="Keep the first N rows of each dataset.")
 
     components_cfg_file: str | None = Field(default=None, description="components.yaml (shipped if None).")
     component_name: str = Field(default="less", description="Selector key in components_cfg_file.")

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dataflex.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,39 +52,20 @@ class OfflineDataset:
         return len(self.examples)
 
 
-def _read_jsonl(path: Path) -> list[Any]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{lineno}: not valid JSON ({exc.msg}).") from None
-    return rows
+def _info_entry(attr: Any, dataset_dir: Path) -> dict[str, Any]:
+    """The ``dataset_info.json`` entry of ``attr`` (rebuilt from ``attr`` for a direct file)."""
+    from dataflex.data.dataset_info import load_dataset_info
 
-
-def _resolve(name: str, dataset_dir: Path) -> tuple[str, Path, dict[str, Any]]:
-    """``(name, file, dataset_info entry)`` for a dataset name or a file path."""
-    as_path = Path(name)
-    if as_path.suffix in (".json", ".jsonl") and as_path.is_file():
-        return as_path.stem, as_path, {"file_name": as_path.name}
-    info_path = dataset_dir / "dataset_info.json"
-    if not info_path.is_file():
-        raise ConfigError(
-            f"dataset {name!r} is not a .json/.jsonl file and {info_path} does not exist; set "
-            "dataset_dir to the folder holding dataset_info.json or give a file path."
-        )
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    if name not in info:
-        from dataflex.registry import did_you_mean
-
-        raise ConfigError(f"dataset {name!r} is not in {info_path}." + did_you_mean(name, list(info)))
-    entry = dict(info[name])
-    file = dataset_dir / entry.get("file_name", "")
-    if not file.is_file():
-        raise ConfigError(f"dataset {name!r}: file {file} (file_name in {info_path}) does not exist.")
-    return name, file, entry
+    info = load_dataset_info(dataset_dir)
+    if attr.name in info:
+        return dict(info[attr.name])
+    entry: dict[str, Any] = {"file_name": attr.path.name}
+    if attr.formatting != "alpaca":
+        entry["formatting"] = attr.formatting
+    columns = attr.columns.model_dump(exclude_defaults=True)
+    if columns:
+        entry["columns"] = columns
+    return entry
 
 
 def is_tokenized(record: Any) -> bool:
@@ -88,37 +73,65 @@ def is_tokenized(record: Any) -> bool:
     return isinstance(record, dict) and "input_ids" in record and "labels" in record
 
 
-def load_tokenized(names: str, dataset_dir: str | Path, max_samples: int | None = None) -> OfflineDataset:
-    """Load comma-separated datasets of tokenised JSONL records (``input_ids``, ``labels``, ...).
+def load_offline_dataset(
+    names: str,
+    dataset_dir: str | Path,
+    *,
+    tokenizer: Any,
+    template: Any,
+    cutoff_len: int,
+    max_samples: int | None = None,
+) -> OfflineDataset:
+    """Load comma-separated datasets, tokenised, each example tied to its raw row.
 
-    Each example gets a ``dataset`` key (its source name) unless it has one.
+    Rows are read and converted by :mod:`dataflex.data` (``dataset_info.json``
+    names or ``.json``/``.jsonl`` paths, Alpaca or ShareGPT) and tokenised with
+    ``template``; a file whose rows already hold ``input_ids`` and ``labels`` is
+    used as it is. Unusable rows and rows that lose every answer token to
+    ``cutoff_len`` are skipped with a count in the log, as in training.
 
     Raises:
-        ConfigError: for a missing file or entry, or records that are not tokenised.
+        ConfigError: for a missing dataset or file, wrong columns, or no usable row.
     """
+    from dataflex.data.loader import resolve_datasets
+    from dataflex.data.readers import RowError, convert_row, read_rows
+    from dataflex.data.tokenize import tokenize_one
+
     out = OfflineDataset([], [])
-    for raw_name in (n.strip() for n in names.split(",") if n.strip()):
-        name, file, entry = _resolve(raw_name, Path(dataset_dir))
-        records = _read_jsonl(file) if file.suffix == ".jsonl" else json.loads(file.read_text("utf-8"))
+    for attr in resolve_datasets(names, dataset_dir):
+        rows = read_rows(attr.path)
         if max_samples is not None:
-            records = records[:max_samples]
-        if not records:
-            raise ConfigError(f"dataset {name!r} ({file}) is empty.")
-        bad = next((i for i, r in enumerate(records) if not is_tokenized(r)), None)
-        if bad is not None:
-            raise ConfigError(
-                f"dataset {name!r} ({file}) record {bad} has no input_ids/labels: offline selection "
-                "reads tokenised JSONL records here."
-            )
+            rows = rows[:max_samples]
+        if not rows:
+            raise ConfigError(f"dataset {attr.name!r} ({attr.path}) is empty.")
         src = len(out.sources)
-        out.sources.append(SourceDataset(name, records, entry, file.suffix))
-        for i, rec in enumerate(records):
-            ex = {k: v for k, v in rec.items()}
-            ex.setdefault("dataset", name)
+        out.sources.append(
+            SourceDataset(attr.name, rows, _info_entry(attr, Path(dataset_dir)), attr.path.suffix)
+        )
+        skipped: Counter[str] = Counter()
+        for i, row in enumerate(rows):
+            if is_tokenized(row):
+                ex: dict[str, Any] | None = {**row, "dataset": row.get("dataset", attr.name)}
+            else:
+                try:
+                    ex, reason, _ = tokenize_one(convert_row(row, attr), tokenizer, template, cutoff_len)
+                except RowError as exc:
+                    ex, reason = None, str(exc)
+                if ex is None:
+                    skipped[str(reason)] += 1
+                    continue
             out.examples.append(ex)
             out.origin.append((src, i))
-    if not out.examples:
-        raise ConfigError(f"no dataset named in {names!r}.")
+        if skipped:
+            logger.warning(
+                "dataset %r: skipped %d of %d rows: %s",
+                attr.name,
+                sum(skipped.values()),
+                len(rows),
+                dict(skipped),
+            )
+        if not any(s == src for s, _ in out.origin):
+            raise ConfigError(f"dataset {attr.name!r} ({attr.path}): no usable row ({dict(skipped)}).")
     return out
 
 
