@@ -19,3 +19,15 @@ def make_ctx(model, train, eval_=None, **kw) -> SelectionContext:
 @pytest.fixture
 def ctx_factory():
     return make_ctx
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: CI runs two pytest workers on two cores, and oversubscribed
+    BLAS threads make these small matmuls many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
