@@ -58,9 +58,10 @@ def _device(spec: str) -> torch.device:
 
 
 def _check_path(value: str, key: str) -> None:
-    looks_local = value.startswith((".", "/", "~")) or Path(value).exists() or value.count("/") != 1
+    # same rule as training: a hub id is "name" or "org/name"; anything else is a local path
+    looks_local = value.startswith((".", "/", "~")) or "\\" in value or value.count("/") > 1
     if looks_local and not Path(value).expanduser().exists():
-        raise ConfigError(f"{key}: {value!r} does not exist.")
+        raise ConfigError(f"{key}: the path {value!r} does not exist.")
 
 
 def _step_of(checkpoint: str) -> int:

@@ -174,3 +174,9 @@ def test_bad_projector_name_and_overrides(tmp_path, warmup):
         load_offline_config(cfg, ["select_fractoin=0.1"])
     assert load_offline_config(cfg, ["select_fraction=0.5"]).select_fraction == 0.5
     assert main(["select", str(cfg), "select_count=oops"]) == 1
+
+
+def test_missing_model_path_is_refused(tmp_path, warmup):
+    cfg = write_configs(tmp_path, warmup, model_name_or_path=str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="model_name_or_path: the path .* does not exist"):
+        run_offline_select(load_offline_config(cfg))
