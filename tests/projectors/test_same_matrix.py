@@ -165,3 +165,11 @@ def test_columns_past_two_to_the_32_agree(name, make_projector):
     p = make_projector(name, 2**33, 40, seed=4)
     got = p.project(torch.eye(4), offset=start).cpu().t()
     assert torch.equal(got, RademacherProjector(2**33, 40, seed=4).matrix(start, start + 4))
+
+
+def test_wide_tiles_hashed_in_chunks_give_the_same_p():
+    # k = 2048: 64 words per column, so a default (1024-column) tile is hashed in 4 chunks.
+    wide = RademacherProjector(600, 2048, seed=3, cache_bytes=0)
+    assert wide.block_cols == 1024
+    narrow = RademacherProjector(600, 2048, seed=3, cache_bytes=0, block_cols=16)
+    assert torch.equal(wide.matrix(), narrow.matrix())
