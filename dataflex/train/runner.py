@@ -71,8 +71,14 @@ def build_training_args(cfg: TrainConfig) -> Any:
     max_steps = cfg.max_steps
     if cfg.dynamic_total_steps is not None:
         max_steps = cfg.dynamic_total_steps  # the selection schedule fixes the length of the run
+    # transformers v5 renamed gradient_checkpointing to activation_checkpointing
+    names = TrainingArguments.__dataclass_fields__
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    )
     try:
         return TrainingArguments(
+            **{checkpointing: cfg.gradient_checkpointing},
             output_dir=cfg.output_dir,
             per_device_train_batch_size=cfg.per_device_train_batch_size,
             per_device_eval_batch_size=cfg.per_device_eval_batch_size,
@@ -96,7 +102,6 @@ def build_training_args(cfg: TrainConfig) -> Any:
             ddp_timeout=cfg.ddp_timeout,
             deepspeed=cfg.deepspeed,
             dataloader_num_workers=cfg.dataloader_num_workers,
-            gradient_checkpointing=cfg.gradient_checkpointing,
             report_to=cfg.report_to,
             remove_unused_columns=False,  # the collator drops the metadata keys (dataset, subtask)
             label_names=["labels"],
