@@ -88,9 +88,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print("FORCE_TORCHRUN: " + " ".join(relaunch[1:]), file=sys.stderr)
         return subprocess.run(relaunch, check=False).returncode
     result = run_train(cfg)
-    print(
-        f"trained {result.global_step} steps (loss {result.training_loss:.4f}); saved to {result.output_dir}"
-    )
+    if os.environ.get("RANK", "0") == "0":
+        loss = f"{result.training_loss:.4f}"
+        print(f"trained {result.global_step} steps (loss {loss}); saved to {result.output_dir}")
     return 0
 
 

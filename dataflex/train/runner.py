@@ -62,6 +62,13 @@ def check_output_dir(cfg: TrainConfig) -> Path:
     return out
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
 def build_training_args(cfg: TrainConfig) -> Any:
     """The ``transformers.TrainingArguments`` of a config (``deepspeed`` passed untouched)."""
     from transformers import TrainingArguments
@@ -76,9 +83,14 @@ def build_training_args(cfg: TrainConfig) -> Any:
     checkpointing = (
         "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     )
+    extra: dict[str, Any] = {checkpointing: cfg.gradient_checkpointing}
+    if cfg.bf16 and not _has_accelerator():
+        # TrainingArguments refuses bf16 without an accelerator unless told the run is on CPU
+        logger.info("no accelerator found: training on the CPU with bfloat16 autocast")
+        extra["use_cpu"] = True
     try:
         return TrainingArguments(
-            **{checkpointing: cfg.gradient_checkpointing},
+            **extra,
             output_dir=cfg.output_dir,
             per_device_train_batch_size=cfg.per_device_train_batch_size,
             per_device_eval_batch_size=cfg.per_device_eval_batch_size,

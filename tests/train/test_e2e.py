@@ -101,3 +101,26 @@ def test_full_finetuning_is_deterministic(tmp_path, quickstart_overrides):
     with safe_open(QUICKSTART / "model" / "model.safetensors", "pt") as f:
         changed = [k for k in f.keys() if not torch.equal(f.get_tensor(k), weights[0][k])]  # noqa: SIM118
     assert changed
+
+
+def test_lora_bf16_with_gradient_checkpointing_trains(tmp_path, quickstart_overrides):
+    overrides = [
+        *quickstart_overrides,
+        "finetuning_type=lora",
+        "lora_target=q_proj,v_proj",
+        "bf16=true",
+        "gradient_checkpointing=true",
+        "logging_steps=1",
+        "max_steps=2",
+        "eval_strategy=no",
+        "per_device_train_batch_size=4",
+    ]
+    result = run_train(load_train_config(SFT, overrides))
+    assert result.global_step == 2
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    with safe_open(tmp_path / "out" / "adapter_model.safetensors", "pt") as f:
+        names = list(f.keys())
+        assert names
+        assert all(("q_proj" in k or "v_proj" in k) and "lora_" in k for k in names)
+        assert all(f.get_tensor(k).dtype == torch.float32 for k in names)  # trainable params kept in fp32
+    assert result.plots == [tmp_path / "out" / "training_loss.png"]
