@@ -10,6 +10,9 @@ from dataflex.registry import register_projector
 
 _SIGN_BIT = -(1 << 31)
 _ONE_BITS = 0x3F800000  # bit pattern of float32 1.0
+# Hash in chunks small enough that torch runs each op on one thread: a tile's words are
+# few, and a parallel region per hash op costs more than the op on a busy machine.
+_SERIAL_WORDS = 16384
 
 
 @register_projector("rademacher")
@@ -32,10 +35,14 @@ class RademacherProjector(TiledProjector):
 
     def _generate(self, start: int, stop: int, out: torch.Tensor) -> None:
         n, words = stop - start, self.k_pad // 32
-        h = self.buffer("words", (n, words), torch.int64)
-        hash_words(column_keys(start, stop, self._k0, self.device), self._counters, out=h)
+        col_keys = column_keys(start, stop, self._k0, self.device)
         h32 = self.buffer("words32", (n, words), torch.int32)
-        h32.copy_(h)  # keeps the low 32 bits
+        step = max(1, _SERIAL_WORDS // words)
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            h = self.buffer("words", (b - a, words), torch.int64)
+            hash_words(col_keys[a:b], self._counters, out=h)
+            h32[a:b].copy_(h)  # keeps the low 32 bits
         # Move bit b of each word to the sign bit of float32 entry b and set the
         # rest to 1.0: a ±1.0 float per bit, in three vectorised passes.
         bits = out.view(torch.int32).view(n, words, 32)

@@ -127,6 +127,11 @@ class TrainConfig(BaseModel):
         _names
     )
 
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
     @property
     def lora_alpha_value(self) -> int:
         """``lora_alpha`` with its default (2 × rank) applied."""

@@ -62,6 +62,13 @@ def check_output_dir(cfg: TrainConfig) -> Path:
     return out
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
 def build_training_args(cfg: TrainConfig) -> Any:
     """The ``transformers.TrainingArguments`` of a config (``deepspeed`` passed untouched)."""
     from transformers import TrainingArguments
@@ -71,8 +78,19 @@ def build_training_args(cfg: TrainConfig) -> Any:
     max_steps = cfg.max_steps
     if cfg.dynamic_total_steps is not None:
         max_steps = cfg.dynamic_total_steps  # the selection schedule fixes the length of the run
+    # transformers v5 renamed gradient_checkpointing to activation_checkpointing
+    names = TrainingArguments.__dataclass_fields__
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    )
+    extra: dict[str, Any] = {checkpointing: cfg.gradient_checkpointing}
+    if cfg.bf16 and not _has_accelerator():
+        # TrainingArguments refuses bf16 without an accelerator unless told the run is on CPU
+        logger.info("no accelerator found: training on the CPU with bfloat16 autocast")
+        extra["use_cpu"] = True
     try:
         return TrainingArguments(
+            **extra,
             output_dir=cfg.output_dir,
             per_device_train_batch_size=cfg.per_device_train_batch_size,
             per_device_eval_batch_size=cfg.per_device_eval_batch_size,
@@ -96,7 +114,6 @@ def build_training_args(cfg: TrainConfig) -> Any:
             ddp_timeout=cfg.ddp_timeout,
             deepspeed=cfg.deepspeed,
             dataloader_num_workers=cfg.dataloader_num_workers,
-            gradient_checkpointing=cfg.gradient_checkpointing,
             report_to=cfg.report_to,
             remove_unused_columns=False,  # the collator drops the metadata keys (dataset, subtask)
             label_names=["labels"],
