@@ -18,16 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
 
 
-@pytest.fixture(scope="module")
-def warmup(tmp_path_factory):
-    """Two HF Trainer checkpoints (LoRA adapter + optimizer.pt) of a 2-step quickstart run."""
+def train_checkpoints(out: Path, finetuning_type: str) -> Path:
+    """HF Trainer checkpoints 1 and 2 (weights + optimizer.pt) of a 2-step quickstart run."""
     if not (QUICKSTART / "model" / "config.json").is_file():
         pytest.skip("examples/quickstart is missing")
-    out = tmp_path_factory.mktemp("warmup")
     code = main(
         [
             "train",
             str(QUICKSTART / "sft.yaml"),
+            f"finetuning_type={finetuning_type}",
             f"model_name_or_path={QUICKSTART / 'model'}",
             f"dataset_dir={QUICKSTART / 'data'}",
             f"output_dir={out}",
@@ -42,6 +41,12 @@ def warmup(tmp_path_factory):
     )
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def warmup(tmp_path_factory):
+    """LoRA checkpoints (adapter + optimizer.pt), the paper's setting."""
+    return train_checkpoints(tmp_path_factory.mktemp("warmup"), "lora")
 
 
 def write_configs(tmp: Path, warmup: Path, **over) -> Path:
@@ -180,3 +185,14 @@ def test_missing_model_path_is_refused(tmp_path, warmup):
     cfg = write_configs(tmp_path, warmup, model_name_or_path=str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match="model_name_or_path: the path .* does not exist"):
         run_offline_select(load_offline_config(cfg))
+
+
+def test_select_from_full_finetuning_checkpoints(tmp_path):
+    full = train_checkpoints(tmp_path / "full", "full")
+    assert not (full / "checkpoint-2" / "adapter_config.json").exists()
+    cfg = write_configs(
+        tmp_path, full, checkpoints=[str(full / "checkpoint-2")], checkpoint_learning_rates=None
+    )
+    result = run_offline_select(load_offline_config(cfg))
+    assert len(result.indices) == 4
+    assert len(read_jsonl(tmp_path / "out" / "scores.jsonl")) == 16
