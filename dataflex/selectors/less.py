@@ -134,11 +134,18 @@ class LessSelector(PoolSelector):
         if ctx.model is None or ctx.collator is None:
             raise ConfigError("less: the selection context needs a model and a collator.")
         self.subtask_labels(ctx)
-        if self.params.score_accumulation == "cumulative" and not ctx.learning_rate > 0:
+        if not ctx.learning_rate >= 0:
             raise ConfigError(
-                f"less: score_accumulation 'cumulative' weights round {ctx.round} by its mean learning "
-                f"rate, which is {ctx.learning_rate!r}; pass the mean learning rate since the previous "
-                "selection (SelectionContext.learning_rate) or use score_accumulation: current."
+                f"less: the mean learning rate of round {ctx.round} is {ctx.learning_rate!r}; it weights "
+                "the round's scores and must be >= 0 (SelectionContext.learning_rate)."
+            )
+        if self.params.score_accumulation == "cumulative" and ctx.learning_rate == 0:
+            logger.warning(
+                "less round %d (step %d): the mean learning rate since the last selection is 0, so this "
+                "round's scores get weight 0 in the cumulative score (LESS's formula); they only break "
+                "ties, e.g. in a first round taken before the learning-rate warm-up starts.",
+                ctx.round,
+                ctx.step,
             )
 
     # -- feature transform ------------------------------------------------------------------
@@ -274,7 +281,7 @@ class LessSelector(PoolSelector):
         """Accumulate ``result`` with ``weight`` (η̄) and pick the top ``num_samples`` candidates."""
         acc = self.accumulator_for(len(ctx.train_dataset))
         totals = acc.add(torch.as_tensor(candidates), result.scores, weight)
-        pos = top_n(totals, num_samples)
+        pos = top_n(totals, num_samples, tiebreak=result.scores)
         indices = [int(candidates[i]) for i in pos]
         self.remember(indices)
         meta = self.report(

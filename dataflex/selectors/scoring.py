@@ -118,13 +118,17 @@ class ScoreAccumulator:
         self.rounds = int(state["rounds"])
 
 
-def top_n(scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Positions of the ``n`` largest scores, best first; ties broken by lower position.
+def top_n(scores: torch.Tensor, n: int, tiebreak: torch.Tensor | None = None) -> torch.Tensor:
+    """Positions of the ``n`` largest scores, best first.
 
-    Deterministic (a stable sort), so every rank picks the same examples.
+    Equal scores are ordered by ``tiebreak`` (larger first) when given, then by lower
+    position. Deterministic, so every rank picks the same examples.
     """
-    order = torch.sort(-scores.to(torch.float64), stable=True).indices
-    return order[:n]
+    keys = [np.arange(len(scores))]
+    if tiebreak is not None:
+        keys.append(-tiebreak.detach().cpu().to(torch.float64).numpy())
+    keys.append(-scores.detach().cpu().to(torch.float64).numpy())
+    return torch.from_numpy(np.lexsort(keys)[:n].copy())
 
 
 def candidate_indices(

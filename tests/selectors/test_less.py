@@ -117,8 +117,8 @@ def test_bad_input_fails_before_work(warm, ctx_factory):
         build_selector("less", subtask_field="task").select(
             ctx_factory(model, pool, val, optimizer=opt, learning_rate=1e-3), 2
         )
-    with pytest.raises(ConfigError, match="mean learning rate, which is 0.0"):
-        sel.select(ctx_factory(model, pool, val, optimizer=opt, learning_rate=0.0), 2)
+    with pytest.raises(ConfigError, match="mean learning rate of round 0 is -0.1"):
+        sel.select(ctx_factory(model, pool, val, optimizer=opt, learning_rate=-0.1), 2)
     with pytest.raises(ConfigError, match="asked for 11 examples from a pool of 10"):
         sel.select(ctx_factory(model, pool, val, optimizer=opt, learning_rate=1e-3), 11)
     with pytest.raises(ConfigError, match="gradient_type: Input should be 'adam', 'sgd' or 'sign'"):
@@ -159,3 +159,16 @@ def test_metadata_reports_round_composition_and_timings(warm, ctx_factory):
     assert sum(meta["composition"].values()) == 3
     assert meta["time_features_s"] >= 0
     assert set(meta["candidate_scores"]) == {"min", "mean", "max", "std"}
+
+
+def test_zero_learning_rate_round_weighs_nothing_but_breaks_ties(warm, ctx_factory, caplog):
+    model, opt, pool, val = warm
+    sel = build_selector("less", projector="identity", replacement=True)
+    with caplog.at_level(logging.WARNING, logger="dataflex.selectors.less"):
+        first = sel.select(ctx_factory(model, pool, val, optimizer=opt, learning_rate=0.0, round=1), 10)
+    assert "get weight 0 in the cumulative score" in caplog.text
+    ref, _ = less_round_scores(model, opt, pool, val)
+    assert first.indices == torch.argsort(ref, descending=True, stable=True).tolist()
+    assert first.scores == [0.0] * 10
+    second = sel.select(ctx_factory(model, pool, val, optimizer=opt, learning_rate=1e-3, round=2), 10)
+    assert [all_scores(second)[i] for i in range(10)] == pytest.approx((1e-3 * ref).tolist(), abs=1e-7)
