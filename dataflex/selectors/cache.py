@@ -52,7 +52,7 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     total = sum(p.numel() for _, p in named)
-    stride = max(1, total // _FULL_HASH_LIMIT + (total % _FULL_HASH_LIMIT > 0))
+    stride = max(1, -(-total // _FULL_HASH_LIMIT))
     h = hashlib.blake2b(digest_size=16)
     for name, p in named:
         h.update(name.encode())
@@ -65,6 +65,22 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
         "trainable": total,
         "trainable_hash": h.hexdigest(),
     }
+
+
+def adam_identity(state: Any) -> str | None:
+    """Hash of an :class:`~dataflex.gradients.AdamState`: every moment and hyper-parameter."""
+    if state is None:
+        return None
+    moments = state.moments
+    total = sum(m.exp_avg.numel() for m in moments.values())
+    stride = max(1, -(-total // _FULL_HASH_LIMIT))
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(moments):
+        m = moments[name]
+        h.update(f"{name}:{m.beta1}:{m.beta2}:{m.eps}".encode())
+        _hash_tensor(h, m.exp_avg, stride)
+        _hash_tensor(h, m.exp_avg_sq, stride)
+    return h.hexdigest()
 
 
 def data_identity(examples: Sequence[Mapping[str, Any]], indices: Sequence[int]) -> str:

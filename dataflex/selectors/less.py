@@ -25,9 +25,10 @@ import torch
 from pydantic import Field, field_validator
 
 from dataflex.errors import ConfigError
+from dataflex.gradients import num_trainable
 from dataflex.registry import PROJECTORS, did_you_mean, register_selector
 from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.cache import data_identity, model_identity
+from dataflex.selectors.cache import adam_identity, data_identity, model_identity
 from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_projector
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.scoring import (
@@ -103,6 +104,7 @@ class LessSelector(PoolSelector):
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
         self.accumulator: ScoreAccumulator | None = None
+        self._projector: tuple[tuple, Any] | None = None
 
     # -- checks -----------------------------------------------------------------------------
     def subtask_labels(self, ctx: SelectionContext) -> list[str]:
@@ -170,6 +172,18 @@ class LessSelector(PoolSelector):
             return "sgd", None
         return "adam", AdamState.from_optimizer(ctx.model, opt)
 
+    def projector_for(self, ctx: SelectionContext) -> Any:
+        """The round's projector, reused across rounds while its shape, seed and device hold.
+
+        Reuse keeps the torch backends' generated blocks of P between rounds.
+        """
+        p = self.params
+        key = (p.projector, p.proj_dim, self.seed_for(ctx), str(ctx.device), num_trainable(ctx.model))
+        if self._projector is None or self._projector[0] != key:
+            proj = make_projector(ctx.model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
+            self._projector = (key, proj)
+        return self._projector[1]
+
     # -- scoring ----------------------------------------------------------------------------
     def score_candidates(
         self,
@@ -189,7 +203,7 @@ class LessSelector(PoolSelector):
         model = ctx.model
         labels = self.subtask_labels(ctx)
         names, group_ids = subtask_groups(labels)
-        projector = make_projector(model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
+        projector = self.projector_for(ctx)
         identity = {
             "model": model_identity(model),
             "step": ctx.step,
@@ -200,6 +214,7 @@ class LessSelector(PoolSelector):
             "selector": "less",
             **identity,
             "transform": transform,
+            "adam_state": adam_identity(adam_state),
             "train": data_identity(ctx.train_dataset, candidates),
             "val": data_identity(ctx.eval_dataset, range(len(ctx.eval_dataset))),
             "subtasks": labels,
@@ -220,7 +235,7 @@ class LessSelector(PoolSelector):
                 transform=kind,
                 adam_state=state,
                 role=role,
-                identity=identity,
+                identity={**identity, "adam_state": fingerprint["adam_state"] if state is not None else None},
             )
             out = compute_rows(
                 model,

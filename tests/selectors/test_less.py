@@ -140,6 +140,10 @@ def test_scores_cached_and_reused_only_for_the_same_round(warm, ctx_factory, tmp
     assert a.indices == b.indices
     assert a.scores == b.scores
     assert list((tmp_path / "features").iterdir())
+    opt.param_groups[0]["betas"] = (0.5, 0.9)  # same weights and step, different Adam features
+    assert not mk().select(ctx(), 10).metadata["cache_hit"]
+    opt.param_groups[0]["betas"] = (0.8, 0.95)
+    assert mk().select(ctx(), 10).metadata["cache_hit"]
     train_steps(model, opt, pool, 1)
     c = mk().select(ctx(), 10)
     assert not c.metadata["cache_hit"]
