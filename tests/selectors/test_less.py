@@ -176,3 +176,29 @@ def test_zero_learning_rate_round_weighs_nothing_but_breaks_ties(warm, ctx_facto
     assert first.scores == [0.0] * 10
     second = sel.select(ctx_factory(model, pool, val, optimizer=opt, learning_rate=1e-3, round=2), 10)
     assert [all_scores(second)[i] for i in range(10)] == pytest.approx((1e-3 * ref).tolist(), abs=1e-7)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_lora_scores_equal_independent_computation(tiny_llama, examples, ctx_factory, padding_side):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(
+        tiny_llama(seed=4), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-2)
+    pool, val = examples(8, seed=31), examples(3, seed=32)
+    train_steps(model, opt, pool, 2)
+    sel = build_selector("less", projector="identity", score_accumulation="current", batch_size=3)
+    ctx = ctx_factory(
+        model,
+        pool,
+        val,
+        optimizer=opt,
+        learning_rate=1e-2,
+        round=1,
+        collator=SFTDataCollator(0, padding_side=padding_side),
+    )
+    got = all_scores(sel.select(ctx, 8))
+    ref, _ = less_round_scores(model, opt, pool, val)
+    assert [got[i] for i in range(8)] == pytest.approx(ref.tolist(), abs=2e-5)
