@@ -185,6 +185,10 @@ def _score_less(
     from dataflex.gradients import AdamState
 
     weights = config.checkpoint_weights()
+    if len(config.checkpoints) > 1 and config.checkpoint_learning_rates is None:
+        logger.warning(
+            "checkpoint_learning_rates is not set: the %d checkpoints get equal weights.", len(weights)
+        )
     ckpts: list[str | None] = list(config.checkpoints) or [None]
     total: torch.Tensor | None = None
     names: list[str] = []

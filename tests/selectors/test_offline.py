@@ -50,6 +50,7 @@ def warmup(tmp_path_factory):
 
 
 def write_configs(tmp: Path, warmup: Path, **over) -> Path:
+    """The shipped examples/quickstart/select_less.yaml, pointed at ``warmup`` and made small."""
     components = {
         "selectors": {
             "less": {
@@ -69,22 +70,19 @@ def write_configs(tmp: Path, warmup: Path, **over) -> Path:
     }
     if not (tmp / "components.yaml").exists():
         (tmp / "components.yaml").write_text(yaml.safe_dump(components))
-    cfg = {
-        "model_name_or_path": str(QUICKSTART / "model"),
-        "checkpoints": [str(warmup / "checkpoint-1"), str(warmup / "checkpoint-2")],
-        "checkpoint_learning_rates": [2.0e-3, 1.0e-3],
-        "dataset": "quickstart_train",
-        "eval_dataset": "quickstart_valid",
-        "dataset_dir": str(QUICKSTART / "data"),
-        "template": "default",
-        "cutoff_len": 128,
-        "max_samples": 16,
-        "components_cfg_file": str(tmp / "components.yaml"),
-        "component_name": "less",
-        "select_fraction": 0.25,
-        "output_dir": str(tmp / "out"),
-        "device": "cpu",
-    }
+    cfg = yaml.safe_load((QUICKSTART / "select_less.yaml").read_text())
+    cfg.update(
+        {
+            "model_name_or_path": str(QUICKSTART / "model"),
+            "checkpoints": [str(warmup / "checkpoint-1"), str(warmup / "checkpoint-2")],
+            "dataset_dir": str(QUICKSTART / "data"),
+            "max_samples": 16,
+            "components_cfg_file": str(tmp / "components.yaml"),
+            "select_fraction": 0.25,
+            "output_dir": str(tmp / "out"),
+            "device": "cpu",
+        }
+    )
     cfg.update(over)
     path = tmp / f"select-{len(list(tmp.glob('select-*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(cfg))
