@@ -32,7 +32,10 @@ def _run(overrides: list[str]):
         ),
         (["cutoff_len=1"], r"train dataset: no example left .* raise cutoff_len"),
         (["deepspeed=missing_ds.json"], r"deepspeed: the DeepSpeed config 'missing_ds.json' does not exist"),
-        (["finetuning_type=lora", "lora_target=q_proj,qkv"], r"lora_target: the model has no linear module 'qkv'"),
+        (
+            ["finetuning_type=lora", "lora_target=q_proj,qkv"],
+            r"lora_target: the model has no linear module 'qkv'",
+        ),
     ],
 )
 def test_bad_input_fails_before_training(quickstart_overrides, tmp_path, extra, message):
