@@ -54,9 +54,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _setup_logging()
     cfg = load_train_config(args.config, args.overrides)
     result = run_train(cfg)
-    if os.environ.get("RANK", "0") == "0":
-        loss = f"{result.training_loss:.4f}"
-        print(f"trained {result.global_step} steps (loss {loss}); saved to {result.output_dir}")
+    print(
+        f"trained {result.global_step} steps (loss {result.training_loss:.4f}); saved to {result.output_dir}"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,9 +85,13 @@ def build_training_args(cfg: TrainConfig) -> Any:
         "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     )
     extra: dict[str, Any] = {checkpointing: cfg.gradient_checkpointing}
-    if cfg.bf16 and not _has_accelerator():
-        # TrainingArguments refuses bf16 without an accelerator unless told the run is on CPU
-        logger.info("no accelerator found: training on the CPU with bfloat16 autocast")
+    # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
+    # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not _has_accelerator() and (cfg.bf16 or distributed):
+        logger.info(
+            "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
+        )
         extra["use_cpu"] = True
     try:
         return TrainingArguments(
