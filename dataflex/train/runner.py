@@ -174,6 +174,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         ConfigError: any bad input, before the model is loaded and before anything is
             written to ``output_dir``.
     """
+    from transformers import set_seed
+
     out = check_output_dir(cfg)
     if cfg.train_type == "dynamic_select":
         dynamic_module()
@@ -181,7 +183,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
     training_args = build_training_args(cfg)
+    if data.eval is not None and cfg.eval_strategy == "no" and cfg.train_type == "static":
+        logger.info("eval_dataset is checked but not evaluated (eval_strategy: no)")
 
+    set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(
         cfg.model_name_or_path, dtype=torch_dtype(cfg.bf16, cfg.fp16), trust_remote_code=cfg.trust_remote_code
     )
