@@ -60,6 +60,13 @@ def check_output_dir(cfg: TrainConfig) -> Path:
             f"output_dir: {cfg.output_dir!r} is not empty; set overwrite_output_dir: true to write into "
             "it, resume_from_checkpoint to continue a run, or choose another output_dir."
         )
+    resume = cfg.resume_from_checkpoint
+    if isinstance(resume, str) and not Path(resume).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: {resume!r} is not a checkpoint folder.")
+    if resume is True and not (out.is_dir() and any(out.glob("checkpoint-*"))):
+        raise ConfigError(
+            f"resume_from_checkpoint: true, but output_dir {cfg.output_dir!r} has no checkpoint-* folder."
+        )
     return out
 
 
