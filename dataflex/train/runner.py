@@ -8,6 +8,7 @@ in seconds and leaves nothing in ``output_dir``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -186,6 +187,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     out = check_output_dir(cfg)
     if cfg.train_type == "dynamic_select":
         dynamic_module()
+    if cfg.plot_loss and importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(
+            "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
+        )
     check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
