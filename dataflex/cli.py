@@ -8,10 +8,8 @@ traceback is shown only for genuine bugs.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from dataflex import __version__
 from dataflex.errors import DataflexError
@@ -49,48 +47,16 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="[dataflex] %(levelname)s %(name)s: %(message)s")
 
 
-_TRUE = ("1", "true", "yes", "y")
-
-
-def torchrun_command(argv: Sequence[str], env: Mapping[str, str]) -> list[str] | None:
-    """The ``torchrun`` relaunch of ``dataflex-cli train`` that ``FORCE_TORCHRUN=1`` asks for.
-
-    As in LLaMA-Factory: ``NPROC_PER_NODE`` (default: the number of CUDA devices, at least 1),
-    ``NNODES``, ``NODE_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` are read from the environment.
-    Returns None when no relaunch is wanted or this already is a torchrun worker.
-    """
-    if env.get("FORCE_TORCHRUN", "").lower() not in _TRUE or "LOCAL_RANK" in env:
-        return None
-    nproc = env.get("NPROC_PER_NODE")
-    if nproc is None:
-        import torch
-
-        nproc = str(max(torch.cuda.device_count(), 1))
-    return [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", env.get("NNODES", "1"),
-        "--node_rank", env.get("NODE_RANK", "0"),
-        "--nproc_per_node", nproc,
-        "--master_addr", env.get("MASTER_ADDR", "127.0.0.1"),
-        "--master_port", env.get("MASTER_PORT", "29500"),
-        "-m", "dataflex.cli", "train", *argv,
-    ]  # fmt: skip
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataflex.train.config import load_train_config
     from dataflex.train.runner import run_train
 
     _setup_logging()
     cfg = load_train_config(args.config, args.overrides)
-    relaunch = torchrun_command([args.config, *args.overrides], os.environ)
-    if relaunch is not None:
-        print("FORCE_TORCHRUN: " + " ".join(relaunch[1:]), file=sys.stderr)
-        return subprocess.run(relaunch, check=False).returncode
     result = run_train(cfg)
-    if os.environ.get("RANK", "0") == "0":
-        loss = f"{result.training_loss:.4f}"
-        print(f"trained {result.global_step} steps (loss {loss}); saved to {result.output_dir}")
+    print(
+        f"trained {result.global_step} steps (loss {result.training_loss:.4f}); saved to {result.output_dir}"
+    )
     return 0
 
 

@@ -33,6 +33,14 @@ def _run(overrides: list[str]):
         (["cutoff_len=1"], r"train dataset: no example left .* raise cutoff_len"),
         (["deepspeed=missing_ds.json"], r"deepspeed: the DeepSpeed config 'missing_ds.json' does not exist"),
         (
+            ["resume_from_checkpoint=true"],
+            r"resume_from_checkpoint: true, but output_dir .* has no checkpoint-",
+        ),
+        (
+            ["resume_from_checkpoint=nowhere/checkpoint-5"],
+            r"'nowhere/checkpoint-5' is not a checkpoint folder",
+        ),
+        (
             ["finetuning_type=lora", "lora_target=q_proj,qkv"],
             r"lora_target: the model has no linear module 'qkv'",
         ),
