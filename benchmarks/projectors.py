@@ -8,8 +8,9 @@ and ratios to TRAK and to this machine's fp32 GEMM (torch.matmul against a matri
 made beforehand, same shapes, same run).
 
 To keep the run short, a method whose stream would take longer than
-``--max-seconds`` is timed on its first batches and extrapolated linearly (the
-"measured" column says how many). TRAK regenerates its whole matrix in
+``--max-seconds`` is timed on its first batches (at least two) and extrapolated
+as first batch + mean of the later ones for the rest (the "measured" column says
+how many ran). TRAK regenerates its whole matrix in
 ``ceil(k/100)`` blocks on every call, identically each time, so it is timed on
 ``--trak-blocks`` blocks of one call and scaled to the stream; the GEMM baseline
 at D = 2e6 (32-65 GB of matrix) is timed at D = 2e5 (same k) and reported as a
@@ -42,17 +43,21 @@ def _peak_rss_gib() -> float:
 
 
 def _time_stream(step, batches: int, max_seconds: float, sync=lambda: None) -> tuple[float, int]:
-    """Run ``step(i)`` for the stream; stop past ``max_seconds`` and extrapolate."""
-    start = time.perf_counter()
-    done = 0
+    """Run ``step(i)`` for the stream; past ``max_seconds`` (and at least 2 batches), extrapolate.
+
+    The estimate is the first batch (which pays any one-off generation) plus the mean
+    of the later batches for each batch not run.
+    """
+    times = []
     for i in range(batches):
+        start = time.perf_counter()
         step(i)
         sync()
-        done += 1
-        if time.perf_counter() - start > max_seconds:
+        times.append(time.perf_counter() - start)
+        if len(times) >= 2 and sum(times) > max_seconds:
             break
-    elapsed = time.perf_counter() - start
-    return elapsed * batches / done, done
+    later = times[1:] or times
+    return times[0] + sum(later) / len(later) * (batches - 1), len(times)
 
 
 def run_one(spec: dict) -> dict:
