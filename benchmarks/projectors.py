@@ -43,10 +43,11 @@ def _peak_rss_gib() -> float:
 
 
 def _time_stream(step, batches: int, max_seconds: float, sync=lambda: None) -> tuple[float, int]:
-    """Run ``step(i)`` for the stream; past ``max_seconds`` (and at least 2 batches), extrapolate.
+    """Run ``step(i)`` for the stream; past ``max_seconds``, extrapolate.
 
     The estimate is the first batch (which pays any one-off generation) plus the mean
-    of the later batches for each batch not run.
+    of the later batches for each batch not run; a first batch that alone exceeds
+    ``max_seconds`` stands for every batch.
     """
     times = []
     for i in range(batches):
@@ -54,7 +55,7 @@ def _time_stream(step, batches: int, max_seconds: float, sync=lambda: None) -> t
         step(i)
         sync()
         times.append(time.perf_counter() - start)
-        if len(times) >= 2 and sum(times) > max_seconds:
+        if sum(times) > max_seconds and (len(times) >= 2 or times[0] > max_seconds):
             break
     later = times[1:] or times
     return times[0] + sum(later) / len(later) * (batches - 1), len(times)
@@ -143,13 +144,19 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=25.0, help="per method before extrapolating")
     parser.add_argument("--trak-blocks", type=int, default=3, help="TRAK blocks timed per call (0: all)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, a smoke test")
+    parser.add_argument("--dims", type=int, nargs="+", default=list(STREAMS), help="subset of D")
+    parser.add_argument("--ks", type=int, nargs="+", default=list(KS), help="subset of k")
+    parser.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return
 
-    streams, ks = (STREAMS, KS) if not args.quick else ({20_000: 64}, (256,))
+    streams = {d: STREAMS.get(d, 64) for d in args.dims}
+    ks = args.ks
+    if args.quick:
+        streams, ks = {20_000: 64}, [256]
     import torch
 
     print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}, batches of {BATCH}")
@@ -161,6 +168,8 @@ def main() -> None:
         for k in ks:
             results = {}
             for method in methods_for(args.device, d):
+                if args.methods and method not in args.methods:
+                    continue
                 spec = {
                     "method": method,
                     "d": d,
