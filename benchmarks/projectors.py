@@ -42,12 +42,14 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _time_stream(step, batches: int, max_seconds: float, sync=lambda: None) -> tuple[float, int]:
+def _time_stream(
+    step, batches: int, max_seconds: float, sync=lambda: None, min_batches: int = 2
+) -> tuple[float, int]:
     """Run ``step(i)`` for the stream; past ``max_seconds``, extrapolate.
 
     The estimate is the first batch (which pays any one-off generation) plus the mean
-    of the later batches for each batch not run; a first batch that alone exceeds
-    ``max_seconds`` stands for every batch.
+    of the later batches for each batch not run. ``min_batches=1`` lets a first batch
+    stand for all of them: only right when nothing is cached between batches.
     """
     times = []
     for i in range(batches):
@@ -55,7 +57,7 @@ def _time_stream(step, batches: int, max_seconds: float, sync=lambda: None) -> t
         step(i)
         sync()
         times.append(time.perf_counter() - start)
-        if sum(times) > max_seconds and (len(times) >= 2 or times[0] > max_seconds):
+        if sum(times) > max_seconds and len(times) >= min_batches:
             break
     later = times[1:] or times
     return times[0] + sum(later) / len(later) * (batches - 1), len(times)
