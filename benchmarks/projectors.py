@@ -8,8 +8,9 @@ and ratios to TRAK and to this machine's fp32 GEMM (torch.matmul against a matri
 made beforehand, same shapes, same run).
 
 To keep the run short, a method whose stream would take longer than
-``--max-seconds`` is timed on its first batches and extrapolated linearly (the
-"measured" column says how many). TRAK regenerates its whole matrix in
+``--max-seconds`` is timed on its first batches (at least two) and extrapolated
+as first batch + mean of the later ones for the rest (the "measured" column says
+how many ran). TRAK regenerates its whole matrix in
 ``ceil(k/100)`` blocks on every call, identically each time, so it is timed on
 ``--trak-blocks`` blocks of one call and scaled to the stream; the GEMM baseline
 at D = 2e6 (32-65 GB of matrix) is timed at D = 2e5 (same k) and reported as a
@@ -41,18 +42,25 @@ def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _time_stream(step, batches: int, max_seconds: float, sync=lambda: None) -> tuple[float, int]:
-    """Run ``step(i)`` for the stream; stop past ``max_seconds`` and extrapolate."""
-    start = time.perf_counter()
-    done = 0
+def _time_stream(
+    step, batches: int, max_seconds: float, sync=lambda: None, min_batches: int = 2
+) -> tuple[float, int]:
+    """Run ``step(i)`` for the stream; past ``max_seconds``, extrapolate.
+
+    The estimate is the first batch (which pays any one-off generation) plus the mean
+    of the later batches for each batch not run. ``min_batches=1`` lets a first batch
+    stand for all of them: only right when nothing is cached between batches.
+    """
+    times = []
     for i in range(batches):
+        start = time.perf_counter()
         step(i)
         sync()
-        done += 1
-        if time.perf_counter() - start > max_seconds:
+        times.append(time.perf_counter() - start)
+        if sum(times) > max_seconds and len(times) >= min_batches:
             break
-    elapsed = time.perf_counter() - start
-    return elapsed * batches / done, done
+    later = times[1:] or times
+    return times[0] + sum(later) / len(later) * (batches - 1), len(times)
 
 
 def run_one(spec: dict) -> dict:
@@ -138,13 +146,19 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=25.0, help="per method before extrapolating")
     parser.add_argument("--trak-blocks", type=int, default=3, help="TRAK blocks timed per call (0: all)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, a smoke test")
+    parser.add_argument("--dims", type=int, nargs="+", default=list(STREAMS), help="subset of D")
+    parser.add_argument("--ks", type=int, nargs="+", default=list(KS), help="subset of k")
+    parser.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return
 
-    streams, ks = (STREAMS, KS) if not args.quick else ({20_000: 64}, (256,))
+    streams = {d: STREAMS.get(d, 64) for d in args.dims}
+    ks = args.ks
+    if args.quick:
+        streams, ks = {20_000: 64}, [256]
     import torch
 
     print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}, batches of {BATCH}")
@@ -156,6 +170,8 @@ def main() -> None:
         for k in ks:
             results = {}
             for method in methods_for(args.device, d):
+                if args.methods and method not in args.methods:
+                    continue
                 spec = {
                     "method": method,
                     "d": d,

@@ -23,7 +23,9 @@ def _mix32(x):
     return x
 
 
-@triton.jit
+# Integer arguments equal to 1 would otherwise be specialised into constexprs (and
+# ``col0.to(...)`` would fail when the offset is 1); the keys are arbitrary uint32 values.
+@triton.jit(do_not_specialize=["batch", "width", "proj_dim", "col0", "cols_per_split", "k0", "k1"])
 def project_kernel(
     x_ptr,
     part_ptr,

@@ -28,6 +28,7 @@ from dataflex.registry import register_projector
 _STREAMS = {"rademacher": STREAM_RADEMACHER, "gaussian": STREAM_GAUSSIAN}
 _PRECISIONS = ("tf32x3", "ieee", "tf32")
 _PARTIAL_BYTES = 256 << 20  # cap on the per-split partial sums, summed afterwards in torch
+_MAX_GRID_Z = 65535  # CUDA's limit on the third grid dimension
 
 
 def triton_available() -> bool:
@@ -130,7 +131,7 @@ class CudaProjector(Projector):
         # split depends only on the shapes (never on the device), and the partial sums
         # are added in a fixed order, so results are deterministic.
         max_splits = max(1, _PARTIAL_BYTES // (batch * self.proj_dim * 4))
-        cols_per_split = max(1 << 14, -(-width // max_splits))
+        cols_per_split = max(1 << 14, -(-width // max_splits), -(-width // _MAX_GRID_Z))
         cols_per_split = -(-cols_per_split // self.block_n) * self.block_n
         splits = -(-width // cols_per_split)
         partial = torch.empty(splits, batch, self.proj_dim, device=self.device, dtype=torch.float32)

@@ -30,6 +30,7 @@ class GaussianProjector(TiledProjector):
     """
 
     row_group = 2
+    fill_entries = 1 << 22  # its scratch is 16 bytes per entry
 
     def __init__(self, input_dim: int, proj_dim: int, **kwargs) -> None:
         super().__init__(input_dim, proj_dim, **kwargs)

@@ -113,9 +113,11 @@ class CountingRademacher(RademacherProjector):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.generated = 0
+        self.calls = 0
 
     def _generate(self, start, stop, out):
         self.generated += stop - start
+        self.calls += 1
         super()._generate(start, stop, out)
 
 
@@ -126,6 +128,7 @@ def test_cache_is_reused_across_calls_and_the_rest_regenerated():
     x = torch.randn(16, d)
     first = p.project(x)
     assert p.generated == d
+    assert p.calls == 1 + 10  # the 3 cached blocks filled in one call, then 152 columns in 16-wide tiles
     second = p.project(x)
     assert p.generated == d + (d - 48)  # only the uncached columns were generated again
     assert torch.equal(first, second)
