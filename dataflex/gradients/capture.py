@@ -192,9 +192,12 @@ class GradientCapture:
             x = x.reshape(batch, -1, x.shape[-1])
             gy = gy.reshape(batch, -1, gy.shape[-1])
             if mask is not None and x.shape[1] == mask.shape[1]:
-                keep = mask[:, :, None]
-                x = x.masked_fill(~keep, 0.0)
-                gy = gy.masked_fill(~keep, 0.0)
+                # Padding contributes exactly nothing (its output-gradient is zero), but a
+                # non-finite activation there would turn 0 into NaN: clear both.
+                pad = ~mask
+                gy = gy.masked_fill_(pad[:, :, None], 0.0)
+                if not bool(torch.isfinite(x[pad]).all()):
+                    x = x.masked_fill(pad[:, :, None], 0.0)
             if attr == "weight":
                 return torch.einsum("bto,bti->boi", gy, x)
             return gy.sum(dim=1)
@@ -204,7 +207,7 @@ class GradientCapture:
             ids = ids.reshape(batch, -1)
             gy = gy.reshape(batch, ids.shape[1], -1)
             if mask is not None and ids.shape[1] == mask.shape[1]:
-                gy = gy.masked_fill(~mask[:, :, None], 0.0)
+                gy = gy.masked_fill_(~mask[:, :, None], 0.0)
             vocab = module.num_embeddings
             flat = (ids + torch.arange(batch, device=ids.device)[:, None] * vocab).reshape(-1)
             out = torch.zeros(batch * vocab, gy.shape[-1], dtype=gy.dtype, device=gy.device)

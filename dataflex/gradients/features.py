@@ -18,6 +18,9 @@ from dataflex.projectors.base import Projector
 
 logger = logging.getLogger(__name__)
 
+CHUNK_ELEMENTS = 1 << 22
+"""Most elements (B × columns) of consecutive parameter blocks joined into one ``project`` call."""
+
 
 def num_trainable(model: nn.Module) -> int:
     """Number of trainable scalars: D, the width of unprojected features."""
@@ -147,26 +150,45 @@ class FeaturePlan:
                         IGNORE_INDEX,
                     )
                 self.capture.backward(losses.sum())
-                return self._stream(bsz, mask.bool(), normalize)
+                padded = not bool(mask.bool().all())
+                return self._stream(bsz, mask.bool() if padded else None, normalize)
         finally:
             for m, training in modes.items():
                 m.training = training
 
-    def _stream(self, bsz: int, mask: torch.Tensor, normalize: bool) -> torch.Tensor:
+    def _stream(self, bsz: int, mask: torch.Tensor | None, normalize: bool) -> torch.Tensor:
+        """Per-parameter blocks, transformed, projected a few consecutive parameters at a time.
+
+        Consecutive small blocks (LoRA matrices) are joined up to :data:`CHUNK_ELEMENTS`
+        before each ``project`` call, so memory stays O(B × (largest parameter + chunk)).
+        """
         chunks: list[torch.Tensor] = []
+        pending: list[torch.Tensor] = []
         out: torch.Tensor | None = None
-        offset = 0
+        width = start = 0
+
+        def flush() -> None:
+            nonlocal out, width, start, pending
+            x = pending[0] if len(pending) == 1 else torch.cat(pending, dim=1)
+            part = self.projector.project(x, start)
+            out = part if out is None else out.add_(part)
+            start += width
+            width, pending = 0, []
+
         for name, param in self.capture.params:
             g = self.capture.per_example_grad(param, bsz, mask)
             moments = self.adam_state[name] if self.transform == "adam" else None
             g = apply_transform(self.transform, g, moments)
             if self.projector is None:
                 chunks.append(g)
-            else:
-                part = self.projector.project(g, offset)
-                out = part if out is None else out + part
-            offset += g.shape[1]
+                continue
+            if pending and (width + g.shape[1]) * bsz > CHUNK_ELEMENTS:
+                flush()
+            pending.append(g)
+            width += g.shape[1]
             del g
+        if pending:
+            flush()
         feats = torch.cat(chunks, dim=1) if self.projector is None else out
         if normalize:
             feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(torch.finfo(feats.dtype).tiny)

@@ -172,9 +172,10 @@ def apply_transform(transform: str, grads: torch.Tensor, moments: AdamMoments | 
         raise ValueError("transform='adam' needs the parameter's Adam moments.")
     m = moments.exp_avg.to(device=grads.device, dtype=torch.float32).reshape(1, -1)
     v = moments.exp_avg_sq.to(device=grads.device, dtype=torch.float32).reshape(1, -1)
-    m_new = moments.beta1 * m + (1.0 - moments.beta1) * grads
-    v_new = moments.beta2 * v + (1.0 - moments.beta2) * grads.square()
-    return m_new / (v_new.sqrt() + moments.eps)
+    # Few full-size passes and allocations: this runs on (B, n) blocks of every parameter.
+    m_new = torch.add(moments.beta1 * m, grads, alpha=1.0 - moments.beta1)
+    v_new = torch.addcmul(moments.beta2 * v, grads, grads, value=1.0 - moments.beta2)
+    return m_new.div_(v_new.sqrt_().add_(moments.eps))
 
 
 def check_transform(transform: object) -> str:

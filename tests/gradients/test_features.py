@@ -9,6 +9,7 @@ import torch
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.errors import ConfigError
+from dataflex.gradients import features as features_module
 from dataflex.gradients import num_trainable, per_example_features
 
 ATOL = 2e-5
@@ -43,10 +44,23 @@ def test_projected_stream_equals_projecting_the_whole(llama, examples, slow, den
     )
     _close(got, slow(model, exs, transform="sign", projector=proj, normalize=True))
     torch.testing.assert_close(got.norm(dim=1), torch.ones(4))
-    # Streamed parameter by parameter, in named_parameters order, covering [0, D) once.
+    # Streamed in named_parameters order, covering [0, D) once, in several slices.
+    ends = [o + w for o, w in proj.calls]
+    assert [o for o, _ in proj.calls] == [0, *ends[:-1]]
+    assert ends[-1] == num_trainable(model)
+
+
+def test_stream_goes_parameter_by_parameter(llama, examples, dense_projector, monkeypatch):
+    model = llama("lora")
+    monkeypatch.setattr(features_module, "CHUNK_ELEMENTS", 1)  # one project call per parameter
+    proj = dense_projector(num_trainable(model), 8)
+    batch = SFTDataCollator(0)(examples(3))
+    joined = per_example_features(model, batch, projector=dense_projector(num_trainable(model), 8))
+    one_by_one = per_example_features(model, batch, projector=proj)
     sizes = [p.numel() for _, p in model.named_parameters() if p.requires_grad]
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     assert proj.calls == list(zip(offsets, sizes))
+    torch.testing.assert_close(one_by_one, joined, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
