@@ -176,3 +176,10 @@ def test_wide_tiles_hashed_in_chunks_give_the_same_p():
     assert wide.block_cols == 1024
     narrow = RademacherProjector(600, 2048, seed=3, cache_bytes=0, block_cols=16)
     assert torch.equal(wide.matrix(), narrow.matrix())
+
+
+@pytest.mark.parametrize("blocks", [(16, 16, 64), (32, 64, 32)])
+def test_cuda_block_sizes_give_the_same_p(blocks, make_projector, matrix_of):
+    block_b, block_n, block_k = blocks
+    p = make_projector("cuda", 100, 70, seed=6, block_b=block_b, block_n=block_n, block_k=block_k)
+    assert torch.equal(matrix_of(p), RademacherProjector(100, 70, seed=6).matrix())
