@@ -1,0 +1,1 @@
+"""Training: configuration, model building, and dynamic data selection in the HF Trainer."""
