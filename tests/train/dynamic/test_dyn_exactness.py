@@ -10,7 +10,15 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from dyn_helpers import IndexCollator, ProbeSelector, RecordingTrainer, make_pool, probe_indices, tiny_llama, training_args
+from dyn_helpers import (
+    IndexCollator,
+    ProbeSelector,
+    RecordingTrainer,
+    make_pool,
+    probe_indices,
+    tiny_llama,
+    training_args,
+)
 
 from dataflex.registry import build_selector
 from dataflex.train.dynamic import SelectionSchedule, warmup_indices
@@ -63,7 +71,9 @@ def test_every_trained_example_comes_from_its_round(tmp_path, accumulation, work
     assert [c["adam_steps"] for c in ProbeSelector.calls] == schedule.selection_steps
     assert {c["wrapped"] for c in ProbeSelector.calls} == {"LlamaForCausalLM"}
 
-    expected = {r: probe_indices(POOL, per_step * schedule.update_step, schedule.start_step(r)) for r in range(1, 3)}
+    expected = {
+        r: probe_indices(POOL, per_step * schedule.update_step, schedule.start_step(r)) for r in range(1, 3)
+    }
     if schedule.warmup_step:
         expected[0] = warmup_indices(POOL, per_step * schedule.warmup_step, SEED)
     assert {r: s.indices for r, s in trainer.selections.items()} == expected

@@ -10,7 +10,12 @@ from transformers import TrainerCallback
 
 from dataflex.errors import ConfigError
 from dataflex.registry import build_selector
-from dataflex.train.dynamic import DynamicSelectTrainer, SelectionSchedule, load_selection_state, read_selections
+from dataflex.train.dynamic import (
+    DynamicSelectTrainer,
+    SelectionSchedule,
+    load_selection_state,
+    read_selections,
+)
 
 SCHEDULE = SelectionSchedule(warmup_step=2, update_step=2, update_times=2)
 

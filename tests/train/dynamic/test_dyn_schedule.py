@@ -19,7 +19,9 @@ from dataflex.train.dynamic import (
 )
 
 
-@pytest.mark.parametrize(("warmup", "update", "times"), [(0, 3, 2), (2, 3, 2), (4, 2, 3), (6, 4, 1), (1, 1, 1)])
+@pytest.mark.parametrize(
+    ("warmup", "update", "times"), [(0, 3, 2), (2, 3, 2), (4, 2, 3), (6, 4, 1), (1, 1, 1)]
+)
 def test_round_of_step_matches_a_step_by_step_walk(warmup, update, times):
     s = SelectionSchedule(warmup, update, times)
     assert s.total_steps == warmup + update * times
@@ -37,11 +39,23 @@ def test_round_of_step_matches_a_step_by_step_walk(warmup, update, times):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"warmup_step": -1, "update_step": 2, "update_times": 1}, "warmup_step must be an integer >= 0, got -1"),
-        ({"warmup_step": 0, "update_step": 0, "update_times": 1}, "update_step must be a positive integer, got 0"),
+        (
+            {"warmup_step": -1, "update_step": 2, "update_times": 1},
+            "warmup_step must be an integer >= 0, got -1",
+        ),
+        (
+            {"warmup_step": 0, "update_step": 0, "update_times": 1},
+            "update_step must be a positive integer, got 0",
+        ),
         ({"warmup_step": 0, "update_step": -3, "update_times": 1}, "update_step must be a positive integer"),
-        ({"warmup_step": 0, "update_step": 2, "update_times": 0}, "update_times must be a positive integer, got 0"),
-        ({"warmup_step": 0, "update_step": 2.5, "update_times": 1}, "update_step must be an integer, got 2.5"),
+        (
+            {"warmup_step": 0, "update_step": 2, "update_times": 0},
+            "update_times must be a positive integer, got 0",
+        ),
+        (
+            {"warmup_step": 0, "update_step": 2.5, "update_times": 1},
+            "update_step must be an integer, got 2.5",
+        ),
         ({"warmup_step": True, "update_step": 2, "update_times": 1}, "warmup_step must be an integer"),
     ],
 )
@@ -91,20 +105,27 @@ def test_sampler_yields_each_chunk_of_the_current_round():
     sampler.select_round(0, None)
     sampler.set_step(0)
     assert list(sampler) == warmup_indices(10, 4, 1)
+    sampler.set_step(2)
     with pytest.raises(DataflexError, match="round 1 .* has not been selected yet"):
-        sampler.set_step(2)
         list(sampler)
     selector.indices = list(range(8))
     sampler.select_round(1, _ctx())
     for step, expected in [(2, [0, 1, 2, 3]), (3, [0, 1, 2, 3]), (4, [4, 5, 6, 7])]:
         sampler.set_step(step)  # step 3 is mid-chunk: a resumed run restarts the chunk and skips batches
         assert list(sampler) == expected
-    assert sampler.pending_round(6) == 2 and sampler.pending_round(4) is None and sampler.pending_round(10) is None
+    assert (
+        sampler.pending_round(6) == 2
+        and sampler.pending_round(4) is None
+        and sampler.pending_round(10) is None
+    )
 
 
 @pytest.mark.parametrize(
     ("indices", "match"),
-    [([1, 2, 3], "returned 3 indices for round 1; the round trains on exactly 4"), ([1, 2, 3, 10], "outside")],
+    [
+        ([1, 2, 3], "returned 3 indices for round 1; the round trains on exactly 4"),
+        ([1, 2, 3, 10], "outside"),
+    ],
 )
 def test_sampler_rejects_a_malformed_selection(indices, match):
     sampler = DynamicSelectionSampler(FixedSelector(indices), SelectionSchedule(0, 2, 1), 10, 2)
@@ -115,7 +136,10 @@ def test_sampler_rejects_a_malformed_selection(indices, match):
 def test_round_budget_larger_than_the_pool_is_rejected_before_training():
     with pytest.raises(ConfigError, match="asked for 24 examples from a pool of 20 without replacement"):
         check_dynamic_plan(SelectionSchedule(0, 3, 1), build_selector("random"), 20, 8)
-    assert check_dynamic_plan(SelectionSchedule(0, 3, 1), build_selector("random", replacement=True), 20, 8) == 24
+    assert (
+        check_dynamic_plan(SelectionSchedule(0, 3, 1), build_selector("random", replacement=True), 20, 8)
+        == 24
+    )
 
 
 def test_selector_needing_a_target_set_requires_eval_dataset():

@@ -130,7 +130,13 @@ def test_no_relaunch_without_the_flag_or_inside_torchrun(monkeypatch):
 
 
 def test_torchrun_command_reads_the_llamafactory_variables():
-    env = {"NPROC_PER_NODE": "3", "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500"}
+    env = {
+        "NPROC_PER_NODE": "3",
+        "NNODES": "2",
+        "NODE_RANK": "1",
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "29500",
+    }
     cmd = torchrun_command(["train", "cfg.yaml"], environ=env)
     assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc_per_node=3" in cmd and "--nnodes=2" in cmd and "--node_rank=1" in cmd
