@@ -41,6 +41,35 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="[dataflex] %(levelname)s %(name)s: %(message)s")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dataflex.train.config import load_train_config
+    from dataflex.train.runner import run_train
+
+    _setup_logging()
+    cfg = load_train_config(args.config, args.overrides)
+    result = run_train(cfg)
+    print(
+        f"trained {result.global_step} steps (loss {result.training_loss:.4f}); saved to {result.output_dir}"
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dataflex.train.config import load_export_config
+    from dataflex.train.export import run_export
+
+    _setup_logging()
+    cfg = load_export_config(args.config, args.overrides)
+    print(f"exported the merged model to {run_export(cfg)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``dataflex-cli`` (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
@@ -51,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("version", help="print the versions of dataflex, torch and transformers")
     p.set_defaults(handler=_cmd_version)
+
+    p = sub.add_parser("train", help="fine-tune a model as a YAML config says (LLaMA-Factory keys)")
+    p.add_argument("config", help="training YAML, e.g. examples/quickstart/sft.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("export", help="merge a LoRA adapter into its base model and save it")
+    p.add_argument("config", help="export YAML, e.g. examples/merge_lora/llama3_lora_sft.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    p.set_defaults(handler=_cmd_export)
 
     p = sub.add_parser("list", help="list registered selectors and projectors")
     p.add_argument("kind", nargs="?", choices=["selectors", "projectors"], help="only this kind")

@@ -1,0 +1,177 @@
+"""``dataset_info.json``: LLaMA-Factory's registry of named datasets.
+
+A training config names datasets (``dataset: alpaca_en_demo,identity``); each name is
+looked up in ``<dataset_dir>/dataset_info.json`` or, when it is a path to a ``.json`` /
+``.jsonl`` file, read directly (Alpaca format unless the rows hold ``conversations`` or
+``messages``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dataflex.configs.validation import format_validation_error
+from dataflex.errors import ConfigError
+from dataflex.registry import did_you_mean
+
+DATA_SUFFIXES = (".json", ".jsonl")
+
+
+class Columns(BaseModel):
+    """Which row keys hold which field (LLaMA-Factory's ``columns``).
+
+    Alpaca uses ``prompt``/``query``/``response``/``system``/``history``; ShareGPT uses
+    ``messages``/``system``/``tools``. ``subtask`` (a dataflex extension) names a column
+    kept as the example's ``subtask`` metadata.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = "instruction"
+    query: str = "input"
+    response: str = "output"
+    history: str | None = None
+    messages: str = "conversations"
+    system: str | None = None
+    tools: str | None = None
+    subtask: str = "subtask"
+
+
+class Tags(BaseModel):
+    """Role names of ShareGPT messages (LLaMA-Factory's ``tags``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role_tag: str = "from"
+    content_tag: str = "value"
+    user_tag: str = "human"
+    assistant_tag: str = "gpt"
+    observation_tag: str = "observation"
+    function_tag: str = "function_call"
+    system_tag: str = "system"
+
+
+class DatasetAttr(BaseModel):
+    """One resolved dataset: where its file is and how to read its rows."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    path: Path
+    formatting: Literal["alpaca", "sharegpt"] = "alpaca"
+    columns: Columns = Field(default_factory=Columns)
+    tags: Tags = Field(default_factory=Tags)
+
+
+class _InfoEntry(BaseModel):
+    """A ``dataset_info.json`` entry; hub/ranking keys are read so they can be refused clearly."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    file_name: str | None = None
+    hf_hub_url: str | None = None
+    ms_hub_url: str | None = None
+    om_hub_url: str | None = None
+    formatting: Literal["alpaca", "sharegpt"] = "alpaca"
+    ranking: bool = False
+    columns: Columns = Field(default_factory=Columns)
+    tags: Tags = Field(default_factory=Tags)
+
+
+def split_names(names: str | list[str] | None) -> list[str]:
+    """``"a, b"`` or ``["a", "b"]`` → ``["a", "b"]`` (empty entries dropped)."""
+    if names is None:
+        return []
+    parts = names.split(",") if isinstance(names, str) else list(names)
+    return [p.strip() for p in parts if p and p.strip()]
+
+
+def load_dataset_info(dataset_dir: str | Path) -> dict[str, dict]:
+    """Read ``<dataset_dir>/dataset_info.json`` (an empty dict if the file is absent)."""
+    info_path = Path(dataset_dir) / "dataset_info.json"
+    if not info_path.is_file():
+        return {}
+    try:
+        raw = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{info_path} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{info_path} must hold a JSON object mapping dataset names to entries.")
+    return raw
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith(DATA_SUFFIXES) or "/" in name or "\\" in name
+
+
+def resolve_dataset(name: str, dataset_dir: str | Path = "data") -> DatasetAttr:
+    """Find dataset ``name``: a ``dataset_info.json`` entry or a path to a JSON/JSONL file.
+
+    Raises:
+        ConfigError: the name is neither an entry (closest entries suggested) nor an
+            existing file; the entry has no local ``file_name``; the file is missing.
+    """
+    dataset_dir = Path(dataset_dir)
+    info = load_dataset_info(dataset_dir)
+    if name in info:
+        try:
+            entry = _InfoEntry.model_validate(info[name])
+        except ValidationError as exc:
+            where = f"{dataset_dir / 'dataset_info.json'}: {name}"
+            raise ConfigError(format_validation_error(exc, _InfoEntry, where=where)) from None
+        if entry.ranking:
+            raise ConfigError(
+                f"dataset {name!r} is a preference (ranking) dataset; dataflex trains SFT only."
+            )
+        if entry.file_name is None:
+            hub = entry.hf_hub_url or entry.ms_hub_url or entry.om_hub_url
+            raise ConfigError(
+                f"dataset {name!r} in {dataset_dir / 'dataset_info.json'} has no 'file_name' "
+                f"(it points at the hub: {hub!r}); download it and add a 'file_name' entry, "
+                "or pass a local .json/.jsonl path."
+            )
+        path = dataset_dir / entry.file_name
+        if not path.exists():
+            raise ConfigError(
+                f"dataset {name!r}: file {str(path)!r} (file_name in "
+                f"{dataset_dir / 'dataset_info.json'}) does not exist."
+            )
+        if path.is_dir():
+            raise ConfigError(f"dataset {name!r}: {str(path)!r} is a folder; give a .json or .jsonl file.")
+        return DatasetAttr(
+            name=name, path=path, formatting=entry.formatting, columns=entry.columns, tags=entry.tags
+        )
+
+    for candidate in (Path(name), dataset_dir / name):
+        if candidate.is_file():
+            return _attr_for_file(candidate)
+
+    if _looks_like_path(name):
+        raise ConfigError(f"dataset file {name!r} does not exist (also looked in {str(dataset_dir)!r}).")
+    if not info:
+        raise ConfigError(
+            f"dataset {name!r} not found: {str(dataset_dir / 'dataset_info.json')!r} does not exist "
+            f"and {name!r} is not a file. Set dataset_dir to the folder holding dataset_info.json, "
+            "or give a path to a .json/.jsonl file."
+        )
+    raise ConfigError(
+        f"dataset {name!r} is not in {dataset_dir / 'dataset_info.json'}." + did_you_mean(name, sorted(info))
+    )
+
+
+def _attr_for_file(path: Path) -> DatasetAttr:
+    """A directly given file: ShareGPT if its first row has ``conversations``/``messages``."""
+    from dataflex.data.readers import read_rows
+
+    rows = read_rows(path, limit=1)
+    first = rows[0] if rows and isinstance(rows[0], dict) else {}
+    if "conversations" in first or "messages" in first:
+        key = "conversations" if "conversations" in first else "messages"
+        return DatasetAttr(
+            name=path.stem, path=path, formatting="sharegpt", columns=Columns(messages=key, tools="tools")
+        )
+    return DatasetAttr(name=path.stem, path=path, formatting="alpaca")

@@ -1,0 +1,284 @@
+"""Chat templates: turning a conversation into (prompt, answer) text pairs.
+
+A template renders a conversation as a list of ``(source, target)`` string pairs, one
+per assistant turn: ``source`` is everything since the previous answer (system prompt,
+user turn, the assistant header) and gets label -100; ``target`` is the answer and its
+end-of-turn marker and is trained on.
+
+Named templates follow LLaMA-Factory's formats for the same names. ``template: default``
+(or no ``template``) uses the tokenizer's own Jinja chat template, split into pairs by
+rendering growing prefixes of the conversation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from dataflex.errors import ConfigError
+from dataflex.registry import did_you_mean
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATE = "default"
+TOOLS_HEADER = "You have access to the following tools:\n"
+
+
+def tools_block(tools: str) -> str:
+    """The text a named template adds to the system prompt when a row has ``tools``."""
+    try:
+        parsed = json.loads(tools)
+        body = json.dumps(parsed, ensure_ascii=False)
+    except json.JSONDecodeError:
+        body = tools
+    return TOOLS_HEADER + body
+
+
+@dataclass(frozen=True)
+class Template:
+    """A named, string-slot chat template.
+
+    Slots contain ``{content}`` and may contain ``{bos}`` / ``{eos}``, replaced by the
+    tokenizer's BOS/EOS tokens. ``special_tokens`` must each be one token of the
+    tokenizer (checked by :func:`check_template_tokens`).
+
+    Attributes:
+        name: Registry name.
+        prefix: Text before everything (e.g. ``"{bos}"``).
+        system: Slot of the system block.
+        user: Slot of a user turn, including the assistant header that follows it.
+        assistant: Slot of an answer, including its end-of-turn marker.
+        observation: Slot of a tool result turn (defaults to ``user``).
+        function_call: Slot of a tool call answer (defaults to ``assistant``).
+        default_system: System prompt used when a row has none.
+        system_in_user: Put the system block inside the first user turn (Llama-2/Mistral).
+        special_tokens: Literal tokens the tokenizer must know.
+    """
+
+    name: str
+    user: str
+    assistant: str
+    prefix: str = ""
+    system: str = "{content}"
+    observation: str | None = None
+    function_call: str | None = None
+    default_system: str = ""
+    system_in_user: bool = False
+    special_tokens: tuple[str, ...] = field(default_factory=tuple)
+
+    def render_pairs(
+        self, example: dict[str, Any], bos: str | None = None, eos: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Render ``example`` (the reader's conversation form) as (source, target) pairs."""
+
+        def fill(slot: str, content: str) -> str:
+            for key, tok in (("{bos}", bos), ("{eos}", eos)):
+                if key in slot:
+                    if tok is None:
+                        raise ConfigError(
+                            f"template {self.name!r} needs the tokenizer's {key[1:-1]} token, "
+                            "but the tokenizer has none."
+                        )
+                    slot = slot.replace(key, tok)
+            return slot.replace("{content}", content)
+
+        system = example.get("system") or self.default_system
+        if example.get("tools"):
+            system = "\n\n".join(s for s in (system, tools_block(example["tools"])) if s)
+        system_text = fill(self.system, system) if system else ""
+        pairs: list[tuple[str, str]] = []
+        messages = example["messages"]
+        for i in range(0, len(messages), 2):
+            query, answer = messages[i], messages[i + 1]
+            slot = self.observation if query["role"] == "observation" else None
+            source = fill(slot or self.user, query["content"])
+            if i == 0:
+                if self.system_in_user:
+                    source = fill(slot or self.user, system_text + query["content"])
+                else:
+                    source = system_text + source
+                source = fill(self.prefix, "") + source
+            slot = self.function_call if answer["role"] == "function_call" else None
+            pairs.append((source, fill(slot or self.assistant, answer["content"])))
+        return pairs
+
+
+class ChatTemplate:
+    """The tokenizer's own Jinja chat template, split into (source, target) pairs.
+
+    Each answer's span is found by rendering the conversation up to the answer with
+    ``add_generation_prompt=True`` and again including the answer; the template must
+    render growing conversations as growing strings (most do).
+    """
+
+    name = DEFAULT_TEMPLATE
+    special_tokens: tuple[str, ...] = ()
+
+    def __init__(self, tokenizer: Any) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template, so "
+                f"template: {DEFAULT_TEMPLATE} cannot be used; set template: to one of "
+                f"{', '.join(list_templates())}."
+            )
+        self.tokenizer = tokenizer
+        self.supports_tools = "tools" in str(tokenizer.chat_template)
+        self._warned_tools = False
+
+    def _render(self, messages: list[dict], tools: list | None, generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+        )
+
+    def render_pairs(
+        self, example: dict[str, Any], bos: str | None = None, eos: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Render ``example`` with the tokenizer's chat template as (source, target) pairs."""
+        system = example.get("system") or ""
+        tools = None
+        if example.get("tools"):
+            if self.supports_tools:
+                try:
+                    tools = json.loads(example["tools"])
+                except json.JSONDecodeError:
+                    tools = None
+            if tools is None:
+                if not self._warned_tools:
+                    logger.info("the chat template does not take tools; putting them in the system prompt")
+                    self._warned_tools = True
+                system = "\n\n".join(s for s in (system, tools_block(example["tools"])) if s)
+        role_names = {"user": "user", "assistant": "assistant", "function_call": "assistant"}
+        msgs = [{"role": "system", "content": system}] if system else []
+        msgs += [
+            {"role": role_names.get(m["role"], "tool"), "content": m["content"]} for m in example["messages"]
+        ]
+        offset = len(msgs) - len(example["messages"])
+        pairs, done = [], ""
+        for i in range(1, len(example["messages"]), 2):
+            before = self._render(msgs[: offset + i], tools, True)
+            after = self._render(msgs[: offset + i + 1], tools, False)
+            if not (before.startswith(done) and after.startswith(before)):
+                raise ConfigError(
+                    "the tokenizer's chat template does not render a conversation as a growing string "
+                    "(it rewrites earlier turns), so prompt and answer tokens cannot be told apart; "
+                    f"set template: to one of {', '.join(list_templates())}."
+                )
+            pairs.append((before[len(done) :], after[len(before) :]))
+            done = after
+        return pairs
+
+
+_TEMPLATES: dict[str, Template] = {}
+
+
+def register_template(template: Template, *, overwrite: bool = False) -> Template:
+    """Add a named template (``template: <name>`` in configs).
+
+    Raises:
+        ConfigError: the name is taken (unless ``overwrite``) or is ``"default"``.
+    """
+    if template.name == DEFAULT_TEMPLATE or (template.name in _TEMPLATES and not overwrite):
+        raise ConfigError(f"template name {template.name!r} is already taken.")
+    _TEMPLATES[template.name] = template
+    return template
+
+
+def list_templates() -> list[str]:
+    """Every valid ``template:`` value (``default`` = the tokenizer's chat template)."""
+    return [DEFAULT_TEMPLATE, *sorted(_TEMPLATES)]
+
+
+def check_template_name(name: str | None) -> None:
+    """Raise a :class:`ConfigError` (closest names suggested) if ``name`` is not a template."""
+    if name is not None and name != DEFAULT_TEMPLATE and name not in _TEMPLATES:
+        raise ConfigError(f"unknown template {name!r}." + did_you_mean(name, list_templates()))
+
+
+def get_template(name: str | None, tokenizer: Any = None) -> Template | ChatTemplate:
+    """The template called ``name``; ``None``/``"default"`` → the tokenizer's chat template.
+
+    Raises:
+        ConfigError: unknown name (closest suggested), or the default is asked for without a
+            tokenizer or with one that has no chat template.
+    """
+    check_template_name(name)
+    if name is None or name == DEFAULT_TEMPLATE:
+        if tokenizer is None:
+            raise ConfigError("template: default needs the tokenizer (its chat template).")
+        return ChatTemplate(tokenizer)
+    return _TEMPLATES[name]
+
+
+def check_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> None:
+    """Raise if a literal special token of ``template`` is not a single token of ``tokenizer``."""
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in template.special_tokens if t not in vocab]
+    if missing:
+        raise ConfigError(
+            f"template {template.name!r} needs the special tokens {missing}, which the tokenizer of "
+            f"{getattr(tokenizer, 'name_or_path', '?')!r} does not have; use the template the model "
+            f"was trained with (template: {DEFAULT_TEMPLATE} uses the tokenizer's own chat template)."
+        )
+
+
+_LLAMA3_HEADER = "<|start_header_id|>{role}<|end_header_id|>\n\n"
+_IM = "<|im_start|>{role}\n"
+
+for _t in (
+    Template(
+        name="llama3",
+        prefix="{bos}",
+        system=_LLAMA3_HEADER.format(role="system") + "{content}<|eot_id|>",
+        user=_LLAMA3_HEADER.format(role="user")
+        + "{content}<|eot_id|>"
+        + _LLAMA3_HEADER.format(role="assistant"),
+        assistant="{content}<|eot_id|>",
+        observation=_LLAMA3_HEADER.format(role="ipython")
+        + "{content}<|eot_id|>"
+        + _LLAMA3_HEADER.format(role="assistant"),
+        special_tokens=("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+    ),
+    Template(
+        name="chatml",
+        system=_IM.format(role="system") + "{content}<|im_end|>\n",
+        user=_IM.format(role="user") + "{content}<|im_end|>\n" + _IM.format(role="assistant"),
+        assistant="{content}<|im_end|>\n",
+        observation=_IM.format(role="tool") + "{content}<|im_end|>\n" + _IM.format(role="assistant"),
+        special_tokens=("<|im_start|>", "<|im_end|>"),
+    ),
+    Template(
+        name="qwen",
+        system=_IM.format(role="system") + "{content}<|im_end|>\n",
+        user=_IM.format(role="user") + "{content}<|im_end|>\n" + _IM.format(role="assistant"),
+        assistant="{content}<|im_end|>\n",
+        observation=_IM.format(role="user")
+        + "<tool_response>\n{content}\n</tool_response><|im_end|>\n"
+        + _IM.format(role="assistant"),
+        function_call="<tool_call>\n{content}\n</tool_call><|im_end|>\n",
+        default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+        special_tokens=("<|im_start|>", "<|im_end|>"),
+    ),
+    Template(
+        name="mistral",
+        prefix="{bos}",
+        system="{content}\n\n",
+        user="[INST] {content}[/INST]",
+        assistant=" {content}{eos}",
+        observation="[TOOL_RESULTS] {content}[/TOOL_RESULTS]",
+        system_in_user=True,
+    ),
+    Template(
+        name="alpaca",
+        system="{content}\n\n",
+        user="### Instruction:\n{content}\n\n### Response:\n",
+        assistant="{content}{eos}\n\n",
+        default_system=(
+            "Below is an instruction that describes a task. "
+            "Write a response that appropriately completes the request."
+        ),
+    ),
+    Template(name="empty", user="{content}", assistant="{content}{eos}"),
+):
+    register_template(_t)

@@ -1,0 +1,321 @@
+"""The training and export YAML schemas (the seed guide's LLaMA-Factory-style keys).
+
+Configs are flat mappings, as in LLaMA-Factory; the section comments of the seed's
+YAML (``### model`` ...) are only for readers. Every key is validated: an unknown key
+or a wrong type is a :class:`~dataflex.errors.ConfigError` naming the key and the
+closest valid key, and accepted-but-unsupported values (``stage: pt``) are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dataflex.configs.components import SHIPPED_COMPONENTS
+from dataflex.configs.validation import format_validation_error
+from dataflex.data.templates import check_template_name
+from dataflex.errors import ConfigError
+from dataflex.registry import did_you_mean
+
+logger = logging.getLogger(__name__)
+
+SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
+)  # fmt: skip
+_STRICT = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _names(value: Any) -> Any:
+    """Comma-separated string → list of stripped names (lists pass through)."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class TrainConfig(BaseModel):
+    """``dataflex-cli train`` config: model, method, dataset, output, train, dynamic_train keys."""
+
+    model_config = _STRICT
+
+    # model
+    model_name_or_path: str = Field(description="Local folder or hub id of the base model.")
+    adapter_name_or_path: str | None = Field(None, description="LoRA adapter to continue training from.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the model folder/hub.")
+    # method
+    stage: str = Field("sft", description="Training stage; only `sft` is supported.")
+    do_train: bool = Field(True, description="Must be true (`dataflex-cli train` always trains).")
+    finetuning_type: str = Field("lora", description="`lora` (adapter) or `full` (all parameters).")
+    lora_target: list[str] = Field(
+        default=["all"], description="`all` (every linear layer but the output head) or module names."
+    )
+    lora_rank: int = Field(8, gt=0, description="LoRA rank r.")
+    lora_alpha: int | None = Field(None, gt=0, description="LoRA alpha; default 2 × lora_rank.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    deepspeed: str | dict[str, Any] | None = Field(
+        None, description="DeepSpeed JSON path or dict, passed to TrainingArguments untouched."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
+    # dataset
+    dataset: list[str] = Field(description="Train datasets: dataset_info.json names or .json/.jsonl paths.")
+    dataset_dir: str = Field("data", description="Folder holding dataset_info.json.")
+    eval_dataset: list[str] | None = Field(
+        None, description="Validation / target-task datasets (LESS's target set; evaluation data)."
+    )
+    template: str | None = Field(
+        None, description="Chat template name; unset or `default` = the tokenizer's chat template."
+    )
+    cutoff_len: int = Field(2048, gt=0, description="Maximum tokens per example (longer are truncated).")
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")
+    overwrite_cache: bool = Field(
+        False, description="Accepted for compatibility; dataflex keeps no tokenisation cache."
+    )
+    preprocessing_num_workers: int | None = Field(None, gt=0, description="Processes for tokenisation.")
+    strict: bool = Field(False, description="Fail on a bad row instead of skipping and counting it.")
+    dataloader_num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    seed: int = Field(42, description="Random seed (model init of LoRA, shuffling, selection).")
+    # output
+    output_dir: str = Field(description="Where the adapter/model, checkpoints and plots go.")
+    logging_steps: float = Field(10, gt=0, description="Log the loss every N optimizer steps.")
+    save_steps: float = Field(500, gt=0, description="Save a checkpoint every N optimizer steps.")
+    save_total_limit: int | None = Field(None, gt=0, description="Keep at most N checkpoints.")
+    plot_loss: bool = Field(False, description="Write training_loss.png (and eval loss) into output_dir.")
+    save_only_model: bool = Field(False, description="Checkpoints without optimizer/scheduler state.")
+    overwrite_output_dir: bool = Field(False, description="Allow writing into a non-empty output_dir.")
+    report_to: list[str] = Field(default=["none"], description="Loggers: none, tensorboard, wandb, ...")
+    resume_from_checkpoint: str | bool | None = Field(
+        None, description="Checkpoint folder to resume from (true: the latest in output_dir)."
+    )
+    # train
+    per_device_train_batch_size: int = Field(8, gt=0, description="Examples per device per micro-batch.")
+    per_device_eval_batch_size: int = Field(8, gt=0, description="Examples per device per eval batch.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    num_train_epochs: float = Field(3.0, gt=0, description="Epochs (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Total optimizer steps; -1 = use num_train_epochs.")
+    lr_scheduler_type: str = Field("linear", description=f"One of {', '.join(SCHEDULERS)}.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps of linear LR warmup.")
+    warmup_steps: int = Field(0, ge=0, description="LR warmup steps (overrides warmup_ratio if > 0).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
+    bf16: bool = Field(False, description="Train in bfloat16 mixed precision.")
+    fp16: bool = Field(False, description="Train in float16 mixed precision.")
+    ddp_timeout: int = Field(1800, gt=0, description="Seconds before a distributed collective times out.")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field(
+        "no", description="When to evaluate on eval_dataset: no, steps, epoch."
+    )
+    eval_steps: float | None = Field(
+        None, gt=0, description="Evaluate every N steps (default logging_steps)."
+    )
+    # dynamic_train
+    train_type: Literal["static", "dynamic_select"] = Field(
+        "static", description="`static`: plain SFT; `dynamic_select`: select data during training."
+    )
+    components_cfg_file: str = Field(
+        str(SHIPPED_COMPONENTS), description="components.yaml holding the selector specs."
+    )
+    component_name: str | None = Field(None, description="Key of the selector in components_cfg_file.")
+    warmup_step: int = Field(0, ge=0, description="Steps on a random subset before the first selection.")
+    update_step: int | None = Field(None, gt=0, description="Optimizer steps between two selections.")
+    update_times: int | None = Field(None, gt=0, description="Number of selection rounds.")
+
+    _normalise_lists = field_validator("dataset", "eval_dataset", "lora_target", "report_to", mode="before")(
+        _names
+    )
+
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
+
+    @property
+    def lora_alpha_value(self) -> int:
+        """``lora_alpha`` with its default (2 × rank) applied."""
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_rank
+
+    @property
+    def dynamic_total_steps(self) -> int | None:
+        """warmup_step + update_step × update_times under dynamic_select, else None."""
+        if self.train_type != "dynamic_select" or not (self.update_step and self.update_times):
+            return None
+        return self.warmup_step + self.update_step * self.update_times
+
+
+class ExportConfig(BaseModel):
+    """``dataflex-cli export`` config (the seed's merge YAML)."""
+
+    model_config = _STRICT
+
+    model_name_or_path: str = Field(
+        description="Base model (local folder or hub id) the adapter was trained on."
+    )
+    adapter_name_or_path: list[str] | None = Field(
+        None, description="LoRA adapter folder(s) to merge, in order; unset: re-save the model."
+    )
+    template: str | None = Field(None, description="Checked for validity; the tokenizer is saved as it is.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the model folder/hub.")
+    export_dir: str = Field(description="Where the merged model and tokenizer are written.")
+    export_size: float = Field(5, gt=0, description="Maximum size of one safetensors shard, in GB.")
+    export_device: Literal["cpu", "auto"] = Field("cpu", description="Where the merge runs: cpu or auto.")
+    export_legacy_format: bool = Field(False, description="Must be false: dataflex writes safetensors only.")
+
+    _normalise_lists = field_validator("adapter_name_or_path", mode="before")(_names)
+
+
+def _check_train(cfg: TrainConfig, where: str) -> None:
+    """Semantic checks pydantic types cannot express."""
+    if cfg.stage != "sft":
+        raise ConfigError(f"{where}stage: {cfg.stage!r} is not supported; dataflex trains stage: sft only.")
+    if not cfg.do_train:
+        raise ConfigError(f"{where}do_train: false is not supported; `dataflex-cli train` always trains.")
+    if cfg.finetuning_type not in ("lora", "full"):
+        raise ConfigError(
+            f"{where}finetuning_type: {cfg.finetuning_type!r} is not supported; use lora or full."
+        )
+    if cfg.bf16 and cfg.fp16:
+        raise ConfigError(f"{where}bf16 and fp16 are both true; choose one.")
+    if cfg.lr_scheduler_type not in SCHEDULERS:
+        raise ConfigError(
+            f"{where}lr_scheduler_type: unknown scheduler {cfg.lr_scheduler_type!r}."
+            + did_you_mean(cfg.lr_scheduler_type, list(SCHEDULERS))
+        )
+    if not cfg.dataset:
+        raise ConfigError(f"{where}dataset: no dataset given.")
+    if not cfg.lora_target:
+        raise ConfigError(f"{where}lora_target: give `all` or module names.")
+    try:
+        check_template_name(cfg.template)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}template: {exc}") from None
+    if cfg.eval_strategy != "no" and not cfg.eval_dataset:
+        raise ConfigError(f"{where}eval_strategy: {cfg.eval_strategy} needs an eval_dataset.")
+    if cfg.train_type == "dynamic_select":
+        _check_dynamic(cfg, where)
+    elif cfg.component_name or cfg.update_step or cfg.update_times or cfg.warmup_step:
+        logger.warning("%strain_type is static: component_name/warmup_step/update_* are not used.", where)
+
+
+def _check_dynamic(cfg: TrainConfig, where: str) -> None:
+    for key in ("component_name", "update_step", "update_times"):
+        if getattr(cfg, key) is None:
+            raise ConfigError(f"{where}{key}: required with train_type: dynamic_select.")
+    path = Path(cfg.components_cfg_file)
+    if not path.is_file():
+        raise ConfigError(
+            f"{where}components_cfg_file: {str(path)!r} does not exist (the shipped one is "
+            f"{SHIPPED_COMPONENTS})."
+        )
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}components_cfg_file: {path} is not valid YAML: {exc}") from None
+    selectors = raw.get("selectors") if isinstance(raw, dict) else None
+    if not isinstance(selectors, dict):
+        raise ConfigError(f"{where}components_cfg_file: {path} has no 'selectors:' mapping.")
+    if cfg.component_name not in selectors:
+        raise ConfigError(
+            f"{where}component_name: no selector {cfg.component_name!r} in {path}."
+            + did_you_mean(cfg.component_name, sorted(selectors))
+        )
+    spec = selectors[cfg.component_name]
+    if isinstance(spec, dict) and spec.get("name") == "less" and not cfg.eval_dataset:
+        raise ConfigError(
+            f"{where}eval_dataset: the less selector ({cfg.component_name!r}) scores training examples "
+            "against a target-task validation set; set eval_dataset."
+        )
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}.")
+    return raw
+
+
+def _accepts_str(annotation: Any) -> bool:
+    return annotation is str or "str" in str(annotation)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], schema: type[BaseModel]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides, typing each value by the schema.
+
+    Values are parsed as YAML (``1e-4`` → number, ``true``, ``null``) unless the key
+    takes text and the value is not a YAML bool/null, in which case it stays text
+    (``output_dir=123`` is the folder ``"123"``).
+
+    Raises:
+        ConfigError: a malformed override or an unknown key (closest key suggested).
+    """
+    out = dict(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value.")
+        if key not in schema.model_fields:
+            raise ConfigError(
+                f"override {item!r}: unknown key {key!r}." + did_you_mean(key, list(schema.model_fields))
+            )
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        annotation = schema.model_fields[key].annotation
+        if _accepts_str(annotation) and not (parsed is None or isinstance(parsed, bool | dict)):
+            parsed = value
+        out[key] = parsed
+    return out
+
+
+def _validate(schema: type[BaseModel], raw: dict[str, Any], where: str) -> Any:
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, schema, where=where)) from None
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override and validate a training YAML.
+
+    Args:
+        path: The YAML file (``None``: start from an empty mapping, overrides only).
+        overrides: ``key=value`` strings applied on top, typed by :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: naming the file, the key and the closest valid key.
+    """
+    raw = _read_yaml(path) if path is not None else {}
+    raw = apply_overrides(raw, list(overrides or []), TrainConfig)
+    where = f"{path}:" if path is not None else ""
+    cfg = _validate(TrainConfig, raw, where)
+    _check_train(cfg, f"{path}: " if path is not None else "")
+    return cfg
+
+
+def load_export_config(path: str | Path | None, overrides: list[str] | None = None) -> ExportConfig:
+    """Read, override and validate an export (merge) YAML; see :func:`load_train_config`."""
+    raw = _read_yaml(path) if path is not None else {}
+    raw = apply_overrides(raw, list(overrides or []), ExportConfig)
+    cfg = _validate(ExportConfig, raw, f"{path}:" if path is not None else "")
+    prefix = f"{path}: " if path is not None else ""
+    if cfg.export_legacy_format:
+        raise ConfigError(
+            f"{prefix}export_legacy_format: true is not supported; dataflex writes safetensors."
+        )
+    try:
+        check_template_name(cfg.template)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}template: {exc}") from None
+    return cfg

@@ -1,0 +1,95 @@
+"""``dataflex-cli export``: merge LoRA adapters into the base model and save safetensors shards."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from dataflex.errors import ConfigError
+from dataflex.train.config import ExportConfig
+from dataflex.train.model import check_model_path, load_model, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """Whether ``a`` is ``b`` or inside it."""
+    return a == b or b in a.parents
+
+
+def check_export(cfg: ExportConfig) -> Path:
+    """Validate paths before loading anything; returns the resolved ``export_dir``."""
+    check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
+    export_dir = Path(cfg.export_dir).expanduser().resolve()
+    if export_dir.exists() and not export_dir.is_dir():
+        raise ConfigError(f"export_dir: {cfg.export_dir!r} is a file, not a folder.")
+    sources = [Path(a).expanduser().resolve() for a in cfg.adapter_name_or_path or []]
+    for name, path in zip(cfg.adapter_name_or_path or [], sources):
+        if not (path / "adapter_config.json").is_file():
+            raise ConfigError(
+                f"adapter_name_or_path: {name!r} has no adapter_config.json "
+                "(point it at the output_dir of a LoRA run)."
+            )
+    model_path = Path(cfg.model_name_or_path).expanduser()
+    if model_path.exists():
+        sources.append(model_path.resolve())
+    for src in sources:
+        if _inside(src, export_dir) or _inside(export_dir, src):
+            raise ConfigError(
+                f"export_dir: {cfg.export_dir!r} overlaps the input {str(src)!r}; choose another."
+            )
+    return export_dir
+
+
+def run_export(cfg: ExportConfig) -> Path:
+    """Merge ``adapter_name_or_path`` into ``model_name_or_path`` and save it to ``export_dir``.
+
+    The merged model is written to a temporary folder beside ``export_dir`` and moved
+    into place only when complete (an existing ``export_dir`` is replaced), as
+    safetensors shards of at most ``export_size`` GB, with the tokenizer (the adapter
+    folder's, when it has one).
+
+    Returns:
+        The export folder, loadable by ``AutoModelForCausalLM.from_pretrained``.
+
+    Raises:
+        ConfigError: a missing model or adapter, or an ``export_dir`` overlapping them.
+    """
+    from peft import PeftModel
+
+    export_dir = check_export(cfg)
+    adapters = cfg.adapter_name_or_path or []
+    tok_source = cfg.model_name_or_path
+    if adapters and any((Path(adapters[-1]) / f).is_file() for f in _TOKENIZER_FILES):
+        tok_source = adapters[-1]
+    tokenizer = load_tokenizer(tok_source, cfg.trust_remote_code)
+    model = load_model(
+        cfg.model_name_or_path,
+        dtype="auto",
+        trust_remote_code=cfg.trust_remote_code,
+        device_map="auto" if cfg.export_device == "auto" else None,
+    )
+    for adapter in adapters:
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        logger.info("merged adapter %s", adapter)
+    model.config.use_cache = True
+
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
+    try:
+        model.save_pretrained(tmp, max_shard_size=int(cfg.export_size * 1e9))
+        tokenizer.save_pretrained(tmp)
+        if export_dir.exists():
+            logger.info("replacing the existing %s", export_dir)
+            shutil.rmtree(export_dir)
+        os.replace(tmp, export_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    logger.info("exported the merged model to %s", export_dir)
+    return export_dir

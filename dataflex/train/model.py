@@ -1,0 +1,147 @@
+"""Loading the tokenizer and model, and turning the model into a LoRA or full fine-tune."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dataflex.errors import ConfigError
+from dataflex.registry import did_you_mean
+
+logger = logging.getLogger(__name__)
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
+def check_model_path(name: str, trust_remote_code: bool = False, key: str = "model_name_or_path") -> Any:
+    """Check that ``name`` is a loadable model and return its ``AutoConfig``.
+
+    Raises:
+        ConfigError: a local path that does not exist or has no ``config.json``, or a hub
+            id whose config cannot be fetched (offline, private, misspelled).
+    """
+    from transformers import AutoConfig
+
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{key}: {name!r} has no config.json; point it at a model folder.")
+    elif _looks_local(name):
+        raise ConfigError(f"{key}: the model path {name!r} does not exist.")
+    try:
+        return AutoConfig.from_pretrained(
+            str(path) if path.exists() else name, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{key}: cannot load the model config of {name!r}: it is not a local folder and the hub "
+            f"lookup failed ({str(exc).splitlines()[0]})."
+        ) from None
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """Load the tokenizer of ``name`` and make sure it can pad (EOS pads when there is no PAD)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(f"the tokenizer of {name!r} has neither a pad nor an eos token.")
+        logger.info("tokenizer has no pad token; padding with the eos token %r", tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def torch_dtype(bf16: bool, fp16: bool) -> torch.dtype:
+    """The dtype the base weights are loaded in for the precision flags."""
+    return torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32
+
+
+def load_model(
+    name: str, *, dtype: torch.dtype | str = torch.float32, trust_remote_code: bool = False, device_map=None
+) -> Any:
+    """``AutoModelForCausalLM.from_pretrained`` with the given dtype (``use_cache`` off)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        name, dtype=dtype, trust_remote_code=trust_remote_code, device_map=device_map
+    )
+    model.config.use_cache = False
+    return model
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Leaf names of the linear layers LoRA can target (the output head excluded)."""
+    out_head = model.get_output_embeddings()
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and module is not out_head
+    }
+    return sorted(names)
+
+
+def apply_finetuning(
+    model: Any,
+    finetuning_type: str,
+    *,
+    lora_target: list[str],
+    lora_rank: int,
+    lora_alpha: int,
+    lora_dropout: float,
+    adapter_name_or_path: str | None = None,
+    gradient_checkpointing: bool = False,
+) -> Any:
+    """Make the trainable parameters: a LoRA adapter (new or loaded) or the whole model.
+
+    Trainable parameters are kept in float32 even when the base is bf16/fp16, so the
+    optimizer state and updates stay exact.
+
+    Raises:
+        ConfigError: a ``lora_target`` module the model does not have (closest names
+            suggested), or an adapter folder without ``adapter_config.json``.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if finetuning_type == "full":
+        if adapter_name_or_path:
+            raise ConfigError("adapter_name_or_path needs finetuning_type: lora.")
+        model.requires_grad_(True)
+    else:
+        if adapter_name_or_path:
+            if not (Path(adapter_name_or_path) / "adapter_config.json").is_file():
+                raise ConfigError(
+                    f"adapter_name_or_path: {adapter_name_or_path!r} has no adapter_config.json."
+                )
+            model = PeftModel.from_pretrained(model, adapter_name_or_path, is_trainable=True)
+        else:
+            valid = linear_module_names(model)
+            if lora_target != ["all"]:
+                for target in lora_target:
+                    if target not in valid:
+                        raise ConfigError(
+                            f"lora_target: the model has no linear module {target!r}."
+                            + did_you_mean(target, valid)
+                        )
+            config = LoraConfig(
+                r=lora_rank,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules="all-linear" if lora_target == ["all"] else lora_target,
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, config)
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / max(total, 1))
+    return model

@@ -1,0 +1,205 @@
+"""``dataflex-cli train``: from a validated config to a trained adapter (or model).
+
+Everything that can be checked without the model is checked first (output dir,
+model path, tokenizer, template, datasets, training arguments), so a bad input fails
+in seconds and leaves nothing in ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataflex.data.collator import SFTDataCollator
+from dataflex.errors import ConfigError
+from dataflex.train.config import TrainConfig
+from dataflex.train.data import prepare_datasets
+from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
+from dataflex.train.plots import plot_loss
+
+logger = logging.getLogger(__name__)
+
+DATA_REPORT = "data_report.json"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        output_dir: Where the adapter/model, tokenizer, state and plots were saved.
+        global_step: Optimizer steps taken.
+        training_loss: Mean training loss over the run.
+        metrics: Trainer metrics (train_runtime, ..., eval_loss when evaluated).
+        log_history: The Trainer's log entries (loss per logging step, ...).
+        data_report: Dataset composition, truncations and skips (also in data_report.json).
+        plots: Paths of the loss plots written (``plot_loss: true``).
+    """
+
+    output_dir: Path
+    global_step: int
+    training_loss: float
+    metrics: dict[str, Any]
+    log_history: list[dict[str, Any]]
+    data_report: dict[str, Any]
+    plots: list[Path] = field(default_factory=list)
+
+
+def check_output_dir(cfg: TrainConfig) -> Path:
+    """``output_dir`` must be creatable and, unless overwriting or resuming, empty."""
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir: {cfg.output_dir!r} is a file, not a folder.")
+    if out.is_dir() and any(out.iterdir()) and not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
+        raise ConfigError(
+            f"output_dir: {cfg.output_dir!r} is not empty; set overwrite_output_dir: true to write into "
+            "it, resume_from_checkpoint to continue a run, or choose another output_dir."
+        )
+    return out
+
+
+def build_training_args(cfg: TrainConfig) -> Any:
+    """The ``transformers.TrainingArguments`` of a config (``deepspeed`` passed untouched)."""
+    from transformers import TrainingArguments
+
+    if isinstance(cfg.deepspeed, str) and not Path(cfg.deepspeed).is_file():
+        raise ConfigError(f"deepspeed: the DeepSpeed config {cfg.deepspeed!r} does not exist.")
+    max_steps = cfg.max_steps
+    if cfg.dynamic_total_steps is not None:
+        max_steps = cfg.dynamic_total_steps  # the selection schedule fixes the length of the run
+    # transformers v5 renamed gradient_checkpointing to activation_checkpointing
+    names = TrainingArguments.__dataclass_fields__
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    )
+    try:
+        return TrainingArguments(
+            **{checkpointing: cfg.gradient_checkpointing},
+            output_dir=cfg.output_dir,
+            per_device_train_batch_size=cfg.per_device_train_batch_size,
+            per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.num_train_epochs,
+            max_steps=max_steps,
+            lr_scheduler_type=cfg.lr_scheduler_type,
+            warmup_steps=cfg.warmup_steps if cfg.warmup_steps > 0 else cfg.warmup_ratio,
+            weight_decay=cfg.weight_decay,
+            max_grad_norm=cfg.max_grad_norm,
+            logging_steps=cfg.logging_steps,
+            save_steps=cfg.save_steps,
+            save_total_limit=cfg.save_total_limit,
+            save_only_model=cfg.save_only_model,
+            eval_strategy=cfg.eval_strategy,
+            eval_steps=cfg.eval_steps,
+            seed=cfg.seed,
+            bf16=cfg.bf16,
+            fp16=cfg.fp16,
+            ddp_timeout=cfg.ddp_timeout,
+            deepspeed=cfg.deepspeed,
+            dataloader_num_workers=cfg.dataloader_num_workers,
+            report_to=cfg.report_to,
+            remove_unused_columns=False,  # the collator drops the metadata keys (dataset, subtask)
+            label_names=["labels"],
+        )
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"invalid training arguments: {exc}") from None
+
+
+def dynamic_module() -> Any:
+    """``dataflex.train.dynamic`` (the dynamic-selection trainer), or a ConfigError if absent."""
+    try:
+        return importlib.import_module("dataflex.train.dynamic")
+    except ModuleNotFoundError as exc:
+        if exc.name != "dataflex.train.dynamic":
+            raise
+        raise ConfigError(
+            "train_type: dynamic_select needs dataflex.train.dynamic, which this build of dataflex "
+            "does not include; use train_type: static."
+        ) from None
+
+
+def build_trainer(
+    cfg: TrainConfig,
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    eval_dataset: Any,
+    collator: Any,
+    training_args: Any,
+) -> Any:
+    """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one."""
+    if cfg.train_type == "dynamic_select":
+        # --- dynamic selection: provided by dataflex.train.dynamic (wired at merge time) ---
+        return dynamic_module().build_dynamic_trainer(
+            cfg, model, tokenizer, train_dataset, eval_dataset, collator, training_args
+        )
+    from transformers import Trainer
+
+    return Trainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if cfg.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+    )
+
+
+def run_train(cfg: TrainConfig) -> TrainResult:
+    """Train as the config says and save the result in ``output_dir``.
+
+    Raises:
+        ConfigError: any bad input, before the model is loaded and before anything is
+            written to ``output_dir``.
+    """
+    out = check_output_dir(cfg)
+    if cfg.train_type == "dynamic_select":
+        dynamic_module()
+    check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
+    data = prepare_datasets(cfg, tokenizer)
+    training_args = build_training_args(cfg)
+
+    model = load_model(
+        cfg.model_name_or_path, dtype=torch_dtype(cfg.bf16, cfg.fp16), trust_remote_code=cfg.trust_remote_code
+    )
+    model = apply_finetuning(
+        model,
+        cfg.finetuning_type,
+        lora_target=cfg.lora_target,
+        lora_rank=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha_value,
+        lora_dropout=cfg.lora_dropout,
+        adapter_name_or_path=cfg.adapter_name_or_path,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+    )
+    collator = SFTDataCollator(tokenizer.pad_token_id)
+    trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args)
+
+    output = trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.save_state()
+    metrics = dict(output.metrics)
+    if data.eval is not None and cfg.eval_strategy != "no":
+        metrics.update(trainer.evaluate())
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("all", metrics)
+    plots: list[Path] = []
+    if trainer.is_world_process_zero():
+        (out / DATA_REPORT).write_text(json.dumps(data.report, indent=2, ensure_ascii=False) + "\n")
+        if cfg.plot_loss:
+            plots = plot_loss(trainer.state.log_history, out)
+    return TrainResult(
+        output_dir=out,
+        global_step=trainer.state.global_step,
+        training_loss=float(output.training_loss),
+        metrics=metrics,
+        log_history=list(trainer.state.log_history),
+        data_report=data.report,
+        plots=plots,
+    )

@@ -1,0 +1,154 @@
+"""Templates render the documented text; tokenisation masks, truncates and parallelises correctly."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from dataflex.data import SFTDataCollator, get_template, list_templates, tokenize_examples
+from dataflex.data.templates import check_template_tokens
+from dataflex.data.tokenize import infer_seqlen
+from dataflex.errors import ConfigError
+from tests.data.masking import assert_masked_exactly
+
+CONV = {
+    "messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+    ],
+    "system": "Be brief.",
+    "tools": "",
+    "dataset": "toy",
+    "subtask": "chat",
+}
+
+
+def test_named_templates_render_the_documented_text():
+    llama3 = get_template("llama3").render_pairs(CONV, bos="<s>", eos="</s>")
+    assert llama3 == [
+        (
+            "<s><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            "Hello!<|eot_id|>",
+        ),
+        (
+            "<|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            "4<|eot_id|>",
+        ),
+    ]
+    chatml = get_template("chatml").render_pairs(CONV)
+    assert chatml[0] == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+        "Hello!<|im_end|>\n",
+    )
+    no_system = {**CONV, "system": ""}
+    assert get_template("qwen").render_pairs(no_system)[0][0].startswith("<|im_start|>system\nYou are Qwen")
+    assert get_template("mistral").render_pairs(CONV, bos="<s>", eos="</s>")[0] == (
+        "<s>[INST] Be brief.\n\nHi[/INST]",
+        " Hello!</s>",
+    )
+    assert get_template("alpaca").render_pairs(no_system, eos="</s>")[1] == (
+        "### Instruction:\n2+2?\n\n### Response:\n",
+        "4</s>\n\n",
+    )
+    assert get_template("empty").render_pairs(no_system, eos="</s>") == [
+        ("Hi", "Hello!</s>"),
+        ("2+2?", "4</s>"),
+    ]
+
+
+def test_unknown_template_suggests_closest():
+    with pytest.raises(ConfigError, match=r"unknown template 'lama3'\. Did you mean 'llama3'"):
+        get_template("lama3")
+    assert {"default", "llama3", "qwen", "chatml", "mistral", "alpaca", "empty"} <= set(list_templates())
+
+
+def test_template_needing_missing_tokens_or_chat_template(tiny_tokenizer):
+    with pytest.raises(
+        ConfigError, match=r"template 'llama3' needs the special tokens \['<\|start_header_id\|>'"
+    ):
+        check_template_tokens(get_template("llama3"), tiny_tokenizer)
+    with pytest.raises(ConfigError, match=r"has no chat template, so template: default cannot be used"):
+        get_template(None, tiny_tokenizer)
+
+
+def test_multi_turn_masks_every_prompt(qs_tokenizer):
+    template = get_template("chatml")
+    (tok,), stats = tokenize_examples([CONV], qs_tokenizer, template, cutoff_len=1000)
+    assert_masked_exactly(tok, template.render_pairs(CONV), qs_tokenizer)
+    assert tok["dataset"] == "toy"
+    assert tok["subtask"] == "chat"
+    assert stats.kept == 1
+    assert stats.truncated == 0
+    batch = SFTDataCollator(qs_tokenizer.pad_token_id)([tok, tok])
+    assert batch["labels"].tolist()[0] == tok["labels"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_infer_seqlen_fits_the_budget(seed):
+    rng = random.Random(seed)
+    source, target, cutoff = rng.randint(0, 300), rng.randint(0, 300), rng.randint(1, 400)
+    s, t = infer_seqlen(source, target, cutoff)
+    assert 0 <= s <= source
+    assert 0 <= t <= target
+    assert s + t <= cutoff
+    if source + target <= cutoff:
+        assert (s, t) == (source, target)
+
+
+def test_truncation_is_counted_and_logged(qs_tokenizer, caplog):
+    template = get_template("chatml")
+    long = {
+        **CONV,
+        "messages": [
+            {"role": "user", "content": "word " * 200},
+            {"role": "assistant", "content": "ok " * 50},
+        ],
+    }
+    with caplog.at_level(logging.INFO):
+        out, stats = tokenize_examples([CONV, long], qs_tokenizer, template, cutoff_len=64)
+    assert stats.truncated == 1
+    assert len(out) == 2
+    assert len(out[1]["input_ids"]) == 64
+    assert any(label != -100 for label in out[1]["labels"])
+    assert "1 of 2 examples were truncated to cutoff_len=64" in caplog.text
+
+
+def test_cutoff_len_leaving_no_answer_tokens(qs_tokenizer, caplog):
+    template = get_template("chatml")
+    with pytest.raises(
+        ConfigError, match=r"no example left .*1 with cutoff_len leaves no answer tokens.*raise cutoff_len"
+    ):
+        tokenize_examples([CONV], qs_tokenizer, template, cutoff_len=1)
+    short = {**CONV, "system": "", "messages": CONV["messages"][2:]}
+    # LLaMA-Factory's split gives a 13-token answer int(24 * 13 / (300 + 13)) = 0 tokens of 24
+    long = {
+        **CONV,
+        "system": "x " * 300,
+        "messages": [CONV["messages"][0], {"role": "assistant", "content": "ok " * 12}],
+    }
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        out, stats = tokenize_examples([short, long], qs_tokenizer, template, cutoff_len=24)
+    assert len(out) == 1
+    assert stats.skipped == {"cutoff_len leaves no answer tokens": 1}
+    assert "skipped 1 with cutoff_len leaves no answer tokens" in caplog.text
+    with pytest.raises(
+        ConfigError, match=r"example 1 \(toy\): cutoff_len leaves no answer tokens \(cutoff_len=24\)"
+    ):
+        tokenize_examples([short, long], qs_tokenizer, template, cutoff_len=24, strict=True)
+
+
+def test_workers_give_identical_results(shared_data, qs_tokenizer):
+    from dataflex.data import load_dataset_examples
+
+    examples = load_dataset_examples("alpaca_en_demo", shared_data, max_samples=40)
+    template = get_template("llama3")
+    one, s1 = tokenize_examples(examples, qs_tokenizer, template, cutoff_len=128)
+    two, s2 = tokenize_examples(examples, qs_tokenizer, template, cutoff_len=128, num_workers=2)
+    assert one == two
+    assert s1 == s2

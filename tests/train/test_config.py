@@ -1,0 +1,141 @@
+"""The training/export schemas accept the seed's YAML and reject bad keys with the closest name."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+import yaml
+
+from dataflex.errors import ConfigError
+from dataflex.train.config import ExportConfig, TrainConfig, load_export_config, load_train_config
+from tests.train.conftest import QUICKSTART, REPO, SEED_LESS_YAML, SEED_MERGE_YAML
+
+
+def test_every_seed_key_is_a_schema_key():
+    assert set(yaml.safe_load(SEED_LESS_YAML)) <= set(TrainConfig.model_fields)
+    assert set(yaml.safe_load(SEED_MERGE_YAML)) <= set(ExportConfig.model_fields)
+
+
+def test_seed_less_yaml_validates(seed_less, components_file):
+    with pytest.raises(
+        ConfigError, match=r"components_cfg_file: 'src/dataflex/configs/components.yaml' does not exist"
+    ):
+        load_train_config(seed_less)
+    cfg = load_train_config(seed_less, [f"components_cfg_file={components_file}"])
+    assert cfg.train_type == "dynamic_select"
+    assert cfg.component_name == "less"
+    assert cfg.dataset == ["alpaca_en_demo"]
+    assert cfg.eval_dataset == ["alpaca_zh_demo"]
+    assert cfg.learning_rate == pytest.approx(1e-4)
+    assert cfg.lora_target == ["all"]
+    assert cfg.deepspeed == "examples/deepspeed/ds_z3_config.json"
+    assert cfg.dynamic_total_steps == 30
+
+
+def test_overrides_are_typed_by_the_schema(seed_less, components_file):
+    cfg = load_train_config(
+        seed_less,
+        [
+            f"components_cfg_file={components_file}",
+            "learning_rate=2e-5",
+            "output_dir=123",
+            "lora_target=q_proj, v_proj",
+            "dataset=a,b",
+            "bf16=false",
+            "max_samples=7",
+            "template=null",
+        ],
+    )
+    assert cfg.learning_rate == pytest.approx(2e-5)
+    assert cfg.output_dir == "123"
+    assert cfg.lora_target == ["q_proj", "v_proj"]
+    assert cfg.dataset == ["a", "b"]
+    assert cfg.bf16 is False
+    assert cfg.max_samples == 7
+    assert cfg.template is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("lerning_rate=1", "unknown key 'lerning_rate'. Did you mean 'learning_rate'"),
+        ("lora_rank=abc", "lora_rank: Input should be a valid integer"),
+        ("lora_rank=0", "lora_rank: Input should be greater than 0"),
+        ("learning_rate", "override 'learning_rate' must look like key=value"),
+        ("stage=pt", "stage: 'pt' is not supported; dataflex trains stage: sft only"),
+        ("do_train=false", "do_train: false is not supported"),
+        ("finetuning_type=freeze", "finetuning_type: 'freeze' is not supported; use lora or full"),
+        ("fp16=true", "bf16 and fp16 are both true; choose one"),
+        ("lr_scheduler_type=cosin", "unknown scheduler 'cosin'. Did you mean 'cosine'"),
+        ("template=lama3", "template: unknown template 'lama3'. Did you mean 'llama3'"),
+        ("update_step=0", "update_step: Input should be greater than 0"),
+        ("update_times=-1", "update_times: Input should be greater than 0"),
+        ("warmup_step=-1", "warmup_step: Input should be greater than or equal to 0"),
+        ("component_name=lss", "component_name: no selector 'lss' in .*Did you mean .*'less'"),
+        ("component_name=null", "component_name: required with train_type: dynamic_select"),
+        ("eval_dataset=null", "eval_dataset: the less selector .* set eval_dataset"),
+        ("train_type=dynamic", "train_type: Input should be 'static' or 'dynamic_select'"),
+    ],
+)
+def test_bad_values_are_named(seed_less, components_file, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(seed_less, [f"components_cfg_file={components_file}", override])
+
+
+def test_unknown_key_in_file_names_file_and_closest(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model_name_or_path: m\ndataset: d\noutput_dir: o\nlora_rnak: 8\n")
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{path}: lora_rnak: unknown key 'lora_rnak'. Did you mean 'lora_rank'")
+    ):
+        load_train_config(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="the top level must be a mapping"):
+        load_train_config(path)
+    with pytest.raises(ConfigError, match=r"config file .* does not exist"):
+        load_train_config(tmp_path / "nope.yaml")
+
+
+def test_static_run_ignores_dynamic_keys_with_a_log_line(caplog):
+    with caplog.at_level(logging.WARNING):
+        cfg = load_train_config(
+            None, ["model_name_or_path=m", "dataset=d", "output_dir=o", "component_name=less"]
+        )
+    assert cfg.train_type == "static"
+    assert "train_type is static: component_name/warmup_step/update_* are not used" in caplog.text
+
+
+def test_eval_strategy_needs_eval_dataset():
+    with pytest.raises(ConfigError, match="eval_strategy: steps needs an eval_dataset"):
+        load_train_config(None, ["model_name_or_path=m", "dataset=d", "output_dir=o", "eval_strategy=steps"])
+
+
+def test_seed_merge_yaml_and_its_errors(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text(SEED_MERGE_YAML)
+    cfg = load_export_config(path)
+    assert cfg.adapter_name_or_path == ["../dataflex_saves/Llama-3.1-8B/less"]
+    assert cfg.export_size == 5
+    assert cfg.export_device == "cpu"
+    with pytest.raises(ConfigError, match="export_legacy_format: true is not supported"):
+        load_export_config(path, ["export_legacy_format=true"])
+    with pytest.raises(ConfigError, match="export_device: Input should be 'cpu' or 'auto'"):
+        load_export_config(path, ["export_device=gpu"])
+    with pytest.raises(ConfigError, match=r"unknown key 'export_sise'\. Did you mean 'export_size'"):
+        load_export_config(path, ["export_sise=1"])
+
+
+@pytest.mark.parametrize("name", ["less", "random", "loss"])
+def test_shipped_selector_examples_validate(name, components_file):
+    path = REPO / "examples" / "train_lora" / "selectors" / f"{name}.yaml"
+    cfg = load_train_config(path, [f"components_cfg_file={components_file}"])
+    assert cfg.component_name == name
+    assert cfg.train_type == "dynamic_select"
+
+
+def test_shipped_merge_example_and_quickstart_validate():
+    assert load_export_config(REPO / "examples" / "merge_lora" / "llama3_lora_sft.yaml").export_size == 5
+    cfg = load_train_config(QUICKSTART / "sft.yaml")
+    assert cfg.train_type == "static"

@@ -1,0 +1,103 @@
+"""End to end: train the quickstart via the CLI, export the merged model, reload it and generate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from dataflex.cli import main
+from dataflex.train.config import load_train_config
+from dataflex.train.runner import run_train
+from tests.train.conftest import QUICKSTART
+
+SFT = str(QUICKSTART / "sft.yaml")
+pytestmark = pytest.mark.slow
+
+
+def test_train_export_reload_generate(tmp_path, quickstart_overrides):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "out"
+    steps = [
+        "finetuning_type=lora",
+        "max_steps=4",
+        "logging_steps=1",
+        "eval_steps=2",
+        "save_steps=2",
+        "per_device_train_batch_size=4",
+    ]
+    assert main(["train", SFT, *quickstart_overrides, *steps]) == 0
+
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "training_loss.png"):
+        assert (out / name).is_file(), name
+    assert (out / "checkpoint-2").is_dir()
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["train"]["by_dataset"] == {"quickstart_train": 48}
+    assert sum(report["train"]["by_subtask"].values()) == 48
+    assert report["eval"]["by_subtask"] == {"arithmetic": 32}
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+    assert [e["step"] for e in state["log_history"] if "eval_loss" in e][:2] == [2, 4]
+
+    merged = tmp_path / "merged"
+    merge_yaml = tmp_path / "merge.yaml"
+    merge_yaml.write_text(
+        f"model_name_or_path: {QUICKSTART / 'model'}\nadapter_name_or_path: {out}\n"
+        f"export_dir: {merged}\nexport_size: 0.001\nexport_device: cpu\n"
+    )
+    assert main(["export", str(merge_yaml)]) == 0
+    shards = sorted(merged.glob("*.safetensors"))
+    assert len(shards) > 1
+    for shard in shards:  # every shard holds at most export_size GB of tensors
+        with safe_open(shard, "pt") as f:
+            assert sum(f.get_tensor(k).nbytes for k in f.keys()) <= 0.001e9  # noqa: SIM118
+    assert not list(tmp_path.glob(".merged.tmp-*"))
+
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    model = AutoModelForCausalLM.from_pretrained(merged).eval()
+    base = AutoModelForCausalLM.from_pretrained(QUICKSTART / "model")
+    adapted = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(QUICKSTART / "model"), out
+    ).eval()
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Add the two numbers.\n12 + 30"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        merged_logits = model(ids).logits
+        torch.testing.assert_close(merged_logits, adapted(ids).logits, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(merged_logits, base.eval()(ids).logits, atol=1e-4)
+        generated = model.generate(ids, max_new_tokens=5, do_sample=False)
+    assert generated.shape[1] > ids.shape[1]
+    assert isinstance(tokenizer.decode(generated[0, ids.shape[1] :]), str)
+
+
+def test_full_finetuning_is_deterministic(tmp_path, quickstart_overrides):
+    weights = []
+    for run in ("a", "b"):
+        overrides = [
+            *quickstart_overrides,
+            f"output_dir={tmp_path / run}",
+            "finetuning_type=full",
+            "max_steps=2",
+            "eval_strategy=no",
+            "plot_loss=false",
+            "per_device_train_batch_size=4",
+        ]
+        result = run_train(load_train_config(SFT, overrides))
+        assert result.global_step == 2
+        assert (tmp_path / run / "model.safetensors").is_file()
+        with safe_open(tmp_path / run / "model.safetensors", "pt") as f:
+            weights.append({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], atol=0, rtol=0)
+    with safe_open(QUICKSTART / "model" / "model.safetensors", "pt") as f:
+        changed = [k for k in f.keys() if not torch.equal(f.get_tensor(k), weights[0][k])]  # noqa: SIM118
+    assert changed
