@@ -164,6 +164,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
     training_args = build_training_args(cfg)
+    if cfg.train_type == "dynamic_select":
+        # schedule, selector, per-round budget vs. pool: checked before the model loads
+        dynamic_module().check_dynamic_config(cfg, len(data.train), training_args)
 
     model = load_model(
         cfg.model_name_or_path, dtype=torch_dtype(cfg.bf16, cfg.fp16), trust_remote_code=cfg.trust_remote_code
