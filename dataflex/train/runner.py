@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,15 @@ def build_training_args(cfg: TrainConfig) -> Any:
     checkpointing = (
         "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     )
+    # Under torchrun on a machine without CUDA, transformers only runs DDP (gloo) with use_cpu=True;
+    # otherwise every process would train alone on the whole data.
+    import torch
+
+    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     try:
         return TrainingArguments(
             **{checkpointing: cfg.gradient_checkpointing},
+            **({"use_cpu": True} if cpu_ddp else {}),
             output_dir=cfg.output_dir,
             per_device_train_batch_size=cfg.per_device_train_batch_size,
             per_device_eval_batch_size=cfg.per_device_eval_batch_size,

@@ -119,6 +119,13 @@ class DynamicSelectionMixin:
         super().__init__(*args, **kwargs)
         trainer: Trainer = self  # type: ignore[assignment]
         check_training_args(trainer.args, schedule)
+        processes = DistributedView.current().world_size
+        if processes != trainer.args.world_size:
+            raise ConfigError(
+                f"torch.distributed runs {processes} processes but the Trainer sees world_size="
+                f"{trainer.args.world_size}: each process would train alone on the whole schedule. "
+                "On a machine without CUDA, pass use_cpu=True to TrainingArguments under torchrun."
+            )
         train_dataset = trainer.train_dataset
         if train_dataset is None or not hasattr(train_dataset, "__len__"):
             raise ConfigError(

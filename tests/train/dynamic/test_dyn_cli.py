@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +15,7 @@ from dataflex.train.dynamic import load_selection_state, read_selections
 from tests.train.conftest import QUICKSTART
 
 SFT = str(QUICKSTART / "sft.yaml")
+ROOT = Path(__file__).resolve().parents[3]
 DYNAMIC = [
     "train_type=dynamic_select",
     "component_name=random",
@@ -24,9 +29,21 @@ DYNAMIC = [
 ]
 
 
-def test_cli_trains_with_dynamic_selection(tmp_path, quickstart_overrides):
-    assert main(["train", SFT, *quickstart_overrides, *DYNAMIC, "finetuning_type=lora"]) == 0
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "out"
+    overrides = [
+        f"model_name_or_path={QUICKSTART / 'model'}",
+        f"dataset_dir={QUICKSTART / 'data'}",
+        f"output_dir={out}",
+        "max_samples=48",
+    ]
+    assert main(["train", SFT, *overrides, *DYNAMIC, "finetuning_type=lora"]) == 0
+    return out, overrides
+
+
+def test_cli_trains_with_dynamic_selection(one_process_run):
+    out, _ = one_process_run
     records = read_selections(out / "dataflex" / "selections.jsonl")
     assert [(r["round"], r["step"], r["chosen"]) for r in records] == [(0, 0, 8), (1, 2, 8), (2, 4, 8)]
     assert all(r["candidates"] == 48 and r["composition"] == {"quickstart_train": 8} for r in records)
@@ -56,3 +73,20 @@ def test_bad_dynamic_input_is_refused_before_loading(tmp_path, quickstart_overri
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_force_torchrun_trains_on_two_processes_with_the_same_selections(tmp_path, one_process_run):
+    one, overrides = one_process_run
+    out = tmp_path / "ddp"
+    overrides = [o if not o.startswith("output_dir=") else f"output_dir={out}" for o in overrides]
+    env = {**os.environ, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "PYTHONPATH": str(ROOT)}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "dataflex.cli", "train", SFT, *overrides, *DYNAMIC, "finetuning_type=lora"]
+    cmd.append("per_device_train_batch_size=2")  # 2 processes x 2 = the 1-process global batch of 4
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "torch.distributed.run" in proc.stderr and "--nproc_per_node=2" in proc.stderr
+    ddp = read_selections(out / "dataflex" / "selections.jsonl")
+    assert [r["indices"] for r in ddp] == [
+        r["indices"] for r in read_selections(one / "dataflex" / "selections.jsonl")
+    ]

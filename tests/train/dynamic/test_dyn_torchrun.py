@@ -109,18 +109,6 @@ def test_two_gloo_processes_select_and_train_like_one(tmp_path):
         assert sorted(parts[0] + parts[1]) == sorted(batch)
 
 
-def test_force_torchrun_relaunches_the_cli_under_torchrun(monkeypatch, capfd):
-    monkeypatch.setenv("FORCE_TORCHRUN", "1")
-    monkeypatch.setenv("NPROC_PER_NODE", "2")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    for var in ("LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(ROOT)
-    assert maybe_relaunch_with_torchrun(["list", "selectors"]) == 0
-    assert capfd.readouterr().out.count("selectors:") == 2  # one listing per process
-
-
 def test_no_relaunch_without_the_flag_or_inside_torchrun(monkeypatch):
     monkeypatch.setenv("FORCE_TORCHRUN", "0")
     assert maybe_relaunch_with_torchrun(["train", "x.yaml"]) is None
