@@ -70,6 +70,11 @@ def check_training_args(args: Any, schedule: SelectionSchedule) -> None:
             f"train_sampling_strategy={_value(args.train_sampling_strategy)!r} would reorder the selection; "
             "dynamic selection trains on each round's selection in the selector's order. Remove it."
         )
+    if getattr(args, "packing", False):
+        raise ConfigError(
+            "packing=True (TRL) merges examples into packed sequences, so a selection could not choose "
+            "single examples. Set packing=False with dynamic selection."
+        )
     if getattr(args, "auto_find_batch_size", False):
         raise ConfigError(
             "auto_find_batch_size is not supported with dynamic selection: the per-round budget is "

@@ -77,3 +77,12 @@ def test_sft_trainer_trains_each_round_on_its_selection(tmp_path, skip_prepare):
     for r in schedule.rounds:
         start = schedule.start_step(r)
         assert [i for s, i in trainer.seen if start <= s < start + schedule.num_steps(r)] == expected[r]
+
+
+def test_packing_is_refused(tmp_path):
+    from dataflex.errors import ConfigError
+    from dataflex.train.dynamic import check_training_args
+
+    config = trl.SFTConfig(output_dir=str(tmp_path), packing=True, max_length=64, report_to=[], use_cpu=True)
+    with pytest.raises(ConfigError, match="packing=True .* Set packing=False"):
+        check_training_args(config, SelectionSchedule(1, 1, 1))
