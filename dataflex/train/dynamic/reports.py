@@ -3,7 +3,8 @@
 One JSON record per round (warm-up included) in ``<output_dir>/dataflex/selections.jsonl``;
 ``plot_run`` draws the loss curve with the selection steps marked, the composition of
 each round by source dataset (when examples carry a ``dataset`` field) and the
-distribution of the chosen examples' scores per round. Plotting needs matplotlib
+distribution of the chosen examples' scores per round (by ``subtask`` instead when every
+example comes from one dataset). Plotting needs matplotlib
 (``pip install 'dataflex[plots]'``).
 """
 
@@ -54,6 +55,7 @@ def round_record(
         "candidates": candidates,
         "chosen": len(selection.indices),
         "composition": composition(train_dataset, selection.indices),
+        "subtasks": composition(train_dataset, selection.indices, key="subtask"),
         "indices": selection.indices,
         "scores": selection.scores,
         "metadata": selection.metadata,
@@ -147,7 +149,8 @@ def plot_run(
     written.append(_save(fig, report_dir / PLOT_FILES[0], plt))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    comps = [(r["round"], r.get("composition")) for r in records]
+    field, title = _composition_field(records)
+    comps = [(r["round"], r.get(field)) for r in records]
     names = sorted({k for _, c in comps if c for k in c})
     if names:
         positions = list(range(len(comps)))
@@ -157,11 +160,10 @@ def plot_run(
             ax.bar(positions, counts, bottom=bottom, label=name)
             bottom = [b + c for b, c in zip(bottom, counts)]
         ax.set_xticks(positions, [str(r) for r, _ in comps])
-        ax.legend(title="dataset")
+        ax.legend(title=title)
     else:
-        ax.text(
-            0.5, 0.5, "examples carry no 'dataset' field", ha="center", va="center", transform=ax.transAxes
-        )
+        note = "examples carry no 'dataset' field"
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("round (0 = warm-up)")
     ax.set_ylabel("examples chosen")
     ax.set_title("Composition of each round's selection")
@@ -178,6 +180,15 @@ def plot_run(
     ax.set_title("Score distribution per round")
     written.append(_save(fig, report_dir / PLOT_FILES[2], plt))
     return written
+
+
+def _composition_field(records: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """Plot by source dataset, or by subtask when every example comes from one dataset."""
+    datasets = {k for r in records for k in (r.get("composition") or {})}
+    subtasks = {k for r in records for k in (r.get("subtasks") or {})}
+    if len(datasets) <= 1 and len(subtasks) > 1:
+        return "subtasks", "subtask"
+    return "composition", "dataset"
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:

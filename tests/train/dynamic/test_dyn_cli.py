@@ -1,4 +1,4 @@
-"""``dataflex-cli train`` with ``train_type: dynamic_select`` on the committed quickstart model."""
+"""``dataflex-cli train examples/quickstart/random.yaml`` (few steps via overrides) on the committed model."""
 
 from __future__ import annotations
 
@@ -14,16 +14,13 @@ from dataflex.cli import main
 from dataflex.train.dynamic import load_selection_state, read_selections
 from tests.train.conftest import QUICKSTART
 
-SFT = str(QUICKSTART / "sft.yaml")
+CONFIG = str(QUICKSTART / "random.yaml")
 ROOT = Path(__file__).resolve().parents[3]
 DYNAMIC = [
-    "train_type=dynamic_select",
-    "component_name=random",
     "warmup_step=2",
     "update_step=2",
     "update_times=2",
     "per_device_train_batch_size=4",
-    "eval_strategy=no",
     "logging_steps=1",
     "save_steps=2",
 ]
@@ -38,7 +35,7 @@ def one_process_run(tmp_path_factory):
         f"output_dir={out}",
         "max_samples=48",
     ]
-    assert main(["train", SFT, *overrides, *DYNAMIC, "finetuning_type=lora"]) == 0
+    assert main(["train", CONFIG, *overrides, *DYNAMIC]) == 0
     return out, overrides
 
 
@@ -47,6 +44,7 @@ def test_cli_trains_with_dynamic_selection(one_process_run):
     records = read_selections(out / "dataflex" / "selections.jsonl")
     assert [(r["round"], r["step"], r["chosen"]) for r in records] == [(0, 0, 8), (1, 2, 8), (2, 4, 8)]
     assert all(r["candidates"] == 48 and r["composition"] == {"quickstart_train": 8} for r in records)
+    assert all(sum(r["subtasks"].values()) == 8 for r in records)
     for name in ("loss.png", "composition.png", "scores.png", "log_history.json"):
         assert (out / "dataflex" / name).is_file(), name
     state = load_selection_state(out / "checkpoint-4")
@@ -69,7 +67,7 @@ def test_cli_trains_with_dynamic_selection(one_process_run):
     ],
 )
 def test_bad_dynamic_input_is_refused_before_loading(tmp_path, quickstart_overrides, capsys, extra, message):
-    assert main(["train", SFT, *quickstart_overrides, *DYNAMIC, *extra]) == 1
+    assert main(["train", CONFIG, *quickstart_overrides, *DYNAMIC, *extra]) == 1
     err = capsys.readouterr().err
     assert re.search(message, err), err
     assert not (tmp_path / "out").exists()
@@ -81,7 +79,7 @@ def test_force_torchrun_trains_on_two_processes_with_the_same_selections(tmp_pat
     overrides = [o if not o.startswith("output_dir=") else f"output_dir={out}" for o in overrides]
     env = {**os.environ, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "PYTHONPATH": str(ROOT)}
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "dataflex.cli", "train", SFT, *overrides, *DYNAMIC, "finetuning_type=lora"]
+    cmd = [sys.executable, "-m", "dataflex.cli", "train", CONFIG, *overrides, *DYNAMIC]
     cmd.append("per_device_train_batch_size=2")  # 2 processes x 2 = the 1-process global batch of 4
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
