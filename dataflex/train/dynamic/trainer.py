@@ -70,6 +70,11 @@ def check_training_args(args: Any, schedule: SelectionSchedule) -> None:
             f"train_sampling_strategy={_value(args.train_sampling_strategy)!r} would reorder the selection; "
             "dynamic selection trains on each round's selection in the selector's order. Remove it."
         )
+    if getattr(args, "ignore_data_skip", False):
+        raise ConfigError(
+            "ignore_data_skip=True would replay the start of a chunk when resuming and shift every later "
+            "round boundary; dynamic selection resumes exactly. Remove ignore_data_skip."
+        )
     if getattr(args, "packing", False):
         raise ConfigError(
             "packing=True (TRL) merges examples into packed sequences, so a selection could not choose "

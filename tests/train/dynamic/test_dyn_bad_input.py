@@ -23,6 +23,7 @@ SCHEDULE = SelectionSchedule(warmup_step=1, update_step=2, update_times=1)
         ({"logging_strategy": "epoch"}, "logging_strategy='epoch' is not supported"),
         ({"train_sampling_strategy": "group_by_length"}, "would reorder the selection"),
         ({"auto_find_batch_size": True}, "auto_find_batch_size is not supported"),
+        ({"ignore_data_skip": True}, "ignore_data_skip=True would replay the start of a chunk"),
     ],
 )
 def test_contradicting_training_arguments(tmp_path, overrides, match):
