@@ -3,6 +3,7 @@
 from dataflex.data.collator import IGNORE_INDEX, SFTDataCollator
 from dataflex.data.dataset_info import DatasetAttr, resolve_dataset
 from dataflex.data.loader import load_dataset_examples, resolve_datasets
+from dataflex.data.sft_dataset import SFTDataset
 from dataflex.data.templates import (
     ChatTemplate,
     Template,
@@ -17,6 +18,7 @@ __all__ = [
     "ChatTemplate",
     "DatasetAttr",
     "SFTDataCollator",
+    "SFTDataset",
     "Template",
     "TokenizeStats",
     "get_template",

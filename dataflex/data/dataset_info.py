@@ -29,7 +29,7 @@ class Columns(BaseModel):
     kept as the example's ``subtask`` metadata.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     prompt: str = "instruction"
     query: str = "input"
@@ -39,6 +39,18 @@ class Columns(BaseModel):
     system: str | None = None
     tools: str | None = None
     subtask: str = "subtask"
+    # LLaMA-Factory columns of data dataflex cannot train on (refused by resolve_dataset)
+    images: str | None = None
+    videos: str | None = None
+    audios: str | None = None
+    chosen: str | None = None
+    rejected: str | None = None
+    kto_tag: str | None = None
+
+    def unsupported(self) -> list[str]:
+        """Set columns of multimodal or preference data, which dataflex does not train on."""
+        names = ("images", "videos", "audios", "chosen", "rejected", "kto_tag")
+        return [n for n in names if getattr(self, n) is not None]
 
 
 class Tags(BaseModel):
@@ -78,6 +90,7 @@ class _InfoEntry(BaseModel):
     om_hub_url: str | None = None
     formatting: Literal["alpaca", "sharegpt"] = "alpaca"
     ranking: bool = False
+    num_samples: int | None = None
     columns: Columns = Field(default_factory=Columns)
     tags: Tags = Field(default_factory=Tags)
 
@@ -126,6 +139,16 @@ def resolve_dataset(name: str, dataset_dir: str | Path = "data") -> DatasetAttr:
         if entry.ranking:
             raise ConfigError(
                 f"dataset {name!r} is a preference (ranking) dataset; dataflex trains SFT only."
+            )
+        if entry.num_samples is not None:
+            raise ConfigError(
+                f"dataset {name!r}: 'num_samples' in dataset_info.json is not supported; "
+                "use max_samples in the training config."
+            )
+        if entry.columns.unsupported():
+            raise ConfigError(
+                f"dataset {name!r} has {entry.columns.unsupported()} columns (multimodal or preference "
+                "data); dataflex trains text-only SFT."
             )
         if entry.file_name is None:
             hub = entry.hf_hub_url or entry.ms_hub_url or entry.om_hub_url

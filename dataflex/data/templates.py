@@ -128,9 +128,18 @@ class ChatTemplate:
         self._warned_tools = False
 
     def _render(self, messages: list[dict], tools: list | None, generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(
-            messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt
-        )
+        from jinja2 import TemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+            )
+        except TemplateError as exc:
+            roles = [m["role"] for m in messages]
+            raise ConfigError(
+                f"the tokenizer's chat template cannot render a conversation with roles {roles}: {exc}; "
+                f"set template: to one of {', '.join(list_templates())}."
+            ) from None
 
     def render_pairs(
         self, example: dict[str, Any], bos: str | None = None, eos: str | None = None

@@ -71,8 +71,8 @@ def tokenize_one(
     labels: list[int] = []
     truncated = False
     for source, target in pairs:
-        src = tokenizer.encode(source, add_special_tokens=False)
-        tgt = tokenizer.encode(target, add_special_tokens=False)
+        src = tokenizer.encode(source, add_special_tokens=False, verbose=False)
+        tgt = tokenizer.encode(target, add_special_tokens=False, verbose=False)
         budget = cutoff_len - len(input_ids)
         if budget <= 0:
             truncated = True

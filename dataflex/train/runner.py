@@ -8,6 +8,7 @@ in seconds and leaves nothing in ``output_dir``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -60,7 +61,21 @@ def check_output_dir(cfg: TrainConfig) -> Path:
             f"output_dir: {cfg.output_dir!r} is not empty; set overwrite_output_dir: true to write into "
             "it, resume_from_checkpoint to continue a run, or choose another output_dir."
         )
+    resume = cfg.resume_from_checkpoint
+    if isinstance(resume, str) and not Path(resume).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: {resume!r} is not a checkpoint folder.")
+    if resume is True and not (out.is_dir() and any(out.glob("checkpoint-*"))):
+        raise ConfigError(
+            f"resume_from_checkpoint: true, but output_dir {cfg.output_dir!r} has no checkpoint-* folder."
+        )
     return out
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 def build_training_args(cfg: TrainConfig) -> Any:
@@ -77,15 +92,18 @@ def build_training_args(cfg: TrainConfig) -> Any:
     checkpointing = (
         "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     )
-    # Under torchrun on a machine without CUDA, transformers only runs DDP (gloo) with use_cpu=True;
-    # otherwise every process would train alone on the whole data.
-    import torch
-
-    cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    extra: dict[str, Any] = {checkpointing: cfg.gradient_checkpointing}
+    # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
+    # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not _has_accelerator() and (cfg.bf16 or distributed):
+        logger.info(
+            "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
+        )
+        extra["use_cpu"] = True
     try:
         return TrainingArguments(
-            **{checkpointing: cfg.gradient_checkpointing},
-            **({"use_cpu": True} if cpu_ddp else {}),
+            **extra,
             output_dir=cfg.output_dir,
             per_device_train_batch_size=cfg.per_device_train_batch_size,
             per_device_eval_batch_size=cfg.per_device_eval_batch_size,
@@ -164,17 +182,26 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         ConfigError: any bad input, before the model is loaded and before anything is
             written to ``output_dir``.
     """
+    from transformers import set_seed
+
     out = check_output_dir(cfg)
     if cfg.train_type == "dynamic_select":
         dynamic_module()
+    if cfg.plot_loss and importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(
+            "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
+        )
     check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
     training_args = build_training_args(cfg)
+    if data.eval is not None and cfg.eval_strategy == "no" and cfg.train_type == "static":
+        logger.info("eval_dataset is checked but not evaluated (eval_strategy: no)")
     if cfg.train_type == "dynamic_select":
         # schedule, selector, per-round budget vs. pool: checked before the model loads
         dynamic_module().check_dynamic_config(cfg, len(data.train), training_args)
 
+    set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(
         cfg.model_name_or_path, dtype=torch_dtype(cfg.bf16, cfg.fp16), trust_remote_code=cfg.trust_remote_code
     )

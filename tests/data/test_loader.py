@@ -160,3 +160,11 @@ def test_bad_sharegpt_turn_order_is_skipped(write_dataset):
 def test_max_samples_must_be_positive(write_dataset):
     with pytest.raises(ConfigError, match="max_samples must be >= 1"):
         load_dataset_examples("toy", write_dataset("toy", ALPACA), max_samples=0)
+
+
+def test_multimodal_and_preference_columns_are_refused(shared_data, write_dataset):
+    with pytest.raises(ConfigError, match=r"'mllm_demo' has \['images'\] columns \(multimodal or preference"):
+        load_dataset_examples("mllm_demo", shared_data)
+    d = write_dataset("toy", ALPACA, {"columns": {"promt": "instruction"}})
+    with pytest.raises(ConfigError, match=r"toy.columns.promt: unknown key 'promt'. Did you mean 'prompt'"):
+        load_dataset_examples("toy", d)

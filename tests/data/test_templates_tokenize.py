@@ -152,3 +152,27 @@ def test_workers_give_identical_results(shared_data, qs_tokenizer):
     two, s2 = tokenize_examples(examples, qs_tokenizer, template, cutoff_len=128, num_workers=2)
     assert one == two
     assert s1 == s2
+
+
+def test_chat_template_that_refuses_a_role_is_a_clear_error(qs_tokenizer):
+    import copy
+
+    tok = copy.deepcopy(qs_tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}"
+    )
+    with pytest.raises(
+        ConfigError, match=r"cannot render a conversation with roles \['system'.*System role not supported"
+    ):
+        tokenize_examples([CONV], tok, get_template(None, tok), cutoff_len=100)
+
+
+def test_chat_template_that_rewrites_history_is_refused(qs_tokenizer):
+    import copy
+
+    tok = copy.deepcopy(qs_tokenizer)
+    # renders only the last two messages: earlier turns vanish as the conversation grows
+    tok.chat_template = "{% for m in messages[-2:] %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+    with pytest.raises(ConfigError, match=r"does not render a conversation as a growing string"):
+        tokenize_examples([{**CONV, "system": ""}], tok, get_template(None, tok), cutoff_len=100)

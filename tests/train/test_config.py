@@ -139,3 +139,12 @@ def test_shipped_merge_example_and_quickstart_validate():
     assert load_export_config(REPO / "examples" / "merge_lora" / "llama3_lora_sft.yaml").export_size == 5
     cfg = load_train_config(QUICKSTART / "sft.yaml")
     assert cfg.train_type == "static"
+
+
+@pytest.mark.parametrize("name", ["less", "random"])
+def test_quickstart_dynamic_configs_validate(name, monkeypatch):
+    monkeypatch.chdir(REPO)  # the quickstart configs use paths relative to the repository root
+    cfg = load_train_config(QUICKSTART / f"{name}.yaml")
+    assert cfg.component_name == name
+    assert cfg.dynamic_total_steps == 50
+    assert cfg.eval_dataset == ["quickstart_valid"]

@@ -78,13 +78,16 @@ def test_train_export_reload_generate(tmp_path, quickstart_overrides):
     assert isinstance(tokenizer.decode(generated[0, ids.shape[1] :]), str)
 
 
-def test_full_finetuning_is_deterministic(tmp_path, quickstart_overrides):
+@pytest.mark.parametrize(
+    ("kind", "weights_file"), [("full", "model.safetensors"), ("lora", "adapter_model.safetensors")]
+)
+def test_same_seed_same_weights(tmp_path, quickstart_overrides, kind, weights_file):
     weights = []
     for run in ("a", "b"):
         overrides = [
             *quickstart_overrides,
             f"output_dir={tmp_path / run}",
-            "finetuning_type=full",
+            f"finetuning_type={kind}",
             "max_steps=2",
             "eval_strategy=no",
             "plot_loss=false",
@@ -92,12 +95,35 @@ def test_full_finetuning_is_deterministic(tmp_path, quickstart_overrides):
         ]
         result = run_train(load_train_config(SFT, overrides))
         assert result.global_step == 2
-        assert (tmp_path / run / "model.safetensors").is_file()
-        with safe_open(tmp_path / run / "model.safetensors", "pt") as f:
+        with safe_open(tmp_path / run / weights_file, "pt") as f:
             weights.append({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], atol=0, rtol=0)
-    with safe_open(QUICKSTART / "model" / "model.safetensors", "pt") as f:
-        changed = [k for k in f.keys() if not torch.equal(f.get_tensor(k), weights[0][k])]  # noqa: SIM118
-    assert changed
+    if kind == "full":
+        with safe_open(QUICKSTART / "model" / "model.safetensors", "pt") as f:
+            changed = [k for k in f.keys() if not torch.equal(f.get_tensor(k), weights[0][k])]  # noqa: SIM118
+        assert changed
+
+
+def test_lora_bf16_with_gradient_checkpointing_trains(tmp_path, quickstart_overrides):
+    overrides = [
+        *quickstart_overrides,
+        "finetuning_type=lora",
+        "lora_target=q_proj,v_proj",
+        "bf16=true",
+        "gradient_checkpointing=true",
+        "logging_steps=1",
+        "max_steps=2",
+        "eval_strategy=no",
+        "per_device_train_batch_size=4",
+    ]
+    result = run_train(load_train_config(SFT, overrides))
+    assert result.global_step == 2
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    with safe_open(tmp_path / "out" / "adapter_model.safetensors", "pt") as f:
+        names = list(f.keys())
+        assert names
+        assert all(("q_proj" in k or "v_proj" in k) and "lora_" in k for k in names)
+        assert all(f.get_tensor(k).dtype == torch.float32 for k in names)  # trainable params kept in fp32
+    assert result.plots == [tmp_path / "out" / "training_loss.png"]

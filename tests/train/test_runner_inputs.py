@@ -32,7 +32,18 @@ def _run(overrides: list[str]):
         ),
         (["cutoff_len=1"], r"train dataset: no example left .* raise cutoff_len"),
         (["deepspeed=missing_ds.json"], r"deepspeed: the DeepSpeed config 'missing_ds.json' does not exist"),
-        (["lora_target=q_proj,qkv"], r"lora_target: the model has no linear module 'qkv'"),
+        (
+            ["resume_from_checkpoint=true"],
+            r"resume_from_checkpoint: true, but output_dir .* has no checkpoint-",
+        ),
+        (
+            ["resume_from_checkpoint=nowhere/checkpoint-5"],
+            r"'nowhere/checkpoint-5' is not a checkpoint folder",
+        ),
+        (
+            ["finetuning_type=lora", "lora_target=q_proj,qkv"],
+            r"lora_target: the model has no linear module 'qkv'",
+        ),
     ],
 )
 def test_bad_input_fails_before_training(quickstart_overrides, tmp_path, extra, message):

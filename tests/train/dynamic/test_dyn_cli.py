@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 
 from dataflex.cli import main
+from dataflex.configs.components import SHIPPED_COMPONENTS
 from dataflex.train.dynamic import load_selection_state, read_selections
 from tests.train.conftest import QUICKSTART
 
 CONFIG = str(QUICKSTART / "random.yaml")
 ROOT = Path(__file__).resolve().parents[3]
 DYNAMIC = [
+    f"components_cfg_file={SHIPPED_COMPONENTS}",  # every selector it names is registered on this branch
+    "finetuning_type=lora",
+    "eval_strategy=no",
     "warmup_step=2",
     "update_step=2",
     "update_times=2",

@@ -35,3 +35,19 @@ def test_datasets_doc_python_runs():
         assert pairs == [("<user>hi</user><bot>", "yo</s>")]
     finally:
         templates._TEMPLATES.pop("mychat", None)
+
+
+def test_quickstart_python_blocks_run(tmp_path, monkeypatch):
+    text = (DOCS / "quickstart.md").read_text()
+    section = text.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 2
+    monkeypatch.chdir(REPO)
+    namespace: dict = {}
+    exec(compile(blocks[0], "docs/quickstart.md", "exec"), namespace)
+    assert namespace["stats"].kept == 32
+    assert namespace["batch"]["labels"].shape[0] == 4
+    train_block = blocks[1].replace("output_dir=saves/quickstart/py", f"output_dir={tmp_path / 'py'}")
+    train_block = train_block.replace("max_steps=10", "max_steps=1")
+    exec(compile(train_block, "docs/quickstart.md", "exec"), namespace)
+    assert namespace["result"].global_step == 1
