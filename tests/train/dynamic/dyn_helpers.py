@@ -33,16 +33,6 @@ def adam_steps(optimizer) -> int:
     return 0
 
 
-def _register(name):
-    def deco(cls):
-        if name in SELECTORS:
-            return SELECTORS.get(name)
-        return register_selector(name)(cls)
-
-    return deco
-
-
-@_register("test_probe")
 class ProbeSelector(Selector):
     """Picks a block of the pool whose offset is a function of Adam's step count."""
 
@@ -85,7 +75,6 @@ def per_example_loss(model, collator, examples, batch_size: int = 8) -> torch.Te
     return torch.cat(out) if out else torch.zeros(0)
 
 
-@_register("test_cumloss")
 class CumulativeLossSelector(Selector):
     """Top examples by Σ lr × loss over the rounds, computed on shards and gathered."""
 
@@ -119,6 +108,21 @@ class CumulativeLossSelector(Selector):
 
     def load_state_dict(self, state):
         self.cumulative = state["cumulative"].clone() if "cumulative" in state else None
+
+
+TEST_SELECTORS = {"test_probe": ProbeSelector, "test_cumloss": CumulativeLossSelector}
+
+
+def register_test_selectors() -> None:
+    """Register the test selectors (undone by :func:`unregister_test_selectors`)."""
+    for name, cls in TEST_SELECTORS.items():
+        register_selector(name)(cls)
+
+
+def unregister_test_selectors() -> None:
+    for name in TEST_SELECTORS:
+        if name in SELECTORS:
+            SELECTORS.unregister(name)
 
 
 class IndexCollator:

@@ -37,6 +37,7 @@ SCRIPT = textwrap.dedent(
     spec = importlib.util.spec_from_file_location("dyn_helpers", sys.argv[1])
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
+    helpers.register_test_selectors()
 
     from dataflex.registry import build_selector
     from dataflex.train.dynamic import SelectionSchedule
