@@ -75,3 +75,14 @@ def test_a_selector_that_touches_gradients_is_stopped(tmp_path):
         trainer.train()
     assert trainer.state.global_step == 1
     assert torch.is_grad_enabled()
+
+
+def test_trainer_blind_to_the_process_group_is_refused(tmp_path, monkeypatch):
+    from dataflex.distributed import DistributedView
+    from dataflex.train.dynamic import trainer as trainer_module
+
+    # what a CPU torchrun without use_cpu looks like: 2 processes, a Trainer that sees 1
+    two = classmethod(lambda cls: DistributedView(0, 2))
+    monkeypatch.setattr(trainer_module.DistributedView, "current", two)
+    with pytest.raises(ConfigError, match=r"runs 2 processes but the Trainer sees world_size=1.*use_cpu"):
+        build(tmp_path)
