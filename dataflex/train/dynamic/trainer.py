@@ -70,6 +70,13 @@ def check_training_args(args: Any, schedule: SelectionSchedule) -> None:
             f"train_sampling_strategy={_value(args.train_sampling_strategy)!r} would reorder the selection; "
             "dynamic selection trains on each round's selection in the selector's order. Remove it."
         )
+    accelerator_config = getattr(args, "accelerator_config", None)
+    for option in ("split_batches", "dispatch_batches"):
+        if getattr(accelerator_config, option, False):
+            raise ConfigError(
+                f"accelerator_config.{option}=True changes how batches reach the ranks; dynamic selection "
+                "deals each step's global batch to the ranks itself. Leave it unset."
+            )
     if getattr(args, "ignore_data_skip", False):
         raise ConfigError(
             "ignore_data_skip=True would replay the start of a chunk when resuming and shift every later "

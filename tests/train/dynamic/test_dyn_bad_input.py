@@ -24,6 +24,7 @@ SCHEDULE = SelectionSchedule(warmup_step=1, update_step=2, update_times=1)
         ({"train_sampling_strategy": "group_by_length"}, "would reorder the selection"),
         ({"auto_find_batch_size": True}, "auto_find_batch_size is not supported"),
         ({"ignore_data_skip": True}, "ignore_data_skip=True would replay the start of a chunk"),
+        ({"accelerator_config": {"split_batches": True}}, r"accelerator_config.split_batches=True changes"),
     ],
 )
 def test_contradicting_training_arguments(tmp_path, overrides, match):
