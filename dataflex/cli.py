@@ -66,6 +66,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_select(args: argparse.Namespace) -> int:
+    from dataflex.selectors.offline import run_offline_select
+    from dataflex.selectors.offline_config import load_offline_config
+
+    _setup_logging()
+    config = load_offline_config(args.config, args.overrides)
+    result = run_offline_select(config)
+    print(
+        f"selected {len(result.indices)} of {result.report['pool']} examples -> {result.output_dir} "
+        "(scores.jsonl, dataset_info.json, selection.json)"
+    )
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from dataflex.train.config import load_export_config
     from dataflex.train.export import run_export
@@ -101,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", choices=["selectors", "projectors"], help="only this kind")
     p.add_argument("--pattern", help="glob filter on names, e.g. 'l*'")
     p.set_defaults(handler=_cmd_list)
+
+    p = sub.add_parser("select", help="offline selection: score a pool once and write the chosen subset")
+    p.add_argument("config", help="select config YAML (see docs/selectors/less.md)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, values parsed as YAML")
+    p.set_defaults(handler=_cmd_select)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""Per-example parameter gradients from one batched forward and one ``autograd.grad``.
+
+Forward hooks on every module that owns a trainable parameter record the module's
+inputs and keep its output tensor. One call of ``torch.autograd.grad(total_loss,
+outputs)`` then yields each output's gradient, from which per-example parameter
+gradients follow exactly:
+
+* ``nn.Linear``: ``dW[b] = Σ_t gy[b, t] ⊗ x[b, t]`` and ``db[b] = Σ_t gy[b, t]`` (einsum);
+* ``nn.Embedding``: rows of ``gy[b]`` scattered into the rows of the token ids;
+* anything else: a vector-Jacobian product of the module alone, vmapped over the
+  batch with ``torch.func`` (see :mod:`dataflex.gradients.functional`).
+
+``autograd.grad`` is asked for gradients of activations only, never of parameters, so
+no ``.grad`` is written and no ``AccumulateGrad`` node (where DDP/ZeRO hooks live) runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dataflex.gradients.functional import per_example_module_grads
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Call:
+    """One forward call of a hooked module."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    output: torch.Tensor
+    grad: torch.Tensor | None = None
+
+
+@dataclass
+class _Owner:
+    """A module that holds trainable parameters directly, with its recorded calls."""
+
+    name: str
+    module: nn.Module
+    kind: str  # "linear" | "embedding" | "functional"
+    calls: list[_Call] = field(default_factory=list)
+
+
+def _module_kind(module: nn.Module) -> str:
+    if isinstance(module, nn.Linear) and type(module).forward is nn.Linear.forward:
+        return "linear"
+    if (
+        isinstance(module, nn.Embedding)
+        and type(module).forward is nn.Embedding.forward
+        and module.max_norm is None
+        and not module.scale_grad_by_freq
+    ):
+        return "embedding"
+    return "functional"
+
+
+class GradientCapture:
+    """Which modules own which trainable parameters, and the hooks that record them.
+
+    Args:
+        model: The model whose trainable parameters (``requires_grad``) are differentiated.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.params: list[tuple[str, nn.Parameter]] = [
+            (n, p) for n, p in model.named_parameters() if p.requires_grad
+        ]
+        self.owners: list[_Owner] = []
+        # id(param) -> [(owner, attribute name)]; a tied parameter has several owners.
+        self.uses: dict[int, list[tuple[_Owner, str]]] = {}
+        trainable = {id(p) for _, p in self.params}
+        for mod_name, module in model.named_modules():
+            local = [(n, p) for n, p in module.named_parameters(recurse=False) if id(p) in trainable]
+            if not local:
+                continue
+            owner = _Owner(mod_name, module, _module_kind(module))
+            self.owners.append(owner)
+            for n, p in local:
+                self.uses.setdefault(id(p), []).append((owner, n))
+        self._recording = False
+
+    @property
+    def functional_modules(self) -> list[str]:
+        """Names of modules whose per-example gradients need the ``torch.func`` fallback."""
+        return [o.name or "<root>" for o in self.owners if o.kind == "functional"]
+
+    @contextlib.contextmanager
+    def hooks(self) -> Iterator[None]:
+        """Register the recording hooks for the duration of the block, then clear all records."""
+        handles = []
+        for owner in self.owners:
+            handles.append(owner.module.register_forward_hook(self._make_hook(owner), with_kwargs=True))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            for owner in self.owners:
+                owner.calls.clear()
+            self._recording = False
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record calls only inside this block (not during recomputation or replays)."""
+        self._recording = True
+        try:
+            yield
+        finally:
+            self._recording = False
+
+    def _make_hook(self, owner: _Owner):
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if not self._recording:
+                return
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(
+                    f"Module {owner.name!r} ({type(module).__name__}) holds trainable parameters but returns "
+                    f"{type(output).__name__}, not a tensor; per-example gradients cannot be captured "
+                    "for it. Freeze its parameters, or use a model whose trainable modules return tensors."
+                )
+            if not output.requires_grad:
+                raise RuntimeError(
+                    f"The output of {owner.name!r} does not require grad although it holds trainable "
+                    "parameters; was the forward run under torch.no_grad()?"
+                )
+            owner.calls.append(
+                _Call(
+                    args=tuple(_detach(a) for a in args),
+                    kwargs={k: _detach(v) for k, v in kwargs.items()},
+                    output=output,
+                )
+            )
+
+        return hook
+
+    def backward(self, total_loss: torch.Tensor) -> None:
+        """Fill every recorded call's ``grad`` with ``∂ total_loss / ∂ output``; drop the outputs."""
+        calls = [c for o in self.owners for c in o.calls]
+        if not calls:
+            raise RuntimeError(
+                "No module holding trainable parameters was called during the forward pass; "
+                "is the model the one whose parameters require grad?"
+            )
+        grads = torch.autograd.grad(total_loss, [c.output for c in calls], allow_unused=True)
+        for c, g in zip(calls, grads):
+            c.grad = g
+            c.output = None  # type: ignore[assignment]  # free the graph's activations early
+
+    def per_example_grad(
+        self, param: nn.Parameter, batch_size: int, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(B, param.numel())`` fp32 per-example gradient of one trainable parameter.
+
+        Args:
+            param: A trainable parameter of the model.
+            batch_size: B.
+            mask: ``(B, T)`` bool mask of real tokens; recorded activations at other
+                positions are zeroed (they contribute nothing, but may hold NaN).
+        """
+        total: torch.Tensor | None = None
+        for owner, attr in self.uses[id(param)]:
+            for call in owner.calls:
+                if call.grad is None:
+                    continue
+                g = self._call_grad(owner, attr, call, batch_size, mask)
+                total = g if total is None else total + g
+        if total is None:
+            return torch.zeros(batch_size, param.numel(), dtype=torch.float32, device=param.device)
+        return total.reshape(batch_size, -1)
+
+    def _call_grad(
+        self, owner: _Owner, attr: str, call: _Call, batch: int, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        gy = call.grad.float()
+        if gy.shape[0] != batch:
+            raise RuntimeError(
+                f"Module {owner.name!r} produced an output of shape {tuple(gy.shape)} whose first "
+                f"dimension is not the batch size {batch}; per-example gradients need batch-first outputs."
+            )
+        if owner.kind == "linear":
+            x = call.args[0].float() if call.args else call.kwargs["input"].float()
+            x = x.reshape(batch, -1, x.shape[-1])
+            gy = gy.reshape(batch, -1, gy.shape[-1])
+            if mask is not None and x.shape[1] == mask.shape[1]:
+                # Padding contributes exactly nothing (its output-gradient is zero), but a
+                # non-finite activation there would turn 0 into NaN: clear both.
+                pad = ~mask
+                gy = gy.masked_fill_(pad[:, :, None], 0.0)
+                if not bool(torch.isfinite(x[pad]).all()):
+                    x = x.masked_fill(pad[:, :, None], 0.0)
+            if attr == "weight":
+                return torch.einsum("bto,bti->boi", gy, x)
+            return gy.sum(dim=1)
+        if owner.kind == "embedding":
+            module: nn.Embedding = owner.module  # type: ignore[assignment]
+            ids = call.args[0] if call.args else call.kwargs["input"]
+            ids = ids.reshape(batch, -1)
+            gy = gy.reshape(batch, ids.shape[1], -1)
+            if mask is not None and ids.shape[1] == mask.shape[1]:
+                gy = gy.masked_fill_(~mask[:, :, None], 0.0)
+            vocab = module.num_embeddings
+            flat = (ids + torch.arange(batch, device=ids.device)[:, None] * vocab).reshape(-1)
+            out = torch.zeros(batch * vocab, gy.shape[-1], dtype=gy.dtype, device=gy.device)
+            out.index_add_(0, flat, gy.reshape(-1, gy.shape[-1]))
+            out = out.view(batch, vocab, -1)
+            if module.padding_idx is not None:
+                out[:, module.padding_idx] = 0.0
+            return out
+        return per_example_module_grads(owner.module, attr, call.args, call.kwargs, call.grad, batch)
+
+
+def _detach(value: Any) -> Any:
+    return value.detach() if isinstance(value, torch.Tensor) else value

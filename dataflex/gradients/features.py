@@ -1,0 +1,267 @@
+"""``per_example_features``: transformed, projected per-example gradients of a batch."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dataflex.data.collator import IGNORE_INDEX
+from dataflex.errors import ConfigError
+from dataflex.gradients.capture import GradientCapture
+from dataflex.gradients.transforms import AdamState, apply_transform, check_transform
+from dataflex.projectors.base import Projector
+
+logger = logging.getLogger(__name__)
+
+CHUNK_ELEMENTS = 1 << 22
+"""Most elements (B × columns) of consecutive parameter blocks joined into one ``project`` call."""
+
+
+def num_trainable(model: nn.Module) -> int:
+    """Number of trainable scalars: D, the width of unprojected features."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example mean token cross-entropy over completion tokens, with the causal shift.
+
+    Args:
+        logits: ``(B, T, V)`` next-token logits.
+        labels: ``(B, T)`` token ids, :data:`IGNORE_INDEX` where no loss is taken.
+
+    Returns:
+        ``(losses, counts)``: ``(B,)`` fp32 mean losses (0 for an example without
+        completion tokens) and ``(B,)`` numbers of completion tokens.
+    """
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    ce = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(shift_labels.shape)
+    counts = (shift_labels != IGNORE_INDEX).sum(dim=1)
+    return ce.sum(dim=1) / counts.clamp_min(1), counts
+
+
+class FeaturePlan:
+    """Everything about a feature computation that does not depend on the batch.
+
+    Built (and validated) once; :meth:`features` may then be called for many batches.
+    Arguments are those of :func:`per_example_features`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        transform: str = "sgd",
+        projector: Projector | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        adam_state: AdamState | None = None,
+        allow_sgd_fallback: bool = False,
+    ) -> None:
+        transform = check_transform(transform)
+        self.model = model
+        self.capture = GradientCapture(model)
+        if not self.capture.params:
+            raise ConfigError(
+                "The model has no trainable parameters (requires_grad=True); nothing to differentiate."
+            )
+        self.dim = sum(p.numel() for _, p in self.capture.params)
+        if projector is not None and projector.input_dim != self.dim:
+            raise ConfigError(
+                f"projector.input_dim is {projector.input_dim} but the model has {self.dim} trainable "
+                f"parameters; build the projector with input_dim=num_trainable(model) (= {self.dim})."
+            )
+        self.projector = projector
+        self.adam_state: AdamState | None = None
+        if transform == "adam":
+            transform = self._resolve_adam(optimizer, adam_state, allow_sgd_fallback)
+        self.transform = transform
+        if self.capture.functional_modules:
+            logger.info(
+                "Per-example gradients of %s use the torch.func fallback (not nn.Linear/nn.Embedding).",
+                ", ".join(self.capture.functional_modules),
+            )
+        if any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules()):
+            logger.info(
+                "Gradient checkpointing is inactive during the feature pass (the model runs in eval mode, "
+                "where checkpointing layers run plainly); results are identical, memory use is that of a "
+                "plain forward."
+            )
+
+    def _resolve_adam(
+        self, optimizer: torch.optim.Optimizer | None, adam_state: AdamState | None, allow_fallback: bool
+    ) -> str:
+        if optimizer is not None and adam_state is not None:
+            raise ConfigError("Pass either optimizer= or adam_state= for transform='adam', not both.")
+        names = [n for n, _ in self.capture.params]
+        if adam_state is None and optimizer is not None:
+            adam_state = AdamState.from_optimizer(self.model, optimizer)
+        if adam_state is None:
+            problem = "no optimizer= or adam_state= was given"
+        else:
+            missing = adam_state.missing(names)
+            if not missing:
+                self.adam_state = adam_state
+                return "adam"
+            problem = (
+                f"there is no Adam state for {len(missing)} of {len(names)} trainable parameters "
+                f"(first: {missing[0]!r}); the optimizer has not stepped yet or holds other parameters"
+            )
+        if allow_fallback:
+            logger.warning("transform='adam' falls back to 'sgd': %s.", problem)
+            return "sgd"
+        raise ConfigError(
+            f"transform='adam' needs Adam moments, but {problem}. Pass optimizer= (a torch.optim.Adam/AdamW "
+            "that has stepped) or adam_state=AdamState.from_checkpoint(model, dir), or "
+            "allow_sgd_fallback=True to use plain gradients instead."
+        )
+
+    def features(self, batch: Mapping[str, Any], normalize: bool = False) -> torch.Tensor:
+        """``(B, k)`` fp32 features of one collated batch (see :func:`per_example_features`)."""
+        input_ids, mask, labels = _unpack(batch)
+        bsz = input_ids.shape[0]
+        extra = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
+        if "position_ids" not in extra:
+            # Positions count real tokens only, so left padding does not shift them.
+            extra["position_ids"] = (mask.long().cumsum(-1) - 1).clamp_min(0)
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()  # dropout off
+        try:
+            with torch.enable_grad(), self.capture.hooks():
+                with self.capture.recording():
+                    out = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False, **extra)
+                logits = out.logits if hasattr(out, "logits") else out[0]
+                losses, counts = per_example_losses(logits, labels)
+                del out, logits
+                empty = (counts == 0).nonzero().flatten().tolist()
+                if empty:
+                    logger.warning(
+                        "Batch rows %s have no completion tokens (all labels %d); their gradient is zero.",
+                        empty,
+                        IGNORE_INDEX,
+                    )
+                self.capture.backward(losses.sum())
+                padded = not bool(mask.bool().all())
+                return self._stream(bsz, mask.bool() if padded else None, normalize)
+        finally:
+            for m, training in modes.items():
+                m.training = training
+
+    def _stream(self, bsz: int, mask: torch.Tensor | None, normalize: bool) -> torch.Tensor:
+        """Per-parameter blocks, transformed, projected a few consecutive parameters at a time.
+
+        Consecutive small blocks (LoRA matrices) are joined up to :data:`CHUNK_ELEMENTS`
+        before each ``project`` call, so memory stays O(B × (largest parameter + chunk)).
+        """
+        chunks: list[torch.Tensor] = []
+        pending: list[torch.Tensor] = []
+        out: torch.Tensor | None = None
+        width = start = 0
+
+        def flush() -> None:
+            nonlocal out, width, start, pending
+            x = pending[0] if len(pending) == 1 else torch.cat(pending, dim=1)
+            part = self.projector.project(x, start)
+            out = part if out is None else out.add_(part)
+            start += width
+            width, pending = 0, []
+
+        for name, param in self.capture.params:
+            g = self.capture.per_example_grad(param, bsz, mask)
+            moments = self.adam_state[name] if self.transform == "adam" else None
+            g = apply_transform(self.transform, g, moments)
+            if self.projector is None:
+                chunks.append(g)
+                continue
+            if pending and (width + g.shape[1]) * bsz > CHUNK_ELEMENTS:
+                flush()
+            pending.append(g)
+            width += g.shape[1]
+            del g
+        if pending:
+            flush()
+        feats = torch.cat(chunks, dim=1) if self.projector is None else out
+        if normalize:
+            feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(torch.finfo(feats.dtype).tiny)
+        return feats
+
+
+def _unpack(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    missing = [k for k in ("input_ids", "labels") if k not in batch]
+    if missing:
+        raise ValueError(
+            f"batch is missing {missing}; pass the collator's output (input_ids, attention_mask, labels)."
+        )
+    input_ids, labels = batch["input_ids"], batch["labels"]
+    mask = batch.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(input_ids)
+    if input_ids.dim() != 2 or labels.shape != input_ids.shape or mask.shape != input_ids.shape:
+        raise ValueError(
+            f"batch tensors must all be (B, T): input_ids {tuple(input_ids.shape)}, "
+            f"labels {tuple(labels.shape)}, attention_mask {tuple(mask.shape)}."
+        )
+    return input_ids, mask, labels
+
+
+def per_example_features(
+    model: nn.Module,
+    batch: Mapping[str, Any],
+    *,
+    transform: str = "sgd",
+    projector: Projector | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    adam_state: AdamState | None = None,
+    normalize: bool = False,
+    allow_sgd_fallback: bool = False,
+) -> torch.Tensor:
+    """Feature of each example of a batch alone, from one forward and one backward.
+
+    Row b is the transformed (and optionally projected, normalised) gradient of
+    ℓ_b = mean cross-entropy over example b's completion tokens, so it depends
+    neither on its batch-mates nor on padding. Training state is untouched: no
+    ``.grad`` is written, the optimizer is only read, the train/eval mode of every
+    module is restored, and dropout is off during the pass.
+
+    Args:
+        model: A causal LM (``transformers`` or ``peft``-wrapped); its parameters with
+            ``requires_grad`` are the ones differentiated. Pass the unwrapped module
+            (not DDP).
+        batch: ``input_ids``, ``attention_mask`` and ``labels`` as the collator makes
+            them (right or left padded), on the model's device.
+        transform: ``"sgd"`` (raw gradient), ``"adam"`` (one-step Adam direction) or
+            ``"sign"``.
+        projector: Streams each parameter's block into ``projector.project(x, offset)``;
+            its ``input_dim`` must equal :func:`num_trainable`. ``None``: columns are the
+            trainable parameters flattened in ``named_parameters()`` order.
+        optimizer: A live Adam/AdamW whose moments ``adam`` uses.
+        adam_state: Moments from elsewhere (e.g. :meth:`AdamState.from_checkpoint`).
+        normalize: Divide each row by its L2 norm.
+        allow_sgd_fallback: With ``adam`` and no (complete) Adam state, log a warning
+            and use ``sgd`` instead of raising.
+
+    Returns:
+        ``(B, k)`` fp32 tensor; k = ``projector.proj_dim`` or the number of trainable parameters.
+
+    Raises:
+        ConfigError: on an unknown transform, a projector of the wrong ``input_dim``,
+            missing Adam state (unless ``allow_sgd_fallback``), or no trainable parameters.
+    """
+    plan = FeaturePlan(
+        model,
+        transform=transform,
+        projector=projector,
+        optimizer=optimizer,
+        adam_state=adam_state,
+        allow_sgd_fallback=allow_sgd_fallback,
+    )
+    return plan.features(batch, normalize=normalize)

@@ -1,0 +1,76 @@
+"""Per-example loss under the current model: batched, without gradients.
+
+The loss of an example is the mean token cross-entropy over *its own*
+completion tokens (labels != -100), the definition of ``../shared/DESIGN.md``.
+Position ids are derived from the attention mask so that left padding does not
+shift rotary positions: a row's loss does not depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dataflex.data.collator import IGNORE_INDEX
+
+
+def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Mean completion-token cross-entropy of each row of ``batch``.
+
+    Args:
+        model: A causal LM returning ``logits`` (``transformers`` or ``peft``).
+        batch: ``input_ids``, ``attention_mask`` and ``labels`` as the collator makes them.
+
+    Returns:
+        ``(B,)`` fp32 losses.
+
+    Raises:
+        ValueError: if a row has no completion token (its loss is undefined).
+    """
+    input_ids = batch["input_ids"]
+    mask = batch.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(input_ids)
+    labels = batch["labels"]
+    position_ids = (mask.long().cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
+    target = labels[:, 1:]
+    valid = target != IGNORE_INDEX
+    counts = valid.sum(dim=1)
+    if bool((counts == 0).any()):
+        rows = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"Rows {rows} of the batch have no completion token (all labels are -100).")
+    token_loss = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), target.clamp_min(0), reduction="none"
+    )
+    return (token_loss * valid).sum(dim=1) / counts
+
+
+def dataset_losses(
+    model: torch.nn.Module,
+    examples: Sequence[Mapping[str, Any]],
+    indices: Sequence[int],
+    collator: Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]],
+    *,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Losses of ``examples[i]`` for ``i`` in ``indices`` (in that order), in eval mode.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(indices), batch_size):
+            chunk = [examples[int(i)] for i in indices[start : start + batch_size]]
+            batch = {k: v.to(device) for k, v in collator(chunk).items()}
+            out.append(per_example_loss(model, batch).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)

@@ -1,0 +1,340 @@
+"""``less``: LESS (Xia et al., ICML 2024), influence of a training example on a target task.
+
+At round i, for every candidate z and validation example z':
+
+* z's Adam update direction Γ(z) (``gradient_type: adam``; β₁, β₂, ε read from
+  the optimizer), z''s plain gradient ∇ℓ(z'), both over the trainable
+  parameters, projected by the same random matrix and normalised to unit length;
+* s_i(z) = max over validation subtasks of the mean cosine to that subtask;
+* S_i(z) = Σ_{j≤i} η̄_j · s_j(z) (``score_accumulation: cumulative``) or s_i(z)
+  (``current``); the top-n candidates by that score are selected.
+
+Before the first optimizer step there is no Adam state and the round uses plain
+gradients for the candidates too, with a log line saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from dataflex.errors import ConfigError
+from dataflex.gradients import num_trainable
+from dataflex.registry import PROJECTORS, did_you_mean, register_selector
+from dataflex.selectors.base import Selection, SelectionContext
+from dataflex.selectors.cache import adam_identity, data_identity, model_identity
+from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_projector
+from dataflex.selectors.pool import PoolParams, PoolSelector
+from dataflex.selectors.scoring import (
+    ScoreAccumulator,
+    aggregate,
+    subtask_groups,
+    subtask_scores,
+    summarize,
+    top_n,
+    unit_rows,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundScores:
+    """One round's LESS scores of a set of candidates.
+
+    Attributes:
+        per_subtask: ``(C, S)`` mean cosine of each candidate to each validation subtask.
+        subtasks: The ``S`` subtask names, in column order.
+        transform: The candidates' gradient transform actually used (``adam``/``sgd``/``sign``).
+        cache_hit: Whether the scores came from the cache.
+        time_features_s: Seconds spent computing gradient features.
+        time_scoring_s: Seconds spent computing similarities.
+    """
+
+    per_subtask: torch.Tensor
+    subtasks: list[str]
+    transform: str
+    cache_hit: bool = False
+    time_features_s: float = 0.0
+    time_scoring_s: float = 0.0
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """``(C,)`` round scores s_i: the max over subtasks."""
+        return aggregate(self.per_subtask)
+
+
+@register_selector("less")
+class LessSelector(PoolSelector):
+    """LESS: Adam-preconditioned gradient similarity to a target validation set."""
+
+    class Params(PoolParams):
+        gradient_type: Literal["adam", "sgd", "sign"] = Field(
+            default="adam", description="Candidate feature: Adam update direction, raw gradient, or its sign."
+        )
+        proj_dim: int = Field(default=8192, ge=1, description="Random projection dimension k.")
+        projector: str = Field(
+            default="auto",
+            description="Projector registry name (auto, rademacher, gaussian, identity, cuda).",
+        )
+        subtask_field: str | None = Field(
+            default=None,
+            description="Eval-example key naming its subtask (mean per subtask, then max); None: one.",
+        )
+        score_accumulation: Literal["cumulative", "current"] = Field(
+            default="cumulative", description="cumulative: Σ η̄_j s_j over rounds; current: s_i alone."
+        )
+        feature_dtype: Literal["float16", "float32"] = Field(
+            default="float32", description="Dtype of cached features."
+        )
+
+        @field_validator("projector")
+        @classmethod
+        def _known_projector(cls, value: str) -> str:
+            if value not in ("auto", "identity") and value not in PROJECTORS:
+                raise ValueError(f"unknown projector {value!r}." + did_you_mean(value, PROJECTORS.names()))
+            return value
+
+    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.accumulator: ScoreAccumulator | None = None
+        self._projector: tuple[tuple, Any] | None = None
+
+    # -- checks -----------------------------------------------------------------------------
+    def subtask_labels(self, ctx: SelectionContext) -> list[str]:
+        """Each validation example's subtask (all ``"all"`` when ``subtask_field`` is None).
+
+        Raises:
+            ConfigError: if there is no eval dataset or an example lacks the subtask field.
+        """
+        if ctx.eval_dataset is None or len(ctx.eval_dataset) == 0:
+            raise ConfigError(
+                "less scores candidates against a validation set, but no eval dataset was given: "
+                "set eval_dataset (the target task's examples) in the config."
+            )
+        field = self.params.subtask_field
+        if field is None:
+            return ["all"] * len(ctx.eval_dataset)
+        labels = []
+        for i, ex in enumerate(ctx.eval_dataset):
+            if ex.get(field) is None:
+                raise ConfigError(
+                    f"less: subtask_field is {field!r} but eval example {i} has no {field!r} key; "
+                    "add it to every eval example or set subtask_field: null for one subtask."
+                )
+            labels.append(str(ex[field]))
+        return labels
+
+    def check_context(self, ctx: SelectionContext) -> None:
+        """Everything LESS needs, checked before any work."""
+        if ctx.model is None or ctx.collator is None:
+            raise ConfigError("less: the selection context needs a model and a collator.")
+        self.subtask_labels(ctx)
+        if not ctx.learning_rate >= 0:
+            raise ConfigError(
+                f"less: the mean learning rate of round {ctx.round} is {ctx.learning_rate!r}; it weights "
+                "the round's scores and must be >= 0 (SelectionContext.learning_rate)."
+            )
+        if self.params.score_accumulation == "cumulative" and ctx.learning_rate == 0:
+            logger.warning(
+                "less round %d (step %d): the mean learning rate since the last selection is 0, so this "
+                "round's scores get weight 0 in the cumulative score (LESS's formula); they only break "
+                "ties, e.g. in a first round taken before the learning-rate warm-up starts.",
+                ctx.round,
+                ctx.step,
+            )
+
+    # -- feature transform ------------------------------------------------------------------
+    def candidate_transform(self, ctx: SelectionContext) -> tuple[str, Any]:
+        """The transform for candidates this round and its Adam state (or ``None``).
+
+        ``adam`` before the first optimizer step falls back to ``sgd`` with a log line.
+        """
+        kind = self.params.gradient_type
+        if kind != "adam":
+            return kind, None
+        from dataflex.gradients import AdamState
+
+        opt = ctx.optimizer
+        if opt is None or not any(len(s) for s in opt.state.values()):
+            logger.warning(
+                "less round %d (step %d): no Adam state yet (no optimizer step taken); candidates use "
+                "plain gradients ('sgd') this round.",
+                ctx.round,
+                ctx.step,
+            )
+            return "sgd", None
+        return "adam", AdamState.from_optimizer(ctx.model, opt)
+
+    def projector_for(self, ctx: SelectionContext) -> Any:
+        """The round's projector, reused across rounds while its shape, seed and device hold.
+
+        Reuse keeps the torch backends' generated blocks of P between rounds.
+        """
+        p = self.params
+        key = (p.projector, p.proj_dim, self.seed_for(ctx), str(ctx.device), num_trainable(ctx.model))
+        if self._projector is None or self._projector[0] != key:
+            proj = make_projector(ctx.model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
+            self._projector = (key, proj)
+        return self._projector[1]
+
+    # -- scoring ----------------------------------------------------------------------------
+    def score_candidates(
+        self,
+        ctx: SelectionContext,
+        candidates: np.ndarray,
+        *,
+        transform: str,
+        adam_state: Any = None,
+    ) -> RoundScores:
+        """One round's per-subtask scores of ``candidates`` (pool indices) under ``ctx.model``.
+
+        Every rank computes the features of its shard of the validation set and of
+        the candidates; validation features and candidate scores are gathered, so
+        every rank returns the same result. Scores are cached under ``cache_dir``.
+        """
+        p = self.params
+        model = ctx.model
+        labels = self.subtask_labels(ctx)
+        names, group_ids = subtask_groups(labels)
+        projector = self.projector_for(ctx)
+        identity = {
+            "model": model_identity(model),
+            "step": ctx.step,
+            "projector": projector.fingerprint() if projector is not None else {"kind": "identity"},
+            "dtype": p.feature_dtype,
+        }
+        fingerprint = {
+            "selector": "less",
+            **identity,
+            "transform": transform,
+            "adam_state": adam_identity(adam_state),
+            "train": data_identity(ctx.train_dataset, candidates),
+            "val": data_identity(ctx.eval_dataset, range(len(ctx.eval_dataset))),
+            "subtasks": labels,
+        }
+        cache = self.cache(ctx, "less-scores")
+        hit = self.cached(ctx, cache, fingerprint)
+        if hit is not None:
+            return RoundScores(hit["per_subtask"], [str(n) for n in names], transform, cache_hit=True)
+
+        timing = {"features": 0.0, "scoring": 0.0}
+        feature_dir = self.cache_dir(ctx)
+
+        def rows(dataset: Any, indices: list[int], kind: str, state: Any, role: str) -> torch.Tensor:
+            t0 = time.perf_counter()
+            request = FeatureRequest(
+                dataset=dataset,
+                indices=indices,
+                transform=kind,
+                adam_state=state,
+                role=role,
+                identity={**identity, "adam_state": fingerprint["adam_state"] if state is not None else None},
+            )
+            out = compute_rows(
+                model,
+                request,
+                projector,
+                ctx,
+                batch_size=p.batch_size,
+                dtype=p.feature_dtype,
+                cache_dir=feature_dir,
+            )
+            timing["features"] += time.perf_counter() - t0
+            return out
+
+        val_all = list(range(len(ctx.eval_dataset)))
+        val = self.sharded(
+            ctx,
+            len(val_all),
+            lambda shard: rows(ctx.eval_dataset, val_all[shard.start : shard.stop], "sgd", None, "val"),
+        )
+        val = unit_rows(val)
+        cand_list = [int(i) for i in candidates]
+
+        def work(shard: range) -> torch.Tensor:
+            feats = rows(
+                ctx.train_dataset, cand_list[shard.start : shard.stop], transform, adam_state, "train"
+            )
+            t0 = time.perf_counter()
+            out = subtask_scores(unit_rows(feats), val, group_ids)
+            timing["scoring"] += time.perf_counter() - t0
+            return out
+
+        per_subtask = self.sharded(ctx, len(cand_list), work)
+        self.store(ctx, cache, fingerprint, {"per_subtask": per_subtask})
+        return RoundScores(
+            per_subtask,
+            [str(n) for n in names],
+            transform,
+            time_features_s=timing["features"],
+            time_scoring_s=timing["scoring"],
+        )
+
+    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
+        self.check_context(ctx)
+        available = self.check_request(ctx, num_samples)
+        cands = self.draw_candidates(ctx, available, num_samples)
+        transform, adam_state = self.candidate_transform(ctx)
+        result = self.score_candidates(ctx, cands, transform=transform, adam_state=adam_state)
+        return self.choose(ctx, cands, result, num_samples, weight=float(ctx.learning_rate))
+
+    def choose(
+        self,
+        ctx: SelectionContext,
+        candidates: np.ndarray,
+        result: RoundScores,
+        num_samples: int,
+        weight: float,
+    ) -> Selection:
+        """Accumulate ``result`` with ``weight`` (η̄) and pick the top ``num_samples`` candidates."""
+        acc = self.accumulator_for(len(ctx.train_dataset))
+        totals = acc.add(torch.as_tensor(candidates), result.scores, weight)
+        pos = top_n(totals, num_samples, tiebreak=result.scores)
+        indices = [int(candidates[i]) for i in pos]
+        self.remember(indices)
+        meta = self.report(
+            ctx,
+            indices,
+            result.scores,
+            len(candidates),
+            transform=result.transform,
+            subtasks=result.subtasks,
+            score_accumulation=acc.mode,
+            selected_scores=summarize(totals[pos]),
+            cache_hit=result.cache_hit,
+            time_features_s=round(result.time_features_s, 4),
+            time_scoring_s=round(result.time_scoring_s, 4),
+        )
+        return Selection(indices=indices, scores=totals[pos].tolist(), metadata=meta)
+
+    # -- state ------------------------------------------------------------------------------
+    def accumulator_for(self, pool_size: int) -> ScoreAccumulator:
+        """The cumulative scores over a pool of ``pool_size`` (created on first use)."""
+        if self.accumulator is None:
+            self.accumulator = ScoreAccumulator(pool_size, self.params.score_accumulation)
+        elif self.accumulator.pool_size != pool_size:
+            raise ValueError(
+                f"less: the pool changed size ({self.accumulator.pool_size} -> {pool_size}) between rounds."
+            )
+        return self.accumulator
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["scores"] = self.accumulator.state_dict() if self.accumulator is not None else None
+        return state
+
+    def load_state_dict(self, state: Any) -> None:
+        state = dict(state)
+        scores = state.pop("scores", None)
+        super().load_state_dict(state)
+        self.accumulator = None
+        if scores is not None:
+            self.accumulator = ScoreAccumulator(len(scores["total"]), self.params.score_accumulation)
+            self.accumulator.load_state_dict(scores)

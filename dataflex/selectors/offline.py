@@ -1,0 +1,274 @@
+"""``dataflex-cli select``: score a pool once and write the chosen subset, ready to train on.
+
+The four steps of the LESS paper: (1) a warm-up training run saved checkpoints
+with their optimizer state, (2) per checkpoint, Adam features of the pool and
+gradient features of the validation set are projected, (3) the per-subtask mean
+cosines are combined over checkpoints with learning-rate weights normalised to
+sum to one, then the max over subtasks is the score, (4) the top examples are
+written as a dataset. Other selectors (``loss``, ``random``) run once on the
+last checkpoint (or the base model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataflex.configs.components import load_components
+from dataflex.data.collator import SFTDataCollator
+from dataflex.distributed import DistributedView
+from dataflex.errors import ConfigError
+from dataflex.selectors.base import SelectionContext, Selector
+from dataflex.selectors.less import LessSelector
+from dataflex.selectors.offline_config import OfflineSelectConfig
+from dataflex.selectors.offline_data import (
+    OfflineDataset,
+    load_offline_dataset,
+    write_jsonl,
+    write_subset,
+    write_text_atomic,
+)
+from dataflex.selectors.scoring import composition, summarize, top_n
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OfflineResult:
+    """What an offline selection produced."""
+
+    indices: list[int]
+    scores: torch.Tensor | None
+    output_dir: Path
+    report: dict[str, Any]
+
+
+def _device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def _check_path(value: str, key: str) -> None:
+    # same rule as training: a hub id is "name" or "org/name"; anything else is a local path
+    looks_local = value.startswith((".", "/", "~")) or "\\" in value or value.count("/") > 1
+    if looks_local and not Path(value).expanduser().exists():
+        raise ConfigError(f"{key}: the path {value!r} does not exist.")
+
+
+def _step_of(checkpoint: str) -> int:
+    state = Path(checkpoint) / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text()).get("global_step", 0))
+    match = re.search(r"checkpoint-(\d+)$", str(checkpoint).rstrip("/"))
+    return int(match.group(1)) if match else 0
+
+
+def load_model(config: OfflineSelectConfig, checkpoint: str | None) -> torch.nn.Module:
+    """The model to score with: a checkpoint (LoRA adapter or full weights) or the base model.
+
+    LoRA weights are loaded trainable, so the gradient features cover exactly the
+    adapter, as during training.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dtype = getattr(torch, config.dtype)
+    kwargs = {"dtype": dtype, "trust_remote_code": config.trust_remote_code}
+    adapter = config.adapter_name_or_path
+    if checkpoint is not None and not (Path(checkpoint) / "adapter_config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
+        model.requires_grad_(True)
+        return model
+    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs)
+    adapter = checkpoint or adapter
+    if adapter is None:
+        model.requires_grad_(True)
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+
+
+def check_before_work(config: OfflineSelectConfig, selector: Selector) -> None:
+    """Every input check that needs no model or data, so bad input fails in seconds."""
+    _check_path(config.model_name_or_path, "model_name_or_path")
+    if config.adapter_name_or_path is not None:
+        _check_path(config.adapter_name_or_path, "adapter_name_or_path")
+    for ckpt in config.checkpoints:
+        if not Path(ckpt).is_dir():
+            raise ConfigError(f"checkpoints: {ckpt!r} is not a folder.")
+    if not isinstance(selector, LessSelector):
+        return
+    if config.eval_dataset is None:
+        raise ConfigError(
+            "less scores the pool against a validation set, but eval_dataset is not set: name the "
+            "target task's examples (a dataset_info.json name or a file)."
+        )
+    if selector.params.gradient_type == "adam":
+        if not config.checkpoints:
+            raise ConfigError(
+                "gradient_type 'adam' needs the optimizer state of a training run, but no checkpoints "
+                "are given: list HF Trainer checkpoint folders (with optimizer.pt) under checkpoints, "
+                "or set gradient_type: sgd in the component's params."
+            )
+        for ckpt in config.checkpoints:
+            if not (Path(ckpt) / "optimizer.pt").is_file():
+                raise ConfigError(
+                    f"checkpoints: {ckpt!r} has no optimizer.pt, so there is no Adam state for "
+                    "gradient_type 'adam'; save checkpoints with save_only_model: false, or use "
+                    "gradient_type: sgd."
+                )
+
+
+def load_tokenizer(config: OfflineSelectConfig) -> Any:
+    """The base model's tokenizer, padding with EOS when it has no pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        config.model_name_or_path, trust_remote_code=config.trust_remote_code
+    )
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        logger.info("the tokenizer has no pad token; padding with the eos token %r", tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_data(config: OfflineSelectConfig, tokenizer: Any) -> tuple[OfflineDataset, OfflineDataset | None]:
+    """The pool and the validation set, tokenised as in training."""
+    from dataflex.data.templates import get_template
+
+    template = get_template(config.template, tokenizer)
+    kwargs = {"tokenizer": tokenizer, "template": template, "cutoff_len": config.cutoff_len}
+    if config.eval_dataset:
+        from dataflex.data.loader import resolve_datasets
+
+        resolve_datasets(config.eval_dataset, config.dataset_dir)  # a bad name fails before reading the pool
+    pool = load_offline_dataset(config.dataset, config.dataset_dir, max_samples=config.max_samples, **kwargs)
+    val = (
+        load_offline_dataset(
+            config.eval_dataset, config.dataset_dir, max_samples=config.max_samples, **kwargs
+        )
+        if config.eval_dataset
+        else None
+    )
+    return pool, val
+
+
+def _context(config, model, pool, val, *, round_, step, lr, device, pad_id) -> SelectionContext:
+    return SelectionContext(
+        model=model,
+        optimizer=None,
+        train_dataset=pool.examples,
+        eval_dataset=val.examples if val is not None else None,
+        collator=SFTDataCollator(pad_id),
+        learning_rate=lr,
+        step=step,
+        round=round_,
+        dist=DistributedView.current(),
+        seed=config.seed,
+        device=device,
+    )
+
+
+def _score_less(
+    config, selector: LessSelector, pool, val, device, pad_id
+) -> tuple[torch.Tensor, list[str], dict]:
+    """``(N, S)`` per-subtask scores summed over checkpoints with normalised lr weights."""
+    from dataflex.gradients import AdamState
+
+    weights = config.checkpoint_weights()
+    if len(config.checkpoints) > 1 and config.checkpoint_learning_rates is None:
+        logger.warning(
+            "checkpoint_learning_rates is not set: the %d checkpoints get equal weights.", len(weights)
+        )
+    ckpts: list[str | None] = list(config.checkpoints) or [None]
+    total: torch.Tensor | None = None
+    names: list[str] = []
+    timing = {"features_s": 0.0, "scoring_s": 0.0}
+    candidates = np.arange(len(pool), dtype=np.int64)
+    for i, (ckpt, weight) in enumerate(zip(ckpts, weights)):
+        model = load_model(config, ckpt).to(device)
+        step = _step_of(ckpt) if ckpt else 0
+        ctx = _context(
+            config, model, pool, val, round_=i + 1, step=step, lr=weight, device=device, pad_id=pad_id
+        )
+        transform = selector.params.gradient_type
+        adam = AdamState.from_checkpoint(model, ckpt) if transform == "adam" else None
+        result = selector.score_candidates(ctx, candidates, transform=transform, adam_state=adam)
+        logger.info("checkpoint %s (weight %.4f): scored %d examples", ckpt, weight, len(pool))
+        total = weight * result.per_subtask.double() + (total if total is not None else 0)
+        names = result.subtasks
+        timing["features_s"] += result.time_features_s
+        timing["scoring_s"] += result.time_scoring_s
+        del model
+    assert total is not None
+    return total, names, {"checkpoint_weights": weights, **timing}
+
+
+def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
+    """Run offline selection end to end and write its outputs to ``config.output_dir``.
+
+    Outputs: ``scores.jsonl`` (index, dataset, score, subtask_scores for the whole
+    pool with ``less``; the chosen rows otherwise), the chosen subset in its
+    source's format with a ``dataset_info.json`` entry, and ``selection.json``.
+    """
+    t0 = time.perf_counter()
+    components = load_components(config.components_cfg_file)
+    selector = components.build_selector(config.component_name)
+    check_before_work(config, selector)
+    tokenizer = load_tokenizer(config)
+    pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+    pool, val = load_data(config, tokenizer)
+    n = config.num_to_select(len(pool))
+    if n > len(pool):
+        raise ConfigError(
+            f"select_count is {n} but the pool has {len(pool)} examples; offline selection picks "
+            "distinct examples. Lower select_count or use select_fraction."
+        )
+    device = _device(config.device)
+    out = Path(config.output_dir)
+    report: dict[str, Any] = {"selector": config.component_name, "pool": len(pool), "selected": n}
+    if isinstance(selector, LessSelector):
+        per_subtask, names, extra = _score_less(config, selector, pool, val, device, pad_id)
+        scores = per_subtask.max(dim=1).values
+        indices = top_n(scores, n).tolist()
+        rows = [
+            {
+                "index": i,
+                "dataset": pool.examples[i].get("dataset"),
+                "score": float(scores[i]),
+                "subtask_scores": {s: float(v) for s, v in zip(names, per_subtask[i].tolist())},
+            }
+            for i in range(len(pool))
+        ]
+        report.update(extra, subtasks=names, checkpoints=list(config.checkpoints))
+    else:
+        last = config.checkpoints[-1] if config.checkpoints else None
+        model = load_model(config, last).to(device)
+        step = _step_of(last) if last else 0
+        ctx = _context(config, model, pool, val, round_=1, step=step, lr=1.0, device=device, pad_id=pad_id)
+        sel = selector.select(ctx, n)
+        indices = sel.indices
+        scores = None
+        rows = [
+            {"index": i, "dataset": pool.examples[i].get("dataset"), "score": s}
+            for i, s in zip(sel.indices, sel.scores or [None] * len(sel.indices))
+        ]
+        report["selector_metadata"] = sel.metadata
+    report["scores"] = summarize(scores) if scores is not None else None
+    report["composition"] = composition(pool.examples, indices)
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    if DistributedView.current().is_main:
+        write_jsonl(out / "scores.jsonl", rows)
+        report["dataset_info"] = write_subset(pool, indices, out)
+        report["indices"] = indices
+        write_text_atomic(out / "selection.json", json.dumps(report, indent=2, default=str))
+    return OfflineResult(indices=indices, scores=scores, output_dir=out, report=report)

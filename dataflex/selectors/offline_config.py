@@ -1,0 +1,140 @@
+"""The config of ``dataflex-cli select``: offline, one-shot selection (the LESS paper's workflow).
+
+Example (the quickstart assets, after a short LoRA warm-up run saved two checkpoints)::
+
+    model_name_or_path: examples/quickstart/model
+    checkpoints: [saves/warmup/checkpoint-4, saves/warmup/checkpoint-8]
+    checkpoint_learning_rates: [2.0e-3, 1.0e-3]   # normalised to sum to one
+    dataset: quickstart_train
+    eval_dataset: quickstart_valid
+    dataset_dir: examples/quickstart/data
+    template: default
+    cutoff_len: 128
+    component_name: less
+    select_fraction: 0.1
+    output_dir: saves/quickstart/selected
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dataflex.configs.validation import format_validation_error
+from dataflex.errors import ConfigError
+from dataflex.registry import did_you_mean
+
+
+class OfflineSelectConfig(BaseModel):
+    """Every key of an offline selection config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name_or_path: str = Field(description="Base model: a local folder or a hub id.")
+    adapter_name_or_path: str | None = Field(
+        default=None, description="LoRA adapter scored when no checkpoints are given."
+    )
+    checkpoints: list[str] = Field(
+        default_factory=list,
+        description="HF Trainer checkpoint folders (adapter or full weights + optimizer.pt), scored in turn.",
+    )
+    checkpoint_learning_rates: list[float] | None = Field(
+        default=None,
+        description="Mean learning rate of the training before each checkpoint; normalised to sum to "
+        "one. None: equal weights.",
+    )
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(default="float32", description="Model dtype.")
+    device: str = Field(default="auto", description="auto (cuda when available), cpu, cuda, cuda:1, ...")
+
+    dataset: str = Field(description="The pool: dataset name(s) (comma-separated) or file path(s).")
+    eval_dataset: str | None = Field(default=None, description="The target task's validation examples.")
+    dataset_dir: str = Field(default="data", description="Folder holding dataset_info.json.")
+    template: str | None = Field(default=None, description="Chat template name (tokenizer's own if None).")
+    cutoff_len: int = Field(default=1024, ge=1)
+    max_samples: int | None = Field(default=None, ge=1, description="Keep the first N rows of each dataset.")
+
+    components_cfg_file: str | None = Field(default=None, description="components.yaml (shipped if None).")
+    component_name: str = Field(default="less", description="Selector key in components_cfg_file.")
+    select_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    select_count: int | None = Field(default=None, ge=1)
+    output_dir: str
+    seed: int = 42
+
+    def check(self, where: str) -> None:
+        """Cross-key rules, each a :class:`ConfigError` naming the keys and the fix."""
+        if (self.select_fraction is None) == (self.select_count is None):
+            raise ConfigError(
+                f"{where} set exactly one of select_fraction (e.g. 0.05) or select_count (e.g. 1000)."
+            )
+        lrs = self.checkpoint_learning_rates
+        if lrs is not None:
+            if len(lrs) != len(self.checkpoints):
+                raise ConfigError(
+                    f"{where} checkpoint_learning_rates has {len(lrs)} entries but checkpoints has "
+                    f"{len(self.checkpoints)}; give one learning rate per checkpoint."
+                )
+            if any(lr <= 0 for lr in lrs):
+                raise ConfigError(f"{where} checkpoint_learning_rates must all be positive, got {lrs}.")
+        if self.checkpoints and self.adapter_name_or_path is not None:
+            raise ConfigError(
+                f"{where} give either checkpoints (each one's weights are loaded) or "
+                "adapter_name_or_path, not both."
+            )
+
+    def checkpoint_weights(self) -> list[float]:
+        """Per-checkpoint weights η̄_i / Σ η̄ (equal when no learning rates are given)."""
+        n = len(self.checkpoints)
+        if n == 0:
+            return [1.0]
+        lrs = self.checkpoint_learning_rates or [1.0] * n
+        total = sum(lrs)
+        return [lr / total for lr in lrs]
+
+    def num_to_select(self, pool_size: int) -> int:
+        """How many pool examples to keep."""
+        if self.select_count is not None:
+            return self.select_count
+        assert self.select_fraction is not None
+        return max(1, round(self.select_fraction * pool_size))
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not key=value (e.g. select_fraction=0.1).")
+    return key.strip(), yaml.safe_load(value)
+
+
+def load_offline_config(path: str | Path, overrides: list[str] | None = None) -> OfflineSelectConfig:
+    """Read, override (``key=value``, values parsed as YAML) and validate a select config.
+
+    Raises:
+        ConfigError: naming the file, the key and the closest valid key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"select config {str(path)!r} does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys.")
+    for item in overrides or []:
+        key, value = _parse_override(item)
+        if key not in OfflineSelectConfig.model_fields:
+            raise ConfigError(
+                f"override {item!r}: unknown key {key!r}."
+                + did_you_mean(key, list(OfflineSelectConfig.model_fields))
+            )
+        raw[key] = value
+    try:
+        config = OfflineSelectConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, OfflineSelectConfig, where=f"{path}:")) from None
+    config.check(f"{path}:")
+    return config

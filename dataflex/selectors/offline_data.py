@@ -1,0 +1,180 @@
+"""Datasets for offline selection: tokenised examples that remember their source records.
+
+A pool is read from one or more source datasets. Each tokenised example keeps the
+position of the raw record it came from, so the selected subset can be written
+back in the source's own format with its ``dataset_info.json`` entry.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dataflex.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceDataset:
+    """One source dataset of a pool: its raw records and how it is described.
+
+    Attributes:
+        name: Dataset name (its ``dataset_info.json`` key, or the file stem).
+        records: Raw records as stored in the file.
+        info: Its ``dataset_info.json`` entry (``file_name``, ``formatting``, ``columns``...).
+        suffix: File suffix of the source (``.json`` or ``.jsonl``).
+    """
+
+    name: str
+    records: list[Any]
+    info: dict[str, Any]
+    suffix: str
+
+
+@dataclass
+class OfflineDataset:
+    """Tokenised examples plus, for each, ``(source position, record position)``."""
+
+    examples: list[dict[str, Any]]
+    origin: list[tuple[int, int]]
+    sources: list[SourceDataset] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def _info_entry(attr: Any, dataset_dir: Path) -> dict[str, Any]:
+    """The ``dataset_info.json`` entry of ``attr`` (rebuilt from ``attr`` for a direct file)."""
+    from dataflex.data.dataset_info import load_dataset_info
+
+    info = load_dataset_info(dataset_dir)
+    if attr.name in info:
+        return dict(info[attr.name])
+    entry: dict[str, Any] = {"file_name": attr.path.name}
+    if attr.formatting != "alpaca":
+        entry["formatting"] = attr.formatting
+    columns = attr.columns.model_dump(exclude_defaults=True)
+    if columns:
+        entry["columns"] = columns
+    return entry
+
+
+def is_tokenized(record: Any) -> bool:
+    """True for a record that already holds ``input_ids`` and ``labels``."""
+    return isinstance(record, dict) and "input_ids" in record and "labels" in record
+
+
+def load_offline_dataset(
+    names: str,
+    dataset_dir: str | Path,
+    *,
+    tokenizer: Any,
+    template: Any,
+    cutoff_len: int,
+    max_samples: int | None = None,
+) -> OfflineDataset:
+    """Load comma-separated datasets, tokenised, each example tied to its raw row.
+
+    Rows are read and converted by :mod:`dataflex.data` (``dataset_info.json``
+    names or ``.json``/``.jsonl`` paths, Alpaca or ShareGPT) and tokenised with
+    ``template``; a file whose rows already hold ``input_ids`` and ``labels`` is
+    used as it is. Unusable rows and rows that lose every answer token to
+    ``cutoff_len`` are skipped with a count in the log, as in training.
+
+    Raises:
+        ConfigError: for a missing dataset or file, wrong columns, or no usable row.
+    """
+    from dataflex.data.loader import resolve_datasets
+    from dataflex.data.readers import RowError, convert_row, read_rows
+    from dataflex.data.tokenize import tokenize_one
+
+    out = OfflineDataset([], [])
+    for attr in resolve_datasets(names, dataset_dir):
+        rows = read_rows(attr.path)
+        if max_samples is not None:
+            rows = rows[:max_samples]
+        if not rows:
+            raise ConfigError(f"dataset {attr.name!r} ({attr.path}) is empty.")
+        src = len(out.sources)
+        out.sources.append(
+            SourceDataset(attr.name, rows, _info_entry(attr, Path(dataset_dir)), attr.path.suffix)
+        )
+        skipped: Counter[str] = Counter()
+        for i, row in enumerate(rows):
+            if is_tokenized(row):
+                ex: dict[str, Any] | None = {**row, "dataset": row.get("dataset", attr.name)}
+            else:
+                try:
+                    ex, reason, _ = tokenize_one(convert_row(row, attr), tokenizer, template, cutoff_len)
+                except RowError as exc:
+                    ex, reason = None, str(exc)
+                if ex is None:
+                    skipped[str(reason)] += 1
+                    continue
+            out.examples.append(ex)
+            out.origin.append((src, i))
+        if skipped:
+            logger.warning(
+                "dataset %r: skipped %d of %d rows: %s",
+                attr.name,
+                sum(skipped.values()),
+                len(rows),
+                dict(skipped),
+            )
+        if not any(s == src for s, _ in out.origin):
+            raise ConfigError(f"dataset {attr.name!r} ({attr.path}): no usable row ({dict(skipped)}).")
+    return out
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    """Write ``rows`` as JSON lines, atomically."""
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_subset(data: OfflineDataset, indices: Sequence[int], output_dir: Path) -> dict[str, Any]:
+    """Write the chosen examples' raw records, one file per source, plus ``dataset_info.json``.
+
+    Each file keeps its source's format (records verbatim, same suffix, same
+    ``dataset_info.json`` entry with a new ``file_name``), in the order of
+    ``indices``. Returns the ``dataset_info.json`` written.
+    """
+    per_source: dict[int, list[Any]] = {}
+    for i in indices:
+        src, rec = data.origin[int(i)]
+        per_source.setdefault(src, []).append(data.sources[src].records[rec])
+    info: dict[str, Any] = {}
+    for src, records in per_source.items():
+        source = data.sources[src]
+        key = f"{source.name}_selected"
+        file_name = f"{key}{source.suffix}"
+        if source.suffix == ".jsonl":
+            write_jsonl(output_dir / file_name, records)
+        else:
+            write_text_atomic(output_dir / file_name, json.dumps(records, ensure_ascii=False, indent=2))
+        entry = copy.deepcopy(source.info)
+        entry["file_name"] = file_name
+        info[key] = entry
+    write_text_atomic(output_dir / "dataset_info.json", json.dumps(info, indent=2, ensure_ascii=False))
+    return info

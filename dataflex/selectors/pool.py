@@ -1,0 +1,185 @@
+"""What the scoring selectors (``less``, ``loss``) share: candidates, sharding, caching, reports.
+
+A :class:`PoolSelector` scores a seeded part of the pool each round (all of it by
+default), splits the per-example work across ranks with ``ctx.dist.shard``,
+gathers the results so that every rank holds the same scores, and remembers
+which examples earlier rounds chose (for ``replacement: false``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from dataflex.errors import ConfigError
+from dataflex.selectors.base import SelectionContext, Selector, SelectorParams
+from dataflex.selectors.cache import ScoreCache
+from dataflex.selectors.random_selector import round_rng
+from dataflex.selectors.scoring import candidate_indices, composition, summarize
+
+logger = logging.getLogger(__name__)
+
+
+class PoolParams(SelectorParams):
+    """Params shared by the selectors that score examples of the pool."""
+
+    seed: int | None = Field(
+        default=None, description="Seed of the candidate draw (and projection); None uses the run's seed."
+    )
+    cache_dir: str | None = Field(
+        default=None,
+        description="Where features and scores are cached; None uses the run's cache dir (or no cache).",
+    )
+    candidate_fraction: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Share of the pool scored each round (seeded draw)."
+    )
+    max_candidates: int | None = Field(
+        default=None, ge=1, description="Upper bound on the number of examples scored each round."
+    )
+    replacement: bool = Field(
+        default=False, description="May an example chosen in an earlier round be chosen again."
+    )
+    batch_size: int = Field(default=8, ge=1, description="Examples per forward/backward pass.")
+
+
+class PoolSelector(Selector):
+    """Base of selectors that score candidates of the pool on every rank's shard."""
+
+    Params = PoolParams
+
+    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self.chosen: set[int] = set()
+
+    # -- candidates -------------------------------------------------------------------------
+    def seed_for(self, ctx: SelectionContext) -> int:
+        """The configured seed, or the run's seed when ``seed`` is null."""
+        return ctx.seed if self.params.seed is None else int(self.params.seed)
+
+    def check_request(self, ctx: SelectionContext, num_samples: int) -> np.ndarray:
+        """Validate the request and return the pool indices that may be chosen this round.
+
+        Raises:
+            ConfigError: before any work, when ``num_samples`` exceeds what may be
+                chosen (the pool, less earlier rounds' picks without replacement).
+        """
+        pool = len(ctx.train_dataset)
+        name = self.registry_name
+        if num_samples <= 0:
+            raise ConfigError(f"{name}: num_samples must be positive, got {num_samples}.")
+        if pool == 0:
+            raise ConfigError(f"{name}: the candidate pool (train_dataset) is empty.")
+        if num_samples > pool:
+            raise ConfigError(
+                f"{name}: asked for {num_samples} examples from a pool of {pool}; a round picks "
+                "distinct examples. Lower the per-round budget (per-device batch x gradient "
+                "accumulation x world size x update_step) or add data."
+            )
+        available = np.arange(pool, dtype=np.int64)
+        if not self.params.replacement and self.chosen:
+            available = np.setdiff1d(available, np.fromiter(self.chosen, dtype=np.int64))
+            if num_samples > len(available):
+                raise ConfigError(
+                    f"{name}: asked for {num_samples} examples but only {len(available)} of the "
+                    f"{pool} were not chosen in earlier rounds (replacement: false). Set "
+                    "replacement: true, lower the per-round budget, or add data."
+                )
+        return available
+
+    def draw_candidates(self, ctx: SelectionContext, available: np.ndarray, num_samples: int) -> np.ndarray:
+        """The seeded part of ``available`` scored this round (at least ``num_samples``)."""
+        p = self.params
+        rng = round_rng(self.seed_for(ctx), ctx.round)
+        cands = candidate_indices(
+            available, fraction=p.candidate_fraction, max_candidates=p.max_candidates, rng=rng
+        )
+        if len(cands) < num_samples:
+            logger.info(
+                "%s: candidate_fraction/max_candidates give %d candidates but the round needs %d; "
+                "scoring %d.",
+                self.registry_name,
+                len(cands),
+                num_samples,
+                num_samples,
+            )
+            cands = candidate_indices(available, fraction=1.0, max_candidates=num_samples, rng=rng)
+        return cands
+
+    # -- distributed work -------------------------------------------------------------------
+    @staticmethod
+    def sharded(ctx: SelectionContext, count: int, work: Callable[[range], torch.Tensor]) -> torch.Tensor:
+        """Run ``work`` on this rank's block of ``range(count)`` and gather every rank's rows.
+
+        Returns the rows for ``range(count)`` in order, identical on every rank; each
+        row was computed by exactly one rank.
+        """
+        local = work(ctx.dist.shard(count))
+        return ctx.dist.gather_tensor(local.detach().cpu())
+
+    def cache(self, ctx: SelectionContext, kind: str) -> ScoreCache:
+        """The score cache of this selector (disabled when no cache dir is set)."""
+        return ScoreCache(self.cache_dir(ctx), kind)
+
+    def cache_dir(self, ctx: SelectionContext) -> Path | None:
+        """``cache_dir`` from the params, else the run's, else ``None``."""
+        if self.params.cache_dir is not None:
+            return Path(self.params.cache_dir)
+        return Path(ctx.cache_dir) if ctx.cache_dir is not None else None
+
+    @staticmethod
+    def cached(
+        ctx: SelectionContext, cache: ScoreCache, fingerprint: Mapping[str, Any]
+    ) -> dict[str, torch.Tensor] | None:
+        """Rank 0's cache lookup, shared with every rank so that all take the same path."""
+        found = cache.load(fingerprint) if ctx.dist.is_main else None
+        return ctx.dist.broadcast_object(found)
+
+    @staticmethod
+    def store(
+        ctx: SelectionContext,
+        cache: ScoreCache,
+        fingerprint: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+    ) -> None:
+        """Write a cache entry from rank 0 only."""
+        if ctx.dist.is_main:
+            cache.save(fingerprint, tensors)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def remember(self, indices: list[int]) -> None:
+        """Record a round's choice (excluded later when ``replacement`` is false)."""
+        self.chosen.update(int(i) for i in indices)
+
+    @staticmethod
+    def report(
+        ctx: SelectionContext, indices: list[int], scores: torch.Tensor, candidates: int, **extra: Any
+    ) -> dict[str, Any]:
+        """The metadata every scoring selector reports."""
+        meta: dict[str, Any] = {
+            "round": ctx.round,
+            "step": ctx.step,
+            "learning_rate": float(ctx.learning_rate),
+            "candidates": int(candidates),
+            "selected": len(indices),
+            "candidate_scores": summarize(scores),
+        }
+        comp = composition(ctx.train_dataset, indices)
+        if comp is not None:
+            meta["composition"] = comp
+        meta.update(extra)
+        return meta
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"chosen": sorted(self.chosen)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        unknown = set(state) - {"chosen"}
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown state keys {sorted(unknown)}.")
+        self.chosen = {int(i) for i in state.get("chosen", [])}
