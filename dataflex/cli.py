@@ -53,6 +53,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _setup_logging()
     cfg = load_train_config(args.config, args.overrides)
+    from dataflex.train.dynamic.launch import maybe_relaunch_with_torchrun
+
+    # FORCE_TORCHRUN=1 (or several GPUs): rerun this command under torchrun once the config is valid
+    code = maybe_relaunch_with_torchrun(["train", args.config, *args.overrides])
+    if code is not None:
+        return code
     result = run_train(cfg)
     print(
         f"trained {result.global_step} steps (loss {result.training_loss:.4f}); saved to {result.output_dir}"

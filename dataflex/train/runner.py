@@ -197,6 +197,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     training_args = build_training_args(cfg)
     if data.eval is not None and cfg.eval_strategy == "no" and cfg.train_type == "static":
         logger.info("eval_dataset is checked but not evaluated (eval_strategy: no)")
+    if cfg.train_type == "dynamic_select":
+        # schedule, selector, per-round budget vs. pool: checked before the model loads
+        dynamic_module().check_dynamic_config(cfg, len(data.train), training_args)
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(

@@ -1,0 +1,395 @@
+"""Dynamic selection inside the Hugging Face ``Trainer`` (and TRL's ``SFTTrainer``).
+
+:class:`DynamicSelectionMixin` uses only the Trainer's extension points:
+
+* ``_get_train_sampler`` returns a :class:`DynamicSelectionSampler`, whose length is one
+  chunk of ``gcd(warmup_step, update_step)`` optimizer steps, so every Trainer "epoch"
+  is one chunk and the dataloader is iterated afresh at every chunk boundary;
+* a callback makes round *r*'s selection in ``on_step_end`` of step
+  ``warmup_step + (r-1)·update_step`` (``on_train_begin`` for step 0), before the next
+  chunk's iteration asks the sampler for indices; worker processes and accelerate's
+  look-ahead only ever prefetch within a chunk, so no batch is a step early or late;
+* ``on_optimizer_step`` records the learning rate of every step (the η̄ of LESS);
+* ``on_save`` writes the selection state into each checkpoint folder, and ``train``
+  restores it when ``resume_from_checkpoint`` is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from dataflex.distributed import DistributedView
+from dataflex.errors import ConfigError, DataflexError
+from dataflex.selectors.base import Selection, SelectionContext, Selector
+from dataflex.train.dynamic.plan import check_dynamic_plan
+from dataflex.train.dynamic.reports import SelectionReport, plot_run, round_record
+from dataflex.train.dynamic.sampler import DynamicSelectionSampler
+from dataflex.train.dynamic.schedule import SelectionSchedule
+from dataflex.train.dynamic.state import load_selection_state, save_selection_state
+
+logger = logging.getLogger(__name__)
+
+
+def _value(option: Any) -> str:
+    return str(getattr(option, "value", option))
+
+
+def check_training_args(args: Any, schedule: SelectionSchedule) -> None:
+    """Reject ``TrainingArguments`` that contradict the selection schedule.
+
+    Raises:
+        ConfigError: for ``max_steps`` other than the schedule's total, epoch-based
+            logging/saving/evaluation (a Trainer epoch is a chunk of steps here), length
+            grouping, or ``auto_find_batch_size`` (the per-round budget depends on the batch).
+    """
+    total = schedule.total_steps
+    if args.max_steps > 0 and args.max_steps != total:
+        raise ConfigError(
+            f"max_steps={args.max_steps} contradicts the selection schedule: dynamic selection trains "
+            f"warmup_step + update_step x update_times = {schedule.warmup_step} + {schedule.update_step} x "
+            f"{schedule.update_times} = {total} steps. Leave max_steps unset (-1) or set it to {total}."
+        )
+    for field in ("save_strategy", "eval_strategy", "logging_strategy"):
+        if _value(getattr(args, field, "no")) == "epoch":
+            raise ConfigError(
+                f"{field}='epoch' is not supported with dynamic selection: the Trainer's epoch "
+                f"counter counts chunks of {schedule.chunk_steps} steps here. Use {field}='steps' with "
+                f"{field.split('_')[0]}_steps."
+            )
+    if _value(getattr(args, "train_sampling_strategy", "random")) in ("group_by_length", "batch_rebalance"):
+        raise ConfigError(
+            f"train_sampling_strategy={_value(args.train_sampling_strategy)!r} would reorder the selection; "
+            "dynamic selection trains on each round's selection in the selector's order. Remove it."
+        )
+    accelerator_config = getattr(args, "accelerator_config", None)
+    for option in ("split_batches", "dispatch_batches"):
+        if getattr(accelerator_config, option, False):
+            raise ConfigError(
+                f"accelerator_config.{option}=True changes how batches reach the ranks; dynamic selection "
+                "deals each step's global batch to the ranks itself. Leave it unset."
+            )
+    if getattr(args, "ignore_data_skip", False):
+        raise ConfigError(
+            "ignore_data_skip=True would replay the start of a chunk when resuming and shift every later "
+            "round boundary; dynamic selection resumes exactly. Remove ignore_data_skip."
+        )
+    if getattr(args, "packing", False):
+        raise ConfigError(
+            "packing=True (TRL) merges examples into packed sequences, so a selection could not choose "
+            "single examples. Set packing=False with dynamic selection."
+        )
+    if getattr(args, "auto_find_batch_size", False):
+        raise ConfigError(
+            "auto_find_batch_size is not supported with dynamic selection: the per-round budget is "
+            "per-device batch x gradient accumulation x world size x update_step. Set the batch size."
+        )
+
+
+class DynamicSelectionMixin:
+    """Adds dynamic data selection to a ``transformers.Trainer`` subclass.
+
+    Put it first in the bases: ``class MyTrainer(DynamicSelectionMixin, SFTTrainer)``.
+    All other arguments go to the Trainer unchanged; ``max_steps`` becomes the
+    schedule's total.
+
+    Args:
+        selector: Any :class:`~dataflex.selectors.base.Selector` (e.g. from
+            :func:`dataflex.registry.build_selector`); it makes rounds 1..update_times.
+        schedule: The :class:`SelectionSchedule`.
+        selection_eval_dataset: Target examples the selector scores against
+            (default: the Trainer's ``eval_dataset``).
+        selection_collator: Collator the selector batches examples with (default: the
+            Trainer's ``data_collator``).
+        selection_cache_dir: ``SelectionContext.cache_dir`` (default
+            ``<output_dir>/dataflex/cache``).
+        report_dir: Where ``selections.jsonl`` and the plots go (default ``<output_dir>/dataflex``).
+        plots: Draw the report's plots at the end of training (needs matplotlib).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        selector: Selector,
+        schedule: SelectionSchedule,
+        selection_eval_dataset: Any = None,
+        selection_collator: Any = None,
+        selection_cache_dir: str | os.PathLike | None = None,
+        report_dir: str | os.PathLike | None = None,
+        plots: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(selector, Selector):
+            raise ConfigError(
+                f"selector must be a dataflex Selector instance, got {type(selector).__name__}."
+            )
+        if not isinstance(schedule, SelectionSchedule):
+            raise ConfigError(f"schedule must be a SelectionSchedule, got {type(schedule).__name__}.")
+        super().__init__(*args, **kwargs)
+        trainer: Trainer = self  # type: ignore[assignment]
+        check_training_args(trainer.args, schedule)
+        processes = DistributedView.current().world_size
+        if processes != trainer.args.world_size:
+            raise ConfigError(
+                f"torch.distributed runs {processes} processes but the Trainer sees world_size="
+                f"{trainer.args.world_size}: each process would train alone on the whole schedule. "
+                "On a machine without CUDA, pass use_cpu=True to TrainingArguments under torchrun."
+            )
+        train_dataset = trainer.train_dataset
+        if train_dataset is None or not hasattr(train_dataset, "__len__"):
+            raise ConfigError(
+                "dynamic selection needs a map-style train_dataset with a length (the candidate pool)."
+            )
+        self.selection_eval_dataset = (
+            selection_eval_dataset if selection_eval_dataset is not None else trainer.eval_dataset
+        )
+        self.selection_collator = selection_collator
+        examples_per_step = trainer.get_total_train_batch_size(trainer.args)
+        check_dynamic_plan(
+            schedule,
+            selector,
+            len(train_dataset),
+            examples_per_step,
+            has_eval_dataset=self.selection_eval_dataset is not None,
+        )
+        self.selection_schedule = schedule
+        self.dynamic_sampler = DynamicSelectionSampler(
+            selector, schedule, len(train_dataset), examples_per_step, seed=trainer.args.seed
+        )
+        if trainer.args.max_steps != schedule.total_steps:
+            logger.info("dataflex: max_steps set to the schedule's total, %d.", schedule.total_steps)
+            trainer.args.max_steps = schedule.total_steps
+        out = Path(trainer.args.output_dir)
+        self.selection_report = SelectionReport(report_dir if report_dir is not None else out / "dataflex")
+        self.selection_cache_dir = (
+            Path(selection_cache_dir) if selection_cache_dir else out / "dataflex" / "cache"
+        )
+        self.selection_plots = plots
+        self._lrs_since_round: list[float] = []
+        self._round_records: dict[int, dict[str, Any]] = {}
+        trainer.add_callback(_DynamicSelectionCallback(self))
+
+    @property
+    def selector(self) -> Selector:
+        """The selector making rounds ≥ 1."""
+        return self.dynamic_sampler.selector
+
+    @property
+    def selections(self) -> dict[int, Selection]:
+        """Round → selection, for the rounds made so far (0 is the warm-up)."""
+        return self.dynamic_sampler.selections
+
+    # -- Trainer extension points ------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> DynamicSelectionSampler:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset  # type: ignore[attr-defined]
+        if len(dataset) != self.dynamic_sampler.pool_size:
+            raise DataflexError(
+                f"the training dataset has {len(dataset)} examples but the selection pool has "
+                f"{self.dynamic_sampler.pool_size}; do not replace train_dataset after building the trainer."
+            )
+        return self.dynamic_sampler
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``, restoring the selection state when resuming."""
+        checkpoint = resume_from_checkpoint
+        if isinstance(checkpoint, bool):
+            checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None  # type: ignore[attr-defined]
+        if checkpoint:
+            self._restore_selection_state(checkpoint)
+        else:
+            self.dynamic_sampler.selections = {}
+            self._lrs_since_round = []
+            self._round_records = {}
+            if self.is_world_process_zero():  # type: ignore[attr-defined]
+                self.selection_report.reset()
+        return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
+
+    # -- selection rounds -------------------------------------------------------------
+
+    def selection_context(self, round_: int, step: int) -> SelectionContext:
+        """The :class:`SelectionContext` of ``round_``, made after ``step`` optimizer steps."""
+        trainer: Trainer = self  # type: ignore[assignment]
+        optimizer = trainer.optimizer
+        optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        current_lr = float(optimizer.param_groups[0]["lr"]) if optimizer is not None else 0.0
+        lrs = self._lrs_since_round
+        return SelectionContext(
+            model=trainer.accelerator.unwrap_model(trainer.model),
+            optimizer=optimizer,
+            train_dataset=trainer.train_dataset,
+            eval_dataset=self.selection_eval_dataset,
+            collator=self.selection_collator
+            if self.selection_collator is not None
+            else trainer.data_collator,
+            learning_rate=statistics.fmean(lrs) if lrs else current_lr,
+            step=step,
+            round=round_,
+            dist=DistributedView.current(),
+            cache_dir=self.selection_cache_dir,
+            seed=trainer.args.seed,
+            device=trainer.args.device,
+        )
+
+    def _select_if_due(self, step: int) -> None:
+        round_ = self.dynamic_sampler.pending_round(step)
+        if round_ is None:
+            return
+        if step != self.selection_schedule.start_step(round_):
+            raise DataflexError(
+                f"round {round_} should have been selected at step "
+                f"{self.selection_schedule.start_step(round_)}, but it is missing at step {step}."
+            )
+        ctx = self.selection_context(round_, step) if round_ >= 1 else None
+        start = time.perf_counter()
+        if ctx is None:
+            selection = self.dynamic_sampler.select_round(round_, None)
+        else:
+            selection = self._run_selector(round_, ctx)
+        seconds = time.perf_counter() - start
+        lr = None if ctx is None else ctx.learning_rate
+        self._lrs_since_round = []
+        candidates = self.dynamic_sampler.pool_size
+        logger.info(
+            "dataflex: round %d at step %d: chose %d of %d candidates in %.2fs%s",
+            round_,
+            step,
+            len(selection.indices),
+            candidates,
+            seconds,
+            "" if lr is None else f" (mean lr {lr:.3g})",
+        )
+        record = round_record(
+            round_=round_,
+            step=step,
+            learning_rate=lr,
+            selection=selection,
+            seconds=seconds,
+            candidates=candidates,
+            train_dataset=self.train_dataset,  # type: ignore[attr-defined]
+        )
+        self._round_records[round_] = record
+        if self.is_world_process_zero():  # type: ignore[attr-defined]
+            self.selection_report.append(record)
+
+    def _run_selector(self, round_: int, ctx: SelectionContext) -> Selection:
+        model = ctx.model
+        was_training = model.training
+        try:
+            selection = self.dynamic_sampler.select_round(round_, ctx)
+        finally:
+            model.train(was_training)
+        left = [n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.any())]
+        if left:
+            raise DataflexError(
+                f"selector {getattr(self.selector, 'registry_name', type(self.selector).__name__)!r} left "
+                f"gradients in .grad of {left[:3]}...; selectors must not touch training state."
+            )
+        return selection
+
+    def _record_lr(self) -> None:
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # type: ignore[attr-defined]
+        self._lrs_since_round.append(float(optimizer.param_groups[0]["lr"]))
+
+    # -- checkpoint state -------------------------------------------------------------
+
+    def selection_state(self, step: int) -> dict[str, Any]:
+        """Everything a resumed run needs to continue with the same selections."""
+        sampler = self.dynamic_sampler
+        return {
+            "global_step": step,
+            "schedule": dataclasses.asdict(self.selection_schedule),
+            "examples_per_step": sampler.examples_per_step,
+            "pool_size": sampler.pool_size,
+            "seed": sampler.seed,
+            "selector": getattr(self.selector, "registry_name", type(self.selector).__name__),
+            "lrs_since_last_round": list(self._lrs_since_round),
+            "sampler": sampler.state_dict(),
+            "report": [self._round_records[r] for r in sorted(self._round_records)],
+        }
+
+    def _save_selection_state(self, folder: str | os.PathLike, step: int) -> None:
+        save_selection_state(folder, self.selection_state(step))
+
+    def _restore_selection_state(self, checkpoint: str | os.PathLike) -> None:
+        state = load_selection_state(checkpoint)
+        sampler = self.dynamic_sampler
+        expected = {
+            "schedule": dataclasses.asdict(self.selection_schedule),
+            "examples_per_step": sampler.examples_per_step,
+            "pool_size": sampler.pool_size,
+            "seed": sampler.seed,
+            "selector": getattr(self.selector, "registry_name", type(self.selector).__name__),
+        }
+        for key, value in expected.items():
+            if state[key] != value:
+                raise ConfigError(
+                    f"cannot resume from {checkpoint}: it was written with {key}={state[key]!r}, "
+                    f"this run has {key}={value!r}. Resume with the same settings, or start a fresh run."
+                )
+        sampler.load_state_dict(state["sampler"])
+        self._lrs_since_round = [float(x) for x in state["lrs_since_last_round"]]
+        self._round_records = {int(r["round"]): r for r in state["report"]}
+        if self.is_world_process_zero():  # type: ignore[attr-defined]
+            self.selection_report.reset()
+            for round_ in sorted(self._round_records):
+                self.selection_report.append(self._round_records[round_])
+        logger.info(
+            "dataflex: resumed selection state at step %d (rounds %s) from %s.",
+            state["global_step"],
+            sorted(sampler.selections),
+            checkpoint,
+        )
+
+    def _write_report(self) -> None:
+        trainer: Trainer = self  # type: ignore[assignment]
+        if not trainer.is_world_process_zero():
+            return
+        self.selection_report.write_log_history(trainer.state.log_history)
+        if not self.selection_plots:
+            return
+        try:
+            plot_run(self.selection_report.report_dir, trainer.state.log_history)
+        except ImportError as exc:
+            logger.warning("dataflex: %s The selection report has no plots.", exc)
+            return
+        logger.info("dataflex: selection report and plots in %s", self.selection_report.report_dir)
+
+
+class _DynamicSelectionCallback(TrainerCallback):
+    """Calls the mixin at the Trainer's events; holds no state of its own."""
+
+    def __init__(self, trainer: DynamicSelectionMixin) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._select_if_due(state.global_step)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.trainer.dynamic_sampler.set_step(state.global_step)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer._record_lr()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._select_if_due(state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            self.trainer._save_selection_state(folder, state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer._write_report()
+
+
+class DynamicSelectTrainer(DynamicSelectionMixin, Trainer):
+    """``transformers.Trainer`` with dynamic data selection (see :class:`DynamicSelectionMixin`)."""
