@@ -101,6 +101,8 @@ class Selector(ABC):
 
     Params: ClassVar[type[BaseModel]] = SelectorParams
     registry_name: ClassVar[str]
+    requires_eval_dataset: ClassVar[bool] = False
+    """True for selectors that score candidates against a target set (LESS)."""
 
     def __init__(self, params: BaseModel | None = None, **kwargs: Any) -> None:
         if params is not None and kwargs:

@@ -74,6 +74,8 @@ class RoundScores:
 class LessSelector(PoolSelector):
     """LESS: Adam-preconditioned gradient similarity to a target validation set."""
 
+    requires_eval_dataset = True
+
     class Params(PoolParams):
         gradient_type: Literal["adam", "sgd", "sign"] = Field(
             default="adam", description="Candidate feature: Adam update direction, raw gradient, or its sign."

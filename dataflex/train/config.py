@@ -8,6 +8,7 @@ closest valid key, and accepted-but-unsupported values (``stage: pt``) are refus
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -15,11 +16,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dataflex.configs.components import SHIPPED_COMPONENTS
+from dataflex.configs.components import SHIPPED_COMPONENTS, load_components
 from dataflex.configs.validation import format_validation_error
 from dataflex.data.templates import check_template_name
 from dataflex.errors import ConfigError
-from dataflex.registry import did_you_mean
+from dataflex.registry import SELECTORS, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +123,15 @@ class TrainConfig(BaseModel):
     warmup_step: int = Field(0, ge=0, description="Steps on a random subset before the first selection.")
     update_step: int | None = Field(None, gt=0, description="Optimizer steps between two selections.")
     update_times: int | None = Field(None, gt=0, description="Number of selection rounds.")
-
-    _normalise_lists = field_validator("dataset", "eval_dataset", "lora_target", "report_to", mode="before")(
-        _names
+    plugins: list[str] = Field(
+        default=[],
+        description="Python modules imported before the components file is read, so that selectors "
+        "they register with @register_selector can be named in it (e.g. `my_project.selectors`).",
     )
+
+    _normalise_lists = field_validator(
+        "dataset", "eval_dataset", "lora_target", "report_to", "plugins", mode="before"
+    )(_names)
 
     @field_validator("eval_strategy", mode="before")
     @classmethod
@@ -199,32 +205,40 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
         logger.warning("%strain_type is static: component_name/warmup_step/update_* are not used.", where)
 
 
+def import_plugins(modules: list[str], where: str = "") -> None:
+    """Import the ``plugins`` modules (they register user selectors as a side effect).
+
+    Raises:
+        ConfigError: naming the module that cannot be imported and why.
+    """
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(
+                f"{where}plugins: cannot import {module!r} ({exc}). Install it or put it on PYTHONPATH."
+            ) from None
+
+
 def _check_dynamic(cfg: TrainConfig, where: str) -> None:
     for key in ("component_name", "update_step", "update_times"):
         if getattr(cfg, key) is None:
             raise ConfigError(f"{where}{key}: required with train_type: dynamic_select.")
-    path = Path(cfg.components_cfg_file)
-    if not path.is_file():
-        raise ConfigError(
-            f"{where}components_cfg_file: {str(path)!r} does not exist (the shipped one is "
-            f"{SHIPPED_COMPONENTS})."
-        )
+    import_plugins(cfg.plugins, where)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}components_cfg_file: {path} is not valid YAML: {exc}") from None
-    selectors = raw.get("selectors") if isinstance(raw, dict) else None
-    if not isinstance(selectors, dict):
-        raise ConfigError(f"{where}components_cfg_file: {path} has no 'selectors:' mapping.")
-    if cfg.component_name not in selectors:
+        # Full validation: every entry's name is registered and its params are valid.
+        components = load_components(cfg.components_cfg_file)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}components_cfg_file: {exc}") from None
+    if cfg.component_name not in components.selectors:
         raise ConfigError(
-            f"{where}component_name: no selector {cfg.component_name!r} in {path}."
-            + did_you_mean(cfg.component_name, sorted(selectors))
+            f"{where}component_name: no selector {cfg.component_name!r} in {components.path}."
+            + did_you_mean(cfg.component_name, components.selector_names())
         )
-    spec = selectors[cfg.component_name]
-    if isinstance(spec, dict) and spec.get("name") == "less" and not cfg.eval_dataset:
+    name, _ = components.selectors[cfg.component_name]
+    if SELECTORS.get(name).requires_eval_dataset and not cfg.eval_dataset:
         raise ConfigError(
-            f"{where}eval_dataset: the less selector ({cfg.component_name!r}) scores training examples "
+            f"{where}eval_dataset: the {name} selector ({cfg.component_name!r}) scores training examples "
             "against a target-task validation set; set eval_dataset."
         )
 

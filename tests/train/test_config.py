@@ -20,7 +20,8 @@ def test_every_seed_key_is_a_schema_key():
 
 def test_seed_less_yaml_validates(seed_less, components_file):
     with pytest.raises(
-        ConfigError, match=r"components_cfg_file: 'src/dataflex/configs/components.yaml' does not exist"
+        ConfigError,
+        match=r"components_cfg_file: components file 'src/dataflex/configs/components.yaml' does not exist",
     ):
         load_train_config(seed_less)
     cfg = load_train_config(seed_less, [f"components_cfg_file={components_file}"])
@@ -148,3 +149,50 @@ def test_quickstart_dynamic_configs_validate(name, monkeypatch):
     assert cfg.component_name == name
     assert cfg.dynamic_total_steps == 50
     assert cfg.eval_dataset == ["quickstart_valid"]
+
+
+def test_components_params_are_validated_with_the_training_config(seed_less, tmp_path):
+    comps = tmp_path / "bad_components.yaml"
+    comps.write_text("selectors:\n  less:\n    name: less\n    params: {proj_dimm: 8}\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"components_cfg_file: .*selectors\.less\.params\.proj_dimm: unknown key 'proj_dimm'\. "
+        r"Did you mean 'proj_dim'\?",
+    ):
+        load_train_config(seed_less, [f"components_cfg_file={comps}"])
+
+
+def test_eval_dataset_required_by_selector_class_not_by_key_name(seed_less, tmp_path):
+    comps = tmp_path / "components.yaml"
+    comps.write_text("selectors:\n  my_target:\n    name: less\n    params: {}\n")
+    with pytest.raises(ConfigError, match=r"eval_dataset: the less selector \('my_target'\) scores"):
+        load_train_config(
+            seed_less, [f"components_cfg_file={comps}", "component_name=my_target", "eval_dataset=null"]
+        )
+
+
+def test_plugins_register_user_selectors_before_the_components_file_is_read(
+    seed_less, tmp_path, monkeypatch
+):
+    from dataflex.registry import SELECTORS
+
+    (tmp_path / "user_plugin_selectors.py").write_text(
+        "from dataflex.selectors import RandomSelector, register_selector\n\n\n"
+        "@register_selector('user_plugin_random')\n"
+        "class UserRandom(RandomSelector):\n"
+        '    """A user selector living in the user\'s own module."""\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    comps = tmp_path / "components.yaml"
+    comps.write_text("selectors:\n  mine:\n    name: user_plugin_random\n    params: {seed: 3}\n")
+    overrides = [f"components_cfg_file={comps}", "component_name=mine"]
+    with pytest.raises(ConfigError, match=r"Unknown selector 'user_plugin_random'"):
+        load_train_config(seed_less, overrides)
+    try:
+        cfg = load_train_config(seed_less, [*overrides, "plugins=user_plugin_selectors"])
+        assert cfg.plugins == ["user_plugin_selectors"]
+    finally:
+        if "user_plugin_random" in SELECTORS:
+            SELECTORS.unregister("user_plugin_random")
+    with pytest.raises(ConfigError, match=r"plugins: cannot import 'no_such_plugin_module'"):
+        load_train_config(seed_less, [*overrides, "plugins=no_such_plugin_module"])

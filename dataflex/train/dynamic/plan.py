@@ -64,7 +64,7 @@ def check_dynamic_plan(
     if pool_size <= 0:
         raise ConfigError("the training dataset is empty: dynamic selection needs candidates to choose from.")
     name = getattr(selector, "registry_name", type(selector).__name__)
-    if has_eval_dataset is False and getattr(selector, "requires_eval_dataset", False):
+    if has_eval_dataset is False and selector.requires_eval_dataset:
         raise ConfigError(
             f"selector {name!r} scores candidates against a target set: set eval_dataset "
             "(the examples of the task to select for)."
