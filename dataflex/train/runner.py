@@ -135,19 +135,6 @@ def build_training_args(cfg: TrainConfig) -> Any:
         raise ConfigError(f"invalid training arguments: {exc}") from None
 
 
-def dynamic_module() -> Any:
-    """``dataflex.train.dynamic`` (the dynamic-selection trainer), or a ConfigError if absent."""
-    try:
-        return importlib.import_module("dataflex.train.dynamic")
-    except ModuleNotFoundError as exc:
-        if exc.name != "dataflex.train.dynamic":
-            raise
-        raise ConfigError(
-            "train_type: dynamic_select needs dataflex.train.dynamic, which this build of dataflex "
-            "does not include; use train_type: static."
-        ) from None
-
-
 def build_trainer(
     cfg: TrainConfig,
     model: Any,
@@ -159,8 +146,9 @@ def build_trainer(
 ) -> Any:
     """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one."""
     if cfg.train_type == "dynamic_select":
-        # --- dynamic selection: provided by dataflex.train.dynamic (wired at merge time) ---
-        return dynamic_module().build_dynamic_trainer(
+        from dataflex.train.dynamic import build_dynamic_trainer
+
+        return build_dynamic_trainer(
             cfg, model, tokenizer, train_dataset, eval_dataset, collator, training_args
         )
     from transformers import Trainer
@@ -185,8 +173,6 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     from transformers import set_seed
 
     out = check_output_dir(cfg)
-    if cfg.train_type == "dynamic_select":
-        dynamic_module()
     if cfg.plot_loss and importlib.util.find_spec("matplotlib") is None:
         raise ConfigError(
             "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
@@ -199,7 +185,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         logger.info("eval_dataset is checked but not evaluated (eval_strategy: no)")
     if cfg.train_type == "dynamic_select":
         # schedule, selector, per-round budget vs. pool: checked before the model loads
-        dynamic_module().check_dynamic_config(cfg, len(data.train), training_args)
+        from dataflex.train.dynamic import check_dynamic_config
+
+        check_dynamic_config(cfg, len(data.train), training_args)
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(

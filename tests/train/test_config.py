@@ -171,9 +171,7 @@ def test_eval_dataset_required_by_selector_class_not_by_key_name(seed_less, tmp_
         )
 
 
-def test_plugins_register_user_selectors_before_the_components_file_is_read(
-    seed_less, tmp_path, monkeypatch
-):
+def test_plugins_register_user_selectors_before_the_components_file_is_read(seed_less, tmp_path, monkeypatch):
     from dataflex.registry import SELECTORS
 
     (tmp_path / "user_plugin_selectors.py").write_text(

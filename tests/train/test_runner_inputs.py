@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from dataflex.errors import ConfigError
 from dataflex.train.config import load_train_config
-from dataflex.train.runner import build_trainer, run_train
+from dataflex.train.runner import run_train
 from tests.train.conftest import QUICKSTART
 
 SFT = QUICKSTART / "sft.yaml"
@@ -81,22 +79,3 @@ def test_data_with_bad_rows_fails_under_strict(quickstart_overrides, tmp_path):
             [*quickstart_overrides, f"dataset={bad}", "strict=true", "eval_dataset=null", "eval_strategy=no"]
         )
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("dataflex.train.dynamic") is not None, reason="dataflex.train.dynamic is present"
-)
-def test_dynamic_select_without_the_dynamic_package(quickstart_overrides, tmp_path, components_file):
-    overrides = [
-        *quickstart_overrides,
-        "train_type=dynamic_select",
-        f"components_cfg_file={components_file}",
-        "component_name=random",
-        "update_step=2",
-        "update_times=2",
-    ]
-    with pytest.raises(ConfigError, match=r"train_type: dynamic_select needs dataflex.train.dynamic"):
-        _run(overrides)
-    assert not (tmp_path / "out").exists()
-    with pytest.raises(ConfigError, match=r"dynamic_select needs dataflex.train.dynamic"):
-        build_trainer(load_train_config(SFT, overrides), None, None, None, None, None, None)
