@@ -18,14 +18,12 @@ Example (the quickstart assets, after a short LoRA warm-up run saved two checkpo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from dataflex.configs.validation import format_validation_error
+from dataflex.configs.yaml_files import apply_overrides, read_yaml_mapping, validate_model
 from dataflex.errors import ConfigError
-from dataflex.registry import did_you_mean
 
 
 class OfflineSelectConfig(BaseModel):
@@ -102,39 +100,15 @@ class OfflineSelectConfig(BaseModel):
         return max(1, round(self.select_fraction * pool_size))
 
 
-def _parse_override(item: str) -> tuple[str, Any]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override {item!r} is not key=value (e.g. select_fraction=0.1).")
-    return key.strip(), yaml.safe_load(value)
-
-
 def load_offline_config(path: str | Path, overrides: list[str] | None = None) -> OfflineSelectConfig:
     """Read, override (``key=value``, values parsed as YAML) and validate a select config.
 
     Raises:
         ConfigError: naming the file, the key and the closest valid key.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"select config {str(path)!r} does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of config keys.")
-    for item in overrides or []:
-        key, value = _parse_override(item)
-        if key not in OfflineSelectConfig.model_fields:
-            raise ConfigError(
-                f"override {item!r}: unknown key {key!r}."
-                + did_you_mean(key, list(OfflineSelectConfig.model_fields))
-            )
-        raw[key] = value
-    try:
-        config = OfflineSelectConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, OfflineSelectConfig, where=f"{path}:")) from None
+    raw = apply_overrides(
+        read_yaml_mapping(path, "select config"), list(overrides or []), OfflineSelectConfig
+    )
+    config = validate_model(OfflineSelectConfig, raw, f"{path}:")
     config.check(f"{path}:")
     return config

@@ -13,11 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dataflex.configs.components import SHIPPED_COMPONENTS, load_components
-from dataflex.configs.validation import format_validation_error
+from dataflex.configs.yaml_files import apply_overrides, read_yaml_mapping, validate_model
 from dataflex.data.templates import check_template_name
 from dataflex.errors import ConfigError
 from dataflex.registry import SELECTORS, did_you_mean
@@ -243,63 +242,6 @@ def _check_dynamic(cfg: TrainConfig, where: str) -> None:
         )
 
 
-def _read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}.")
-    return raw
-
-
-def _accepts_str(annotation: Any) -> bool:
-    return annotation is str or "str" in str(annotation)
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str], schema: type[BaseModel]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides, typing each value by the schema.
-
-    Values are parsed as YAML (``1e-4`` → number, ``true``, ``null``) unless the key
-    takes text and the value is not a YAML bool/null, in which case it stays text
-    (``output_dir=123`` is the folder ``"123"``).
-
-    Raises:
-        ConfigError: a malformed override or an unknown key (closest key suggested).
-    """
-    out = dict(raw)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} must look like key=value.")
-        if key not in schema.model_fields:
-            raise ConfigError(
-                f"override {item!r}: unknown key {key!r}." + did_you_mean(key, list(schema.model_fields))
-            )
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
-        annotation = schema.model_fields[key].annotation
-        if _accepts_str(annotation) and not (parsed is None or isinstance(parsed, bool | dict)):
-            parsed = value
-        out[key] = parsed
-    return out
-
-
-def _validate(schema: type[BaseModel], raw: dict[str, Any], where: str) -> Any:
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, schema, where=where)) from None
-
-
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read, override and validate a training YAML.
 
@@ -310,19 +252,19 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
     Raises:
         ConfigError: naming the file, the key and the closest valid key.
     """
-    raw = _read_yaml(path) if path is not None else {}
+    raw = read_yaml_mapping(path) if path is not None else {}
     raw = apply_overrides(raw, list(overrides or []), TrainConfig)
     where = f"{path}:" if path is not None else ""
-    cfg = _validate(TrainConfig, raw, where)
+    cfg = validate_model(TrainConfig, raw, where)
     _check_train(cfg, f"{path}: " if path is not None else "")
     return cfg
 
 
 def load_export_config(path: str | Path | None, overrides: list[str] | None = None) -> ExportConfig:
     """Read, override and validate an export (merge) YAML; see :func:`load_train_config`."""
-    raw = _read_yaml(path) if path is not None else {}
+    raw = read_yaml_mapping(path) if path is not None else {}
     raw = apply_overrides(raw, list(overrides or []), ExportConfig)
-    cfg = _validate(ExportConfig, raw, f"{path}:" if path is not None else "")
+    cfg = validate_model(ExportConfig, raw, f"{path}:" if path is not None else "")
     prefix = f"{path}: " if path is not None else ""
     if cfg.export_legacy_format:
         raise ConfigError(

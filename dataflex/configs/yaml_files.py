@@ -1,0 +1,92 @@
+"""Reading a flat YAML config, applying ``key=value`` overrides, validating it.
+
+Shared by every command-line config (``train``, ``export``, ``select``) so that all of
+them read files, type overrides and report errors the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dataflex.configs.validation import format_validation_error
+from dataflex.errors import ConfigError
+from dataflex.registry import did_you_mean
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse ``path`` (safe YAML) into a mapping; an empty file is an empty mapping.
+
+    Args:
+        path: The YAML file.
+        what: How messages name the file (``"config file"``, ``"select config"``).
+
+    Raises:
+        ConfigError: a missing file, invalid YAML, or a top level that is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}.")
+    return raw
+
+
+def _accepts_str(annotation: Any) -> bool:
+    return annotation is str or "str" in str(annotation)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], schema: type[BaseModel]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides, typing each value by the schema.
+
+    Values are parsed as YAML (``1e-4`` → number, ``true``, ``null``) unless the key
+    takes text and the value is not a YAML bool/null, in which case it stays text
+    (``output_dir=123`` is the folder ``"123"``).
+
+    Raises:
+        ConfigError: a malformed override or an unknown key (closest key suggested).
+    """
+    out = dict(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like key=value.")
+        if key not in schema.model_fields:
+            raise ConfigError(
+                f"override {item!r}: unknown key {key!r}." + did_you_mean(key, list(schema.model_fields))
+            )
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        annotation = schema.model_fields[key].annotation
+        if _accepts_str(annotation) and not (parsed is None or isinstance(parsed, bool | dict)):
+            parsed = value
+        out[key] = parsed
+    return out
+
+
+def validate_model(schema: type[M], raw: dict[str, Any], where: str) -> M:
+    """``schema.model_validate(raw)`` with errors turned into a :class:`ConfigError`.
+
+    Args:
+        schema: The pydantic model.
+        raw: The mapping to validate.
+        where: Prefix naming the source (e.g. ``"train.yaml:"``).
+    """
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, schema, where=where)) from None
