@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,26 +25,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def make_tiny_llama(vocab_size: int = 64, hidden_size: int = 32, layers: int = 2, seed: int = 0):
-    """A randomly initialised Llama small enough for exact CPU tests."""
+def make_tiny_llama(
+    vocab_size: int = 64, hidden_size: int = 32, layers: int = 2, seed: int = 0, **config: Any
+):
+    """A randomly initialised Llama small enough for exact CPU tests.
+
+    ``config`` overrides any other ``LlamaConfig`` field (biases, tied embeddings, heads...).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
+    fields = {
+        "intermediate_size": 2 * hidden_size,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+        **config,
+    }
+    model = LlamaForCausalLM(
+        LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=layers, **fields)
     )
-    model = LlamaForCausalLM(config)
     model.config.use_cache = False
     return model
 

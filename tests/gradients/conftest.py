@@ -30,46 +30,16 @@ class DenseGaussianProjector(Projector):
 def make_llama(kind: str, make_tiny_llama, seed: int = 0):
     """``full`` (biases on), ``tied`` (tied embeddings), or ``lora`` (peft, dropout > 0)."""
     if kind == "full":
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        torch.manual_seed(seed)
-        config = LlamaConfig(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            pad_token_id=0,
-            attention_bias=True,
-            mlp_bias=True,
-            tie_word_embeddings=False,
+        model = make_tiny_llama(
+            seed=seed, intermediate_size=48, max_position_embeddings=128, attention_bias=True, mlp_bias=True
         )
-        model = LlamaForCausalLM(config)
-        model.config.use_cache = False
         with torch.no_grad():  # biases start at zero; make them matter
             for n, p in model.named_parameters():
                 if n.endswith("bias"):
                     p.normal_(std=0.1)
         return model
     if kind == "tied":
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        torch.manual_seed(seed)
-        config = LlamaConfig(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=0,
-            tie_word_embeddings=True,
-        )
-        model = LlamaForCausalLM(config)
-        model.config.use_cache = False
-        return model
+        return make_tiny_llama(seed=seed, layers=1, intermediate_size=48, tie_word_embeddings=True)
     if kind == "lora":
         from peft import LoraConfig, get_peft_model
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import random
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
+from transformers import TrainingArguments
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.registry import SELECTORS, register_selector
 from dataflex.selectors.base import Selection, SelectionContext, Selector, SelectorParams
 from dataflex.train.dynamic import DynamicSelectTrainer
+from tests.conftest import make_tiny_llama
 
 
 def adam_steps(optimizer) -> int:
@@ -151,23 +152,11 @@ class RecordingTrainer(DynamicSelectTrainer):
 
 
 def tiny_llama(seed: int = 0, vocab_size: int = 64, hidden_size: int = 16):
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config)
-    model.config.use_cache = False
-    return model
+    """A one-layer Llama, smaller than the suite's default, for many short training runs."""
+    return make_tiny_llama(
+        vocab_size, hidden_size, layers=1, seed=seed,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+    )  # fmt: skip
 
 
 def make_pool(n: int, vocab_size: int = 64, seed: int = 0) -> list[dict]:
