@@ -145,22 +145,22 @@ def build_trainer(
     training_args: Any,
 ) -> Any:
     """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one."""
+    trainer_kwargs = {
+        "model": model,
+        "args": training_args,
+        "data_collator": collator,
+        "train_dataset": train_dataset,
+        "eval_dataset": eval_dataset if cfg.eval_strategy != "no" else None,
+        "processing_class": tokenizer,
+    }
     if cfg.train_type == "dynamic_select":
         from dataflex.train.dynamic import build_dynamic_trainer
 
-        return build_dynamic_trainer(
-            cfg, model, tokenizer, train_dataset, eval_dataset, collator, training_args
-        )
+        # The selector scores against eval_dataset even when the Trainer does not evaluate.
+        return build_dynamic_trainer(cfg, selection_eval_dataset=eval_dataset, **trainer_kwargs)
     from transformers import Trainer
 
-    return Trainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset if cfg.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-    )
+    return Trainer(**trainer_kwargs)
 
 
 def run_train(cfg: TrainConfig) -> TrainResult:

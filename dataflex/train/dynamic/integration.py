@@ -50,25 +50,22 @@ def check_dynamic_config(cfg: Any, pool_size: int, training_args: Any) -> tuple[
 
 
 def build_dynamic_trainer(
-    cfg: Any,
-    model: Any,
-    tokenizer: Any,
-    train_dataset: Any,
-    eval_dataset: Any,
-    collator: Any,
-    training_args: Any,
+    cfg: Any, *, selection_eval_dataset: Any, **trainer_kwargs: Any
 ) -> DynamicSelectTrainer:
-    """The :class:`DynamicSelectTrainer` of a ``train_type: dynamic_select`` config."""
-    schedule, selector = check_dynamic_config(cfg, len(train_dataset), training_args)
+    """The :class:`DynamicSelectTrainer` of a ``train_type: dynamic_select`` config.
+
+    Args:
+        cfg: The validated training config.
+        selection_eval_dataset: The target set the selector scores against.
+        **trainer_kwargs: The ``transformers.Trainer`` arguments (``model``, ``args``,
+            ``train_dataset``, ...), exactly as a static run would get them.
+    """
+    training_args = trainer_kwargs["args"]
+    schedule, selector = check_dynamic_config(cfg, len(trainer_kwargs["train_dataset"]), training_args)
     return DynamicSelectTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset if cfg.eval_strategy != "no" else None,
-        processing_class=tokenizer,
+        **trainer_kwargs,
         selector=selector,
         schedule=schedule,
-        selection_eval_dataset=eval_dataset,
+        selection_eval_dataset=selection_eval_dataset,
         plots=bool(getattr(cfg, "plot_loss", True)),
     )
