@@ -197,7 +197,7 @@ def test_bare_no_run_marker_is_rejected_with_the_fix():
 
 def test_every_page_is_covered():
     assert "README.md" in PAGES
-    assert {"docs/quickstart.md", "docs/selectors/less.md"} <= set(PAGES)
+    assert {"docs/quickstart.md", "docs/troubleshooting.md", "docs/selectors/less.md"} <= set(PAGES)
 
 
 def test_readme_test_command_installs_cpu_torch_and_runs_pytest():
