@@ -29,8 +29,10 @@ class ComponentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
-    params: dict[str, Any]
+    name: str = Field(description="Registry name of the selector class (`dataflex-cli list selectors`).")
+    params: dict[str, Any] = Field(
+        description="Arguments of that selector, validated by its strict `Params` model (below)."
+    )
 
 
 class ComponentsFile(BaseModel):
@@ -38,7 +40,9 @@ class ComponentsFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    selectors: dict[str, ComponentSpec] = Field(default_factory=dict)
+    selectors: dict[str, ComponentSpec] = Field(
+        default_factory=dict, description="Key (what `component_name` names) → selector spec."
+    )
 
 
 class Components:

@@ -44,7 +44,7 @@ class OfflineSelectConfig(BaseModel):
         description="Mean learning rate of the training before each checkpoint; normalised to sum to "
         "one. None: equal weights.",
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(default=False, description="Allow model code from the model folder/hub.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(default="float32", description="Model dtype.")
     device: str = Field(default="auto", description="auto (cuda when available), cpu, cuda, cuda:1, ...")
 
@@ -52,15 +52,25 @@ class OfflineSelectConfig(BaseModel):
     eval_dataset: str | None = Field(default=None, description="The target task's validation examples.")
     dataset_dir: str = Field(default="data", description="Folder holding dataset_info.json.")
     template: str | None = Field(default=None, description="Chat template name (tokenizer's own if None).")
-    cutoff_len: int = Field(default=1024, ge=1)
+    cutoff_len: int = Field(
+        default=1024, ge=1, description="Maximum tokens per example (longer are truncated)."
+    )
     max_samples: int | None = Field(default=None, ge=1, description="Keep the first N rows of each dataset.")
 
     components_cfg_file: str | None = Field(default=None, description="components.yaml (shipped if None).")
     component_name: str = Field(default="less", description="Selector key in components_cfg_file.")
-    select_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
-    select_count: int | None = Field(default=None, ge=1)
-    output_dir: str
-    seed: int = 42
+    select_fraction: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="Share of the pool to keep; set this or select_count."
+    )
+    select_count: int | None = Field(
+        default=None, ge=1, description="Number of pool examples to keep; set this or select_fraction."
+    )
+    output_dir: str = Field(
+        description="Where the subset, its dataset_info.json, scores.jsonl and selection.json go."
+    )
+    seed: int = Field(
+        default=42, description="Run seed given to the selector (used where its params set no seed)."
+    )
 
     def check(self, where: str) -> None:
         """Cross-key rules, each a :class:`ConfigError` naming the keys and the fix."""

@@ -62,6 +62,23 @@ class PoolSelector(Selector):
         """The configured seed, or the run's seed when ``seed`` is null."""
         return ctx.seed if self.params.seed is None else int(self.params.seed)
 
+    def check_budget(self, pool_size: int, num_samples: int) -> None:
+        """Like :meth:`Selector.check_budget`, but ``replacement`` does not lift the pool bound.
+
+        A round of a pool selector picks distinct examples (``replacement`` only lets an
+        example chosen in an earlier round be chosen again).
+
+        Raises:
+            ConfigError: when ``num_samples`` exceeds the pool, with the fix.
+        """
+        if num_samples > pool_size > 0:
+            raise ConfigError(
+                f"{self.registry_name}: asked for {num_samples} examples from a pool of {pool_size}; a "
+                "round picks distinct examples. Lower the per-round budget (per-device batch x gradient "
+                "accumulation x world size x update_step) or add data."
+            )
+        super().check_budget(pool_size, num_samples)
+
     def check_request(self, ctx: SelectionContext, num_samples: int) -> np.ndarray:
         """Validate the request and return the pool indices that may be chosen this round.
 
@@ -75,12 +92,7 @@ class PoolSelector(Selector):
             raise ConfigError(f"{name}: num_samples must be positive, got {num_samples}.")
         if pool == 0:
             raise ConfigError(f"{name}: the candidate pool (train_dataset) is empty.")
-        if num_samples > pool:
-            raise ConfigError(
-                f"{name}: asked for {num_samples} examples from a pool of {pool}; a round picks "
-                "distinct examples. Lower the per-round budget (per-device batch x gradient "
-                "accumulation x world size x update_step) or add data."
-            )
+        self.check_budget(pool, num_samples)
         available = np.arange(pool, dtype=np.int64)
         if not self.params.replacement and self.chosen:
             available = np.setdiff1d(available, np.fromiter(self.chosen, dtype=np.int64))

@@ -29,8 +29,20 @@ SCHEDULERS = (
 )  # fmt: skip
 _STRICT = ConfigDict(extra="forbid", validate_default=True)
 
+#: The seed YAML's ``### <section>`` headings, keyed by the first field of each section
+#: (the fields of a section follow in declaration order); the configuration reference
+#: groups the keys by them.
+TRAIN_SECTIONS = {
+    "model_name_or_path": "model",
+    "stage": "method",
+    "dataset": "dataset",
+    "output_dir": "output",
+    "per_device_train_batch_size": "train",
+    "train_type": "dynamic_train",
+}
 
-def _names(value: Any) -> Any:
+
+def split_names(value: Any) -> Any:
     """Comma-separated string → list of stripped names (lists pass through)."""
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
@@ -47,9 +59,15 @@ class TrainConfig(BaseModel):
     adapter_name_or_path: str | None = Field(None, description="LoRA adapter to continue training from.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder/hub.")
     # method
-    stage: str = Field("sft", description="Training stage; only `sft` is supported.")
+    stage: str = Field(
+        "sft", json_schema_extra={"allowed": ["sft"]}, description="Training stage; only `sft` is supported."
+    )
     do_train: bool = Field(True, description="Must be true (`dataflex-cli train` always trains).")
-    finetuning_type: str = Field("lora", description="`lora` (adapter) or `full` (all parameters).")
+    finetuning_type: str = Field(
+        "lora",
+        json_schema_extra={"allowed": ["lora", "full"]},
+        description="`lora` (adapter) or `full` (all parameters).",
+    )
     lora_target: list[str] = Field(
         default=["all"], description="`all` (every linear layer but the output head) or module names."
     )
@@ -97,7 +115,9 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
     num_train_epochs: float = Field(3.0, gt=0, description="Epochs (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Total optimizer steps; -1 = use num_train_epochs.")
-    lr_scheduler_type: str = Field("linear", description=f"One of {', '.join(SCHEDULERS)}.")
+    lr_scheduler_type: str = Field(
+        "linear", json_schema_extra={"allowed": list(SCHEDULERS)}, description="Learning-rate schedule."
+    )
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps of linear LR warmup.")
     warmup_steps: int = Field(0, ge=0, description="LR warmup steps (overrides warmup_ratio if > 0).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -130,7 +150,7 @@ class TrainConfig(BaseModel):
 
     _normalise_lists = field_validator(
         "dataset", "eval_dataset", "lora_target", "report_to", "plugins", mode="before"
-    )(_names)
+    )(split_names)
 
     @field_validator("eval_strategy", mode="before")
     @classmethod
@@ -168,7 +188,7 @@ class ExportConfig(BaseModel):
     export_device: Literal["cpu", "auto"] = Field("cpu", description="Where the merge runs: cpu or auto.")
     export_legacy_format: bool = Field(False, description="Must be false: dataflex writes safetensors only.")
 
-    _normalise_lists = field_validator("adapter_name_or_path", mode="before")(_names)
+    _normalise_lists = field_validator("adapter_name_or_path", mode="before")(split_names)
 
 
 def _check_train(cfg: TrainConfig, where: str) -> None:

@@ -1,0 +1,352 @@
+"""Every error message docs/troubleshooting.md shows is the one dataflex prints.
+
+The page marks each message with ``<!-- error: <id> -->`` before a ``text`` block. Each id
+maps to a function here that triggers the error the way the page describes and returns
+what the user sees (``dataflex-cli``'s stderr, or the exception's text). The shown message
+must be contained in the real one; ``...`` in it stands for any text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainingArguments
+
+from dataflex.cli import main
+from dataflex.data.collator import SFTDataCollator
+from dataflex.errors import DataflexError
+from dataflex.registry import build_projector, build_selector
+from dataflex.selectors import SelectionContext
+from dataflex.train.dynamic import DynamicSelectTrainer, SelectionSchedule
+from tests.conftest import make_examples, make_tiny_llama
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "troubleshooting.md"
+ENTRY = re.compile(r"<!-- error: ([\w-]+) -->\s*\n```text\n(.*?)\n```", re.S)
+QUICKSTART_LESS = (ROOT / "examples" / "quickstart" / "less.yaml").read_text()
+
+TRIGGERS: dict[str, Callable[[], str]] = {}
+
+
+def trigger(entry_id: str):
+    def decorator(fn: Callable[[], str]) -> Callable[[], str]:
+        TRIGGERS[entry_id] = fn
+        return fn
+
+    return decorator
+
+
+def cli(*overrides: str, config: str = QUICKSTART_LESS) -> str:
+    """``dataflex-cli train cfg.yaml overrides...`` (cfg.yaml = ``config``); its stderr."""
+    Path("cfg.yaml").write_text(config)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["train", "cfg.yaml", *overrides])
+    assert code == 1, f"dataflex-cli train exited {code}, not with an error"
+    return err.getvalue()
+
+
+def raised(fn: Callable[[], object]) -> str:
+    with pytest.raises((ValueError, DataflexError)) as info:
+        fn()
+    return str(info.value)
+
+
+def pool(n: int = 16) -> list[dict]:
+    return make_examples(n)
+
+
+def context(eval_dataset=None) -> SelectionContext:
+    return SelectionContext(
+        model=make_tiny_llama(),
+        optimizer=None,
+        train_dataset=pool(),
+        eval_dataset=eval_dataset,
+        collator=SFTDataCollator(pad_token_id=0),
+        learning_rate=1e-3,
+        step=1,
+        round=1,
+        seed=0,
+    )
+
+
+def dynamic_trainer(**training_args) -> DynamicSelectTrainer:
+    return DynamicSelectTrainer(
+        model=make_tiny_llama(),
+        args=TrainingArguments(
+            output_dir="out", report_to=[], use_cpu=True, per_device_train_batch_size=4, **training_args
+        ),
+        train_dataset=pool(),
+        data_collator=SFTDataCollator(pad_token_id=0),
+        selector=build_selector("random"),
+        schedule=SelectionSchedule(warmup_step=2, update_step=3, update_times=2),
+    )
+
+
+# --- config files ----------------------------------------------------------------------
+
+
+@trigger("unknown-key")
+def _():
+    return cli(config=QUICKSTART_LESS + "lora_rnak: 8\n")
+
+
+@trigger("unknown-override")
+def _():
+    return cli("lerning_rate=1e-3")
+
+
+@trigger("bad-value")
+def _():
+    return cli("update_step=0")
+
+
+@trigger("bad-type")
+def _():
+    return cli("lora_rank=abc")
+
+
+@trigger("bf16-fp16")
+def _():
+    return cli("bf16=true", "fp16=true")
+
+
+@trigger("eval-strategy-without-eval-dataset")
+def _():
+    return cli("eval_dataset=null")
+
+
+@trigger("template-unknown")
+def _():
+    return cli("template=llama")
+
+
+@trigger("dynamic-key-missing")
+def _():
+    return cli(config=QUICKSTART_LESS.replace("update_times: 4\n", ""))
+
+
+@trigger("less-without-eval-dataset")
+def _():
+    return cli("eval_dataset=null", "eval_strategy=no")
+
+
+@trigger("less-without-eval-dataset-python")
+def _():
+    return raised(lambda: build_selector("less", proj_dim=8).select(context(), 4))
+
+
+@trigger("components-file-missing")
+def _():
+    return cli("components_cfg_file=my_components.yaml")
+
+
+@trigger("component-name-unknown")
+def _():
+    return cli("component_name=lesss")
+
+
+@trigger("selector-name-unknown")
+def _():
+    Path("bad_components.yaml").write_text("selectors:\n  mine:\n    name: shortest\n    params: {}\n")
+    return cli("components_cfg_file=bad_components.yaml", "component_name=mine")
+
+
+@trigger("selector-param-unknown")
+def _():
+    Path("bad_params.yaml").write_text(
+        "selectors:\n  less:\n    name: less\n    params:\n      proj_dimm: 512\n"
+    )
+    return cli("components_cfg_file=bad_params.yaml")
+
+
+@trigger("plugins-import")
+def _():
+    return cli("plugins=my_project.selectors")
+
+
+@trigger("torchrun-env")
+def _():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FORCE_TORCHRUN", "maybe")
+        return cli()
+
+
+@trigger("fsdp-key")
+def _():
+    return cli(config=QUICKSTART_LESS + "fsdp: full_shard\n")
+
+
+# --- model and datasets ----------------------------------------------------------------
+
+
+@trigger("model-path-missing")
+def _():
+    return cli("model_name_or_path=./models/llama")
+
+
+@trigger("model-offline")
+def _():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        return cli("model_name_or_path=meta-llama/Llama-3.1-8B")
+
+
+@trigger("dataset-unknown")
+def _():
+    return cli("dataset=quickstart_trian")
+
+
+@trigger("dataset-info-missing")
+def _():
+    return cli("dataset_dir=data")
+
+
+@trigger("dataset-columns")
+def _():
+    Path("rows.json").write_text(json.dumps([{"question": "1 + 1", "answer": "2"}]))
+    return cli("dataset=rows.json")
+
+
+@trigger("cutoff-len-empty")
+def _():
+    return cli("cutoff_len=4")
+
+
+# --- output folder and resuming --------------------------------------------------------
+
+
+@trigger("output-dir-not-empty")
+def _():
+    Path("saves/quickstart/less").mkdir(parents=True)
+    Path("saves/quickstart/less/notes.txt").write_text("an earlier run\n")
+    return cli("overwrite_output_dir=false")
+
+
+@trigger("resume-checkpoint-missing")
+def _():
+    return cli("output_dir=saves/run", "resume_from_checkpoint=saves/run/checkpoint-40")
+
+
+@trigger("resume-true-without-checkpoint")
+def _():
+    return cli("output_dir=saves/run", "resume_from_checkpoint=true")
+
+
+@trigger("resume-without-selection-state")
+def _():
+    Path("out/checkpoint-2").mkdir(parents=True)  # e.g. a checkpoint of a static run
+    return raised(lambda: dynamic_trainer().train(resume_from_checkpoint="out/checkpoint-2"))
+
+
+# --- schedule and budgets --------------------------------------------------------------
+
+
+@trigger("max-steps-conflict")
+def _():
+    return raised(lambda: dynamic_trainer(max_steps=100))
+
+
+@trigger("epoch-strategy")
+def _():
+    return raised(lambda: dynamic_trainer(save_strategy="epoch"))
+
+
+@trigger("schedule-bad")
+def _():
+    return raised(lambda: SelectionSchedule(warmup_step=0, update_step=0, update_times=2))
+
+
+@trigger("budget-pool-selector")
+def _():
+    return cli("max_samples=100")
+
+
+@trigger("budget-random")
+def _():
+    return raised(lambda: build_selector("random").select(context(), 20))
+
+
+@trigger("budget-exhausted")
+def _():
+    selector = build_selector("loss")
+    selector.load_state_dict({"chosen": list(range(14))})  # what earlier rounds picked
+    return raised(lambda: selector.select(context(), 4))
+
+
+# --- projectors ------------------------------------------------------------------------
+
+
+@trigger("projector-unknown")
+def _():
+    Path("p.yaml").write_text("selectors:\n  less:\n    name: less\n    params:\n      projector: gausian\n")
+    return cli("components_cfg_file=p.yaml")
+
+
+@trigger("projector-cuda")
+def _():
+    return raised(lambda: build_projector("cuda", input_dim=100, proj_dim=8, device="cpu"))
+
+
+@trigger("projector-identity")
+def _():
+    return raised(lambda: build_projector("identity", input_dim=100, proj_dim=8))
+
+
+@trigger("projector-nan")
+def _():
+    projector = build_projector("rademacher", input_dim=100, proj_dim=8)
+    return raised(lambda: projector.project(torch.full((2, 100), float("nan"))))
+
+
+@trigger("projector-outside")
+def _():
+    projector = build_projector("rademacher", input_dim=100, proj_dim=8)
+    return raised(lambda: projector.project(torch.ones(2, 50), offset=60))
+
+
+# --- the checks ------------------------------------------------------------------------
+
+
+def page_entries() -> dict[str, str]:
+    entries = ENTRY.findall(PAGE.read_text())
+    ids = [entry_id for entry_id, _ in entries]
+    assert len(ids) == len(set(ids)), f"duplicate error ids on the page: {ids}"
+    return dict(entries)
+
+
+def shown_in(shown: str, real: str) -> bool:
+    """``shown`` occurs in ``real``, each ``...`` matching any text."""
+    pattern = ".*?".join(re.escape(part.strip()) for part in shown.split("..."))
+    return re.search(pattern, real, re.S) is not None
+
+
+def test_every_entry_has_a_trigger_and_every_trigger_an_entry():
+    assert set(page_entries()) == set(TRIGGERS)
+
+
+@pytest.mark.parametrize("entry_id", sorted(TRIGGERS))
+def test_page_shows_the_real_message(entry_id, tmp_path, monkeypatch):
+    shown = page_entries()[entry_id]
+    (tmp_path / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FORCE_TORCHRUN", raising=False)
+    real = TRIGGERS[entry_id]()
+    assert shown_in(shown, real), (
+        f"docs/troubleshooting.md [{entry_id}] shows\n  {shown}\nbut dataflex says\n  {real}"
+    )
+
+
+def test_shown_in_matches_only_the_same_text():
+    real = "x.yaml: lora_rnak: unknown key 'lora_rnak'. Did you mean 'lora_rank'?"
+    assert shown_in("lora_rnak: unknown key 'lora_rnak'.", real)
+    assert shown_in("x.yaml: ... Did you mean 'lora_rank'?", real)
+    assert not shown_in("lora_rnak: unknown key 'lora_rank'.", real)
+    assert not shown_in("Did you mean ... unknown key", real)
