@@ -63,7 +63,9 @@ def plot_projectors(data: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("what", choices=["projectors"])
     parser.add_argument("json", type=Path, help="the benchmark's --json output")
     parser.add_argument("png", type=Path)

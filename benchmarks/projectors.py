@@ -19,7 +19,7 @@ rate. Nothing here asserts anything about time.
     python benchmarks/projectors.py                 # CPU, 2 threads (docs/benchmarks.md)
     python benchmarks/projectors.py --device cuda   # the fused Triton kernel vs torch GEMM
     python benchmarks/projectors.py --quick         # tiny shapes, a smoke test
-    python benchmarks/projectors.py --json out.json # also write the rows (plot: benchmarks/plot_benchmarks.py)
+    python benchmarks/projectors.py --json out.json # also write the rows (for plot_benchmarks.py)
 """
 
 from __future__ import annotations
