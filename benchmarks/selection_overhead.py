@@ -138,7 +138,9 @@ def summarize_point(
         The phase split, ``ratio`` (dynamic / plain), per-example costs and
         ``per_candidate_x_train_example``: a scored round's time per candidate as a
         multiple of one training example (its share of a plain step: forward, backward,
-        optimizer).
+        optimizer). The ``*_own_*`` figures take the training example's cost from the
+        dynamic run's own training phase instead, which ran interleaved with its
+        selection rounds and so under the same load (``self_ratio`` = total / training).
     """
     split = phase_split(dyn_runtime_s, records)
     totals = round_totals(records)
@@ -146,6 +148,7 @@ def summarize_point(
     rows = totals["candidates_scored"] + val_examples * totals["scored_rounds"]
     scored_rounds_s = sum(float(r["time"]) for r in records if r["round"] >= 1)
     per_candidate = scored_rounds_s / totals["candidates_scored"]
+    own_train_example = split["training"] / plain_examples
     return {
         "phases_s": split,
         "total_s": dyn_runtime_s,
@@ -158,6 +161,10 @@ def summarize_point(
         "per_feature_row_s": totals["features_s"] / rows,
         "per_candidate_s": per_candidate,
         "per_candidate_x_train_example": per_candidate / per_train_example,
+        "self_ratio": dyn_runtime_s / split["training"],
+        "own_train_example_s": own_train_example,
+        "per_feature_row_x_own_train_example": totals["features_s"] / rows / own_train_example,
+        "per_candidate_x_own_train_example": per_candidate / own_train_example,
     }
 
 
@@ -311,25 +318,34 @@ def machine() -> dict[str, Any]:
 # -- output ----------------------------------------------------------------------------------------------
 
 
+def load_range(result: Mapping[str, Any]) -> tuple[float, float]:
+    """Lowest and highest 1-minute load average seen at the start or end of any run."""
+    runs = [*result["plain"]["runs"], *result["points"]]
+    loads = [x for r in runs for x in r["load_1min"]]
+    return min(loads), max(loads)
+
+
 def markdown_table(result: Mapping[str, Any]) -> str:
     """The page's table: one row for the plain run, one per dynamic point."""
     plain = result["plain"]
     before, after = (r["train_runtime_s"] for r in plain["runs"])
     lines = [
-        "| run | total (s) | × plain | training (s) | LESS features (s) | scoring (s) | other selection (s) "
-        "| candidates/round | s per candidate | × one training example | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | total (s) | training (s) | LESS features (s) | scoring (s) | other selection (s) "
+        "| candidates/round | × plain | total / own training | s per candidate | ÷ training example "
+        "| load at end |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| plain (static; runs before/after: {before:.1f} / {after:.1f}) | {plain['train_runtime_s']:.1f} "
-        f"| 1.00 | {plain['train_runtime_s']:.1f} "
-        f"| - | - | - | - | - | - | {plain['load_1min'][1]:.1f} |",
+        f"| {plain['train_runtime_s']:.1f} | - | - | - | - | 1.00 | - | - | - "
+        f"| {plain['load_1min'][1]:.1f} |",
     ]
     for p in result["points"]:
         s, ph = p["summary"], p["summary"]["phases_s"]
         lines.append(
             f"| LESS k={p['proj_dim']}, {p['max_candidates']} candidates | {s['total_s']:.1f} "
-            f"| {s['ratio']:.2f} | {ph['training']:.1f} | {ph['less_features']:.1f} | {ph['scoring']:.2f} "
-            f"| {ph['other_selection']:.2f} | {s['candidates_per_round']:.0f} | {s['per_candidate_s']:.3f} "
-            f"| {s['per_candidate_x_train_example']:.1f} | {p['load_1min'][1]:.1f} |"
+            f"| {ph['training']:.1f} | {ph['less_features']:.1f} | {ph['scoring']:.2f} "
+            f"| {ph['other_selection']:.2f} | {s['candidates_per_round']:.0f} | {s['ratio']:.2f} "
+            f"| {s['self_ratio']:.2f} | {s['per_candidate_s']:.3f} "
+            f"| {s['per_candidate_x_own_train_example']:.1f} | {p['load_1min'][1]:.1f} |"
         )
     return "\n".join(lines)
 
@@ -345,7 +361,7 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
     splits = [{"training": result["plain"]["train_runtime_s"]}] + [
         p["summary"]["phases_s"] for p in result["points"]
     ]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    fig, ax = plt.subplots(figsize=(8.4, 3.6))
     bottom = [0.0] * len(splits)
     for phase, color in zip(PHASES, ("tab:blue", "tab:orange", "tab:green", "tab:gray")):
         values = [s.get(phase, 0.0) for s in splits]
@@ -356,12 +372,13 @@ def plot(result: Mapping[str, Any], path: Path) -> None:
         ax.text(i, total, f"{ratio:.1f}×", ha="center", va="bottom", fontsize=9)
     ax.set_ylabel("seconds (train_runtime)")
     m = result["machine"]
+    low, high = load_range(result)
     ax.set_title(
         f"Dynamic LESS vs plain run, {result['setting']['steps_total']} steps "
-        f"({m['cores']} CPU cores, load {result['load_avg_end'][0]:.1f})",
+        f"({m['cores']} CPU cores, load {low:.1f}-{high:.1f})",
         fontsize=10,
     )
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_ylim(0, max(bottom) * 1.15)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -402,11 +419,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, removed after")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--plot", type=Path, default=None, help="draw the stacked-bar PNG here")
+    p.add_argument(
+        "--from-json", type=Path, default=None, help="run nothing: print the table and plot a saved --json"
+    )
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.from_json is not None:
+        result = json.loads(args.from_json.read_text())
+        setting = result["setting"]
+        for p in result["points"]:  # recomputed, so that a saved run gets every current figure
+            p["summary"] = summarize_point(
+                result["plain"]["train_runtime_s"],
+                setting["examples_trained"],
+                p["train_runtime_s"],
+                p["rounds"],
+                setting["val"],
+            )
+        report(result, args)
+        return result
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     points = parse_points(args.points)
@@ -464,22 +497,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if tmp is not None:
             tmp.cleanup()
 
+    report(result, args)
+    return result
+
+
+def report(result: Mapping[str, Any], args: argparse.Namespace) -> None:
+    """Print the machine line and the markdown table; write the JSON and the plot if asked."""
     m = result["machine"]
+    low, high = load_range(result)
     print()
     print(
         f"{m['cpu']}, {m['cores']} cores, GPU: {m['gpu']}, {m['torch_threads']} torch threads; "
         f"python {m['python']}, torch {m['torch']}, transformers {m['transformers']}, peft {m['peft']}, "
-        f"dataflex {m['dataflex']}; load average at start {m['load_avg_start'][0]:.2f}, "
-        f"at end {result['load_avg_end'][0]:.2f}"
+        f"dataflex {m['dataflex']}; started {m['started']}; 1-minute load average {low:.1f}-{high:.1f}"
     )
     print()
     print(markdown_table(result))
-    if args.json:
+    if args.json and args.from_json is None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     if args.plot:
         plot(result, args.plot)
-    return result
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -48,6 +49,10 @@ def test_summary_per_candidate_multiple():
     assert s["per_feature_row_s"] == 17.5 / 160
     assert s["per_candidate_s"] == 22.0 / 128  # rounds >= 1 only: the warm-up draw is not scoring
     assert math.isclose(s["per_candidate_x_train_example"], (22.0 / 128) / (20.0 / 96))
+    # against the dynamic run's own training phase (17.5 s for the same 96 examples)
+    assert s["self_ratio"] == 40.0 / 17.5
+    assert math.isclose(s["per_candidate_x_own_train_example"], (22.0 / 128) / (17.5 / 96))
+    assert math.isclose(s["per_feature_row_x_own_train_example"], (17.5 / 160) / (17.5 / 96))
 
 
 def test_refuses_cached_rounds_and_foreign_reports():
@@ -72,3 +77,7 @@ def test_tiny_run_phases_sum_to_the_trainers_runtime(shared_data, tmp_path):
     assert point["global_step"] == 3 and [r["round"] for r in point["rounds"]] == [0, 1, 2]
     assert point["summary"]["candidates_per_round"] == 4
     assert [r["global_step"] for r in result["plain"]["runs"]] == [3, 3]
+    saved = tmp_path / "result.json"
+    saved.write_text(json.dumps(result))
+    again = main(["--from-json", str(saved)])  # recomputes the summaries from the saved rounds
+    assert again["points"][0]["summary"] == point["summary"]
