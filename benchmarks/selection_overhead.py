@@ -25,7 +25,7 @@ in the seed guide's shape (warmup_step = update_step, 2 rounds). Each ``--points
 ``PROJ_DIM:MAX_CANDIDATES`` is one dynamic run. Prints a markdown table; writes JSON and a
 stacked-bar PNG when asked. Asserts nothing about time.
 
-    python benchmarks/selection_overhead.py                    # ~5 min on 2 idle cores
+    python benchmarks/selection_overhead.py                    # ~6 min on 2 idle cores
     python benchmarks/selection_overhead.py --json docs/benchmarks/selection_overhead.json \\
         --plot docs/benchmarks/selection_overhead.png
 """
