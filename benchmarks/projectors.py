@@ -19,6 +19,7 @@ rate. Nothing here asserts anything about time.
     python benchmarks/projectors.py                 # CPU, 2 threads (docs/benchmarks.md)
     python benchmarks/projectors.py --device cuda   # the fused Triton kernel vs torch GEMM
     python benchmarks/projectors.py --quick         # tiny shapes, a smoke test
+    python benchmarks/projectors.py --json out.json # also write the rows (for plot_benchmarks.py)
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=list(STREAMS), help="subset of D")
     parser.add_argument("--ks", type=int, nargs="+", default=list(KS), help="subset of k")
     parser.add_argument("--methods", nargs="+", help="subset of methods (default: all)")
+    parser.add_argument("--json", help="also write the rows here (input of benchmarks/plot_benchmarks.py)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -206,7 +208,11 @@ def main() -> None:
                     f" {x_trak} {vs_gemm} {r['load']:5.1f}  {r['measured']}"
                 )
                 print(line, flush=True)
-                rows.append(line)
+                rows.append(r)
+    if args.json:
+        meta = {"torch": torch.__version__, "threads": args.threads, "device": args.device, "batch": BATCH}
+        with open(args.json, "w") as fh:
+            json.dump({**meta, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":
