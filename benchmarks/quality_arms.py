@@ -134,7 +134,9 @@ def target_loss(setting: Setting, adapter: Path, dataset: str) -> float:
     model = AutoModelForCausalLM.from_pretrained(setting.base_model, dtype=torch.float32)
     model = PeftModel.from_pretrained(model, adapter).eval()
     rows = load_dataset_examples(dataset, setting.data_dir)
-    examples, _ = tokenize_examples(rows, tokenizer, get_template(setting.template, tokenizer), setting.cutoff_len)
+    examples, _ = tokenize_examples(
+        rows, tokenizer, get_template(setting.template, tokenizer), setting.cutoff_len
+    )
     collate = SFTDataCollator(tokenizer.pad_token_id)
     total, count = 0.0, 0
     for start in range(0, len(examples), 16):
@@ -164,8 +166,8 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
     components = setting.work / "components.yaml"
     components.write_text(COMPONENTS)
     result, wall = _train(
-        _common(setting, setting.base_model, out, seed)
-        + [
+        [
+            *_common(setting, setting.base_model, out, seed),
             f"dataset={setting.pool}",
             f"eval_dataset={target.valid}",
             "train_type=dynamic_select",
@@ -199,8 +201,11 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
 
 def _full(setting: Setting, target: Target, seed: int, out: Path) -> ArmResult:
     result, wall = _train(
-        _common(setting, setting.base_model, out, seed)
-        + [f"dataset={setting.pool}", f"max_steps={setting.total_steps}"]
+        [
+            *_common(setting, setting.base_model, out, seed),
+            f"dataset={setting.pool}",
+            f"max_steps={setting.total_steps}",
+        ]
     )
     return ArmResult(
         arm="full",
@@ -221,8 +226,8 @@ def _offline(setting: Setting, target: Target, seed: int, out: Path) -> ArmResul
     components.write_text(COMPONENTS)
     warm = out.parent / f"{out.name}_warmup"
     _, warm_wall = _train(
-        _common(setting, setting.base_model, warm, seed)
-        + [
+        [
+            *_common(setting, setting.base_model, warm, seed),
             f"dataset={setting.pool}",
             f"max_steps={setting.warmup_step}",
             f"save_steps={setting.warmup_step}",
@@ -252,13 +257,19 @@ def _offline(setting: Setting, target: Target, seed: int, out: Path) -> ArmResul
     if setting.family_key == "subtask":
         counts = _subtask_counts(setting, select.indices)
     subset = next(iter(select.report["dataset_info"]))
-    shutil.copy2(chosen / select.report["dataset_info"][subset]["file_name"], setting.data_dir / f"{out.name}.json")
+    shutil.copy2(
+        chosen / select.report["dataset_info"][subset]["file_name"], setting.data_dir / f"{out.name}.json"
+    )
     info_path = setting.data_dir / "dataset_info.json"
     info = json.loads(info_path.read_text())
     info[out.name] = {**select.report["dataset_info"][subset], "file_name": f"{out.name}.json"}
     info_path.write_text(json.dumps(info, indent=2) + "\n")
     result, wall = _train(
-        _common(setting, setting.base_model, out, seed) + [f"dataset={out.name}", f"max_steps={setting.total_steps}"]
+        [
+            *_common(setting, setting.base_model, out, seed),
+            f"dataset={out.name}",
+            f"max_steps={setting.total_steps}",
+        ]
     )
     return ArmResult(
         arm="less_offline",
@@ -270,7 +281,8 @@ def _offline(setting: Setting, target: Target, seed: int, out: Path) -> ArmResul
         train_s=float(result.metrics["train_runtime"]),
         features_s=float(select.report.get("features_s", 0.0)),
         scoring_s=float(select.report.get("scoring_s", 0.0)),
-        selection_other_s=select_s - float(select.report.get("features_s", 0.0))
+        selection_other_s=select_s
+        - float(select.report.get("features_s", 0.0))
         - float(select.report.get("scoring_s", 0.0)),
         warmup_s=warm_wall,
     )

@@ -10,6 +10,7 @@ features, scoring and the rest. From the repository root::
     python -m benchmarks.selection_quality                        # both settings, 3 seeds
     python -m benchmarks.selection_quality --setting quickstart   # one setting
     python -m benchmarks.selection_quality --seeds 0 --arms less random
+    python -m benchmarks.selection_quality --from-json --plot       # redraw from saved results
 
 Writes ``<work>/<setting>/results.json``, prints a markdown table per target and,
 with ``--plot``, draws ``docs/benchmarks/selection_quality.png``.
@@ -106,7 +107,9 @@ def build_setting(name: str, work: Path, targets: list[str]) -> Setting:
     return llamafactory_setting(work / name, SHARED, target_names=tuple(targets))
 
 
-def run_setting(name: str, work: Path, seeds: list[int], arms: list[str], targets: list[str]) -> dict[str, Any]:
+def run_setting(
+    name: str, work: Path, seeds: list[int], arms: list[str], targets: list[str]
+) -> dict[str, Any]:
     """Build the setting, run every (target, arm, seed), and return the results."""
     t0 = time.perf_counter()
     setting = build_setting(name, work, targets)
@@ -126,7 +129,8 @@ def run_setting(name: str, work: Path, seeds: list[int], arms: list[str], target
             for arm in arms:
                 r = run_arm(setting, target, arm, seed)
                 print(
-                    f"[{name}/{target.name}] {arm} seed {seed}: precision {statistics.fmean(r.precision):.2f} "
+                    f"[{name}/{target.name}] {arm} seed {seed}: "
+                    f"precision {statistics.fmean(r.precision):.2f} "
                     f"valid {r.valid_loss:.3f} test {r.test_loss:.3f} wall {r.wall_s:.1f}s",
                     flush=True,
                 )
@@ -157,7 +161,9 @@ def plot(reports: list[dict[str, Any]], path: Path) -> None:
             ax = axes[row][col]
             means = [data["summary"][a][key][0] for a in arms]
             sds = [data["summary"][a][key][1] for a in arms]
-            ax.bar(arms, means, yerr=sds, capsize=3, color=["C0" if a.startswith("less") else "C7" for a in arms])
+            ax.bar(
+                arms, means, yerr=sds, capsize=3, color=["C0" if a.startswith("less") else "C7" for a in arms]
+            )
             ax.set_ylabel(label)
             ax.tick_params(axis="x", rotation=45, labelsize=8)
             if row == 0:
@@ -177,10 +183,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument(
-        "--lf-targets", nargs="+", choices=["identity", "glaive_toolcall_en_demo"], default=["identity"],
+        "--lf-targets",
+        nargs="+",
+        choices=["identity", "glaive_toolcall_en_demo"],
+        default=["identity", "glaive_toolcall_en_demo"],
         help="targets of the llamafactory setting (each adds ~9 min on 2 cores)",
     )
     parser.add_argument("--work", type=Path, default=Path("saves/bench_quality"))
+    parser.add_argument(
+        "--from-json", action="store_true", help="reprint and redraw from <work>/<setting>/results.json"
+    )
     parser.add_argument("--plot", type=Path, nargs="?", const=REPO / "docs/benchmarks/selection_quality.png")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -191,10 +203,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("dataflex").setLevel(logging.WARNING)
     reports = []
     for name in SETTINGS if args.setting == "all" else [args.setting]:
-        report = run_setting(name, args.work, args.seeds, args.arms, args.lf_targets)
-        (args.work / name / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-        print(f"\n## {name}: pool {report['pool_size']}, {report['steps']} steps x {report['batch_size']}, "
-              f"wall {report['wall_s']:.0f} s (setup {report['prepare_s']:.0f} s)")
+        results = args.work / name / "results.json"
+        if args.from_json:
+            report = json.loads(results.read_text())
+        else:
+            report = run_setting(name, args.work, args.seeds, args.arms, args.lf_targets)
+            results.write_text(json.dumps(report, indent=1) + "\n")
+        print(
+            f"\n## {name}: pool {report['pool_size']}, {report['steps']} steps x {report['batch_size']}, "
+            f"wall {report['wall_s']:.0f} s (setup {report['prepare_s']:.0f} s)"
+        )
         for target, data in report["targets"].items():
             print(f"\n### target {target} ({data['pool_share']:.1%} of the pool): {data['verdict']}\n")
             print(table(data["summary"]))
