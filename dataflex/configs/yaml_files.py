@@ -47,12 +47,24 @@ def _accepts_str(annotation: Any) -> bool:
     return annotation is str or "str" in str(annotation)
 
 
+def _is_list(annotation: Any) -> bool:
+    return "list[" in str(annotation)
+
+
+def _override_list(value: str, parsed: Any) -> Any:
+    """A list key's override: a YAML list (``[a, b]``), ``null``, or comma-separated text."""
+    if parsed is None or isinstance(parsed, list):
+        return parsed
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str], schema: type[BaseModel]) -> dict[str, Any]:
     """Apply ``key=value`` overrides, typing each value by the schema.
 
     Values are parsed as YAML (``1e-4`` → number, ``true``, ``null``) unless the key
     takes text and the value is not a YAML bool/null, in which case it stays text
-    (``output_dir=123`` is the folder ``"123"``).
+    (``output_dir=123`` is the folder ``"123"``). A list key takes a YAML list
+    (``checkpoints=[a,b]``) or comma-separated names (``dataset=alpaca_en_demo,identity``).
 
     Raises:
         ConfigError: a malformed override or an unknown key (closest key suggested).
@@ -72,7 +84,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], schema: type[Base
         except yaml.YAMLError:
             parsed = value
         annotation = schema.model_fields[key].annotation
-        if _accepts_str(annotation) and not (parsed is None or isinstance(parsed, bool | dict)):
+        if _is_list(annotation):
+            parsed = _override_list(value, parsed)
+        elif _accepts_str(annotation) and not (parsed is None or isinstance(parsed, bool | dict)):
             parsed = value
         out[key] = parsed
     return out
