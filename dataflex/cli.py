@@ -60,10 +60,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if code is not None:
         return code
     result = run_train(cfg)
+    _close_process_group()  # not on failure: a barrier there would wait on ranks that may be gone
     print(
         f"trained {result.global_step} steps (loss {result.training_loss:.4f}); saved to {result.output_dir}"
     )
     return 0
+
+
+def _close_process_group() -> None:
+    """Under torchrun, destroy the process group before exit.
+
+    A gloo group left to the interpreter's teardown can abort a rank ("terminate called
+    without an active exception"), which torchrun reports as a failed run.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _cmd_select(args: argparse.Namespace) -> int:

@@ -56,6 +56,8 @@ SCRIPT = textwrap.dedent(
     rank = dist.get_rank()
     with open(f"{{out}}/seen_rank{{rank}}.json", "w") as f:
         json.dump({{"world": dist.get_world_size(), "seen": trainer.seen}}, f)
+    dist.barrier()
+    dist.destroy_process_group()  # a gloo group left to interpreter teardown can abort a rank
     """
 ).format(pool=POOL)
 
