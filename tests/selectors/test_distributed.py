@@ -58,6 +58,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         result = {kind: _run(kind, DistributedView(rank, world)) for kind in SPECS}
+        dist.barrier()  # both ranks done before either tears down its gloo pairs
     finally:
         dist.destroy_process_group()
     with open(f"{out_dir}/{rank}.json", "w") as fh:
