@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from benchmarks.quality_settings import Setting, Target
+from dataflex.train.dynamic.reports import SELECTIONS_FILE, read_selections
 
 ARMS = ("less", "random", "loss", "full", "less_offline")
 
@@ -151,9 +152,11 @@ def target_loss(setting: Setting, adapter: Path, dataset: str) -> float:
     return total / count
 
 
-def _rounds(out: Path) -> list[dict]:
-    path = out / "dataflex" / "selections.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _components(setting: Setting) -> Path:
+    """The benchmark's components file, in the setting's work folder."""
+    path = setting.work / "components.yaml"
+    path.write_text(COMPONENTS)
+    return path
 
 
 def _share(counts: dict[str, int] | None, target: str) -> float:
@@ -163,8 +166,7 @@ def _share(counts: dict[str, int] | None, target: str) -> float:
 
 
 def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -> ArmResult:
-    components = setting.work / "components.yaml"
-    components.write_text(COMPONENTS)
+    components = _components(setting)
     result, wall = _train(
         [
             *_common(setting, setting.base_model, out, seed),
@@ -178,7 +180,7 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
             f"update_times={setting.update_times}",
         ]
     )
-    rounds = [r for r in _rounds(out) if r["round"] >= 1]
+    rounds = [r for r in read_selections(out / "dataflex" / SELECTIONS_FILE) if r["round"] >= 1]
     key = "composition" if setting.family_key == "dataset" else "subtasks"
     meta = [r.get("metadata") or {} for r in rounds]
     selection = sum(r["time"] for r in rounds)
@@ -222,8 +224,7 @@ def _offline(setting: Setting, target: Target, seed: int, out: Path) -> ArmResul
     from dataflex.selectors.offline import run_offline_select
     from dataflex.selectors.offline_config import OfflineSelectConfig
 
-    components = setting.work / "components.yaml"
-    components.write_text(COMPONENTS)
+    components = _components(setting)
     warm = out.parent / f"{out.name}_warmup"
     _, warm_wall = _train(
         [
