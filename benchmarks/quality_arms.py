@@ -221,8 +221,8 @@ def _full(setting: Setting, target: Target, seed: int, out: Path) -> ArmResult:
 
 
 def _offline(setting: Setting, target: Target, seed: int, out: Path) -> ArmResult:
-    from dataflex.selectors.offline import run_offline_select
-    from dataflex.selectors.offline_config import OfflineSelectConfig
+    from dataflex.offline.config import OfflineSelectConfig
+    from dataflex.offline.select import run_offline_select
 
     components = _components(setting)
     warm = out.parent / f"{out.name}_warmup"

@@ -81,8 +81,8 @@ def _close_process_group() -> None:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from dataflex.selectors.offline import run_offline_select
-    from dataflex.selectors.offline_config import load_offline_config
+    from dataflex.offline.config import load_offline_config
+    from dataflex.offline.select import run_offline_select
 
     _setup_logging()
     config = load_offline_config(args.config, args.overrides)

@@ -28,8 +28,8 @@ from pydantic_core import PydanticUndefined
 import dataflex
 from dataflex.configs.components import ComponentsFile, ComponentSpec
 from dataflex.errors import ConfigError
+from dataflex.offline.config import OfflineSelectConfig
 from dataflex.registry import get_selector, list_selectors
-from dataflex.selectors.offline_config import OfflineSelectConfig
 from dataflex.train.config import TRAIN_SECTIONS, ExportConfig, TrainConfig, split_names
 
 COMMAND = "python -m dataflex.configs.reference --write docs/configuration.md"

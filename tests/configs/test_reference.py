@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from dataflex.configs import reference
 from dataflex.configs.components import ComponentsFile, ComponentSpec
 from dataflex.errors import ConfigError
+from dataflex.offline.config import OfflineSelectConfig
 from dataflex.registry import get_selector
-from dataflex.selectors.offline_config import OfflineSelectConfig
 from dataflex.train.config import ExportConfig, TrainConfig
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"

@@ -26,16 +26,16 @@ from dataflex.configs.components import load_components
 from dataflex.data.collator import SFTDataCollator
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError
-from dataflex.selectors.base import SelectionContext, Selector
-from dataflex.selectors.less import LessSelector
-from dataflex.selectors.offline_config import OfflineSelectConfig
-from dataflex.selectors.offline_data import (
+from dataflex.offline.config import OfflineSelectConfig
+from dataflex.offline.data import (
     OfflineDataset,
     load_offline_dataset,
     write_jsonl,
     write_subset,
     write_text_atomic,
 )
+from dataflex.selectors.base import SelectionContext, Selector
+from dataflex.selectors.less import LessSelector
 from dataflex.selectors.scoring import composition, summarize, top_n
 
 logger = logging.getLogger(__name__)

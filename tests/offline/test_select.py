@@ -11,8 +11,8 @@ import yaml
 from dataflex.cli import main
 from dataflex.data import load_dataset_examples
 from dataflex.errors import ConfigError
-from dataflex.selectors.offline import run_offline_select
-from dataflex.selectors.offline_config import load_offline_config
+from dataflex.offline.config import load_offline_config
+from dataflex.offline.select import run_offline_select
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
