@@ -53,7 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _setup_logging()
     cfg = load_train_config(args.config, args.overrides)
-    from dataflex.train.dynamic.launch import maybe_relaunch_with_torchrun
+    from dataflex.launch import maybe_relaunch_with_torchrun
 
     # FORCE_TORCHRUN=1 (or several GPUs): rerun this command under torchrun once the config is valid
     code = maybe_relaunch_with_torchrun(["train", args.config, *args.overrides])
