@@ -6,14 +6,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dataflex.configs.validation import format_validation_error
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError
+from dataflex.gradients.transforms import AdamState
+from dataflex.selectors.scoring import aggregate
 
 
 class SelectorParams(BaseModel):
@@ -57,6 +60,8 @@ class SelectionContext:
     cache_dir: Path | None = None
     seed: int = 0
     device: torch.device | str = "cpu"
+    adam_state: AdamState | None = None
+    """Adam moments to use when there is no live optimizer (offline, read from a checkpoint)."""
 
 
 @dataclass
@@ -80,6 +85,45 @@ class Selection:
             self.scores = [float(s) for s in self.scores]
             if len(self.scores) != len(self.indices):
                 raise ValueError(f"Selection has {len(self.indices)} indices but {len(self.scores)} scores.")
+
+
+@dataclass
+class CandidateScores:
+    """Scores of a set of candidates, per target subtask.
+
+    Attributes:
+        per_subtask: ``(n_candidates, n_subtasks)`` scores.
+        subtasks: The subtask of each column.
+        metadata: Small JSON-serialisable facts (transform, timings, cache hit...).
+    """
+
+    per_subtask: torch.Tensor
+    subtasks: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """``(n_candidates,)``: the max over subtasks (LESS's matching step)."""
+        return aggregate(self.per_subtask)
+
+
+@runtime_checkable
+class ScoresCandidates(Protocol):
+    """The capability of a selector that scores every candidate it is given.
+
+    Offline selection (``dataflex-cli select``) uses it to score the whole pool under
+    each checkpoint and combine the scores with learning-rate weights; a selector
+    without it makes one :meth:`Selector.select` call on the last checkpoint.
+    """
+
+    @property
+    def needs_optimizer_state(self) -> bool:
+        """True when scores use the optimizer's moments (then checkpoints need optimizer.pt)."""
+        ...
+
+    def score_candidates(self, ctx: SelectionContext, candidates: np.ndarray) -> CandidateScores:
+        """Score ``candidates`` (indices of ``ctx.train_dataset``); identical on every rank."""
+        ...
 
 
 class Selector(ABC):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -25,15 +24,14 @@ import torch
 from pydantic import Field, field_validator
 
 from dataflex.errors import ConfigError
-from dataflex.gradients import num_trainable
+from dataflex.gradients import AdamState, num_trainable
 from dataflex.registry import PROJECTORS, did_you_mean, register_selector
-from dataflex.selectors.base import Selection, SelectionContext
+from dataflex.selectors.base import CandidateScores, Selection, SelectionContext
 from dataflex.selectors.cache import adam_identity, data_identity, model_identity
 from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_projector
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.scoring import (
     ScoreAccumulator,
-    aggregate,
     subtask_groups,
     subtask_scores,
     summarize,
@@ -44,35 +42,13 @@ from dataflex.selectors.scoring import (
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class RoundScores:
-    """One round's LESS scores of a set of candidates.
-
-    Attributes:
-        per_subtask: ``(C, S)`` mean cosine of each candidate to each validation subtask.
-        subtasks: The ``S`` subtask names, in column order.
-        transform: The candidates' gradient transform actually used (``adam``/``sgd``/``sign``).
-        cache_hit: Whether the scores came from the cache.
-        time_features_s: Seconds spent computing gradient features.
-        time_scoring_s: Seconds spent computing similarities.
-    """
-
-    per_subtask: torch.Tensor
-    subtasks: list[str]
-    transform: str
-    cache_hit: bool = False
-    time_features_s: float = 0.0
-    time_scoring_s: float = 0.0
-
-    @property
-    def scores(self) -> torch.Tensor:
-        """``(C,)`` round scores s_i: the max over subtasks."""
-        return aggregate(self.per_subtask)
-
-
 @register_selector("less")
 class LessSelector(PoolSelector):
-    """LESS: Adam-preconditioned gradient similarity to a target validation set."""
+    """LESS: Adam-preconditioned gradient similarity to a target validation set.
+
+    It has the :class:`~dataflex.selectors.base.ScoresCandidates` capability, so
+    offline selection combines its scores over checkpoints.
+    """
 
     requires_eval_dataset = True
 
@@ -153,16 +129,22 @@ class LessSelector(PoolSelector):
             )
 
     # -- feature transform ------------------------------------------------------------------
-    def candidate_transform(self, ctx: SelectionContext) -> tuple[str, Any]:
+    @property
+    def needs_optimizer_state(self) -> bool:
+        """True for ``gradient_type: adam``."""
+        return self.params.gradient_type == "adam"
+
+    def candidate_transform(self, ctx: SelectionContext) -> tuple[str, AdamState | None]:
         """The transform for candidates this round and its Adam state (or ``None``).
 
+        The state is ``ctx.adam_state`` when given, else read from ``ctx.optimizer``;
         ``adam`` before the first optimizer step falls back to ``sgd`` with a log line.
         """
         kind = self.params.gradient_type
         if kind != "adam":
             return kind, None
-        from dataflex.gradients import AdamState
-
+        if ctx.adam_state is not None:
+            return "adam", ctx.adam_state
         opt = ctx.optimizer
         if opt is None or not any(len(s) for s in opt.state.values()):
             logger.warning(
@@ -187,20 +169,17 @@ class LessSelector(PoolSelector):
         return self._projector[1]
 
     # -- scoring ----------------------------------------------------------------------------
-    def score_candidates(
-        self,
-        ctx: SelectionContext,
-        candidates: np.ndarray,
-        *,
-        transform: str,
-        adam_state: Any = None,
-    ) -> RoundScores:
+    def score_candidates(self, ctx: SelectionContext, candidates: np.ndarray) -> CandidateScores:
         """One round's per-subtask scores of ``candidates`` (pool indices) under ``ctx.model``.
 
-        Every rank computes the features of its shard of the validation set and of
-        the candidates; validation features and candidate scores are gathered, so
-        every rank returns the same result. Scores are cached under ``cache_dir``.
+        ``per_subtask[c, s]`` is the mean cosine of candidate ``c`` to validation subtask
+        ``s``; ``metadata`` holds the transform actually used, ``cache_hit`` and the
+        seconds spent on features and on scoring. Every rank computes the features of
+        its shard of the validation set and of the candidates; validation features and
+        candidate scores are gathered, so every rank returns the same result. Scores are
+        cached under ``cache_dir``.
         """
+        transform, adam_state = self.candidate_transform(ctx)
         p = self.params
         model = ctx.model
         labels = self.subtask_labels(ctx)
@@ -224,7 +203,11 @@ class LessSelector(PoolSelector):
         cache = self.cache(ctx, "less-scores")
         hit = self.cached(ctx, cache, fingerprint)
         if hit is not None:
-            return RoundScores(hit["per_subtask"], [str(n) for n in names], transform, cache_hit=True)
+            return CandidateScores(
+                hit["per_subtask"],
+                [str(n) for n in names],
+                {"transform": transform, "cache_hit": True, "time_features_s": 0.0, "time_scoring_s": 0.0},
+            )
 
         timing = {"features": 0.0, "scoring": 0.0}
         feature_dir = self.cache_dir(ctx)
@@ -271,27 +254,29 @@ class LessSelector(PoolSelector):
 
         per_subtask = self.sharded(ctx, len(cand_list), work)
         self.store(ctx, cache, fingerprint, {"per_subtask": per_subtask})
-        return RoundScores(
+        return CandidateScores(
             per_subtask,
             [str(n) for n in names],
-            transform,
-            time_features_s=timing["features"],
-            time_scoring_s=timing["scoring"],
+            {
+                "transform": transform,
+                "cache_hit": False,
+                "time_features_s": timing["features"],
+                "time_scoring_s": timing["scoring"],
+            },
         )
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
         self.check_context(ctx)
         available = self.check_request(ctx, num_samples)
         cands = self.draw_candidates(ctx, available, num_samples)
-        transform, adam_state = self.candidate_transform(ctx)
-        result = self.score_candidates(ctx, cands, transform=transform, adam_state=adam_state)
+        result = self.score_candidates(ctx, cands)
         return self.choose(ctx, cands, result, num_samples, weight=float(ctx.learning_rate))
 
     def choose(
         self,
         ctx: SelectionContext,
         candidates: np.ndarray,
-        result: RoundScores,
+        result: CandidateScores,
         num_samples: int,
         weight: float,
     ) -> Selection:
@@ -306,13 +291,13 @@ class LessSelector(PoolSelector):
             indices,
             result.scores,
             len(candidates),
-            transform=result.transform,
+            transform=result.metadata["transform"],
             subtasks=result.subtasks,
             score_accumulation=acc.mode,
             selected_scores=summarize(totals[pos]),
-            cache_hit=result.cache_hit,
-            time_features_s=round(result.time_features_s, 4),
-            time_scoring_s=round(result.time_scoring_s, 4),
+            cache_hit=result.metadata["cache_hit"],
+            time_features_s=round(result.metadata["time_features_s"], 4),
+            time_scoring_s=round(result.metadata["time_scoring_s"], 4),
         )
         return Selection(indices=indices, scores=totals[pos].tolist(), metadata=meta)
 

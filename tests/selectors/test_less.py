@@ -54,8 +54,7 @@ def test_round_scores_equal_independent_computation(warm, ctx_factory, subtask_f
     got = sel.select(ctx, len(pool))
     subtasks = [ex["subtask"] for ex in val] if subtask_field else None
     ref, per = less_round_scores(model, opt, pool, val, subtasks, transform=transform)
-    _, state = sel.candidate_transform(ctx)
-    parts = sel.score_candidates(ctx, np.arange(len(pool)), transform=transform, adam_state=state)
+    parts = sel.score_candidates(ctx, np.arange(len(pool)))
     for i in range(len(pool)):
         for s, name in enumerate(parts.subtasks):
             assert parts.per_subtask[i, s].item() == pytest.approx(per[i][name], abs=2e-5)
