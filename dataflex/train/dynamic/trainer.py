@@ -30,7 +30,6 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.selectors.base import Selection, SelectionContext, Selector
-from dataflex.train.dynamic.plan import check_dynamic_plan
 from dataflex.train.dynamic.reports import SelectionReport, plot_run, round_record
 from dataflex.train.dynamic.sampler import DynamicSelectionSampler
 from dataflex.train.dynamic.schedule import SelectionSchedule
@@ -94,6 +93,21 @@ def check_training_args(args: Any, schedule: SelectionSchedule) -> None:
         )
 
 
+def global_batch_size(args: Any) -> int:
+    """Examples per optimizer step over all data-parallel ranks, from ``TrainingArguments`` alone.
+
+    ``train_batch_size × gradient_accumulation_steps × world_size ÷ (tp × cp × sp)``, the
+    Trainer's ``get_total_train_batch_size`` with the parallel sizes of
+    ``args.parallelism_config``, so the plan can be checked before the model exists.
+    """
+    parallel = 1
+    config = getattr(args, "parallelism_config", None)
+    if config is not None:
+        for size in ("tp_size", "cp_size", "sp_size"):
+            parallel *= int(getattr(config, size, None) or 1)
+    return args.train_batch_size * args.gradient_accumulation_steps * (args.world_size // parallel)
+
+
 class DynamicSelectionMixin:
     """Adds dynamic data selection to a ``transformers.Trainer`` subclass.
 
@@ -152,17 +166,16 @@ class DynamicSelectionMixin:
             selection_eval_dataset if selection_eval_dataset is not None else trainer.eval_dataset
         )
         self.selection_collator = selection_collator
-        examples_per_step = trainer.get_total_train_batch_size(trainer.args)
-        check_dynamic_plan(
-            schedule,
-            selector,
-            len(train_dataset),
-            examples_per_step,
-            has_eval_dataset=self.selection_eval_dataset is not None,
-        )
         self.selection_schedule = schedule
+        # The Trainer's own count (it knows the model's tensor-parallel size); the sampler
+        # checks the plan with it, once.
         self.dynamic_sampler = DynamicSelectionSampler(
-            selector, schedule, len(train_dataset), examples_per_step, seed=trainer.args.seed
+            selector,
+            schedule,
+            len(train_dataset),
+            trainer.get_total_train_batch_size(trainer.args),
+            seed=trainer.args.seed,
+            has_eval_dataset=self.selection_eval_dataset is not None,
         )
         if trainer.args.max_steps != schedule.total_steps:
             logger.info("dataflex: max_steps set to the schedule's total, %d.", schedule.total_steps)

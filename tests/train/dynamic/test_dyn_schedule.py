@@ -7,16 +7,12 @@ import math
 
 import pytest
 
+from dataflex.configs.components import selector_from_components
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.registry import build_selector
 from dataflex.selectors.base import Selection, SelectionContext, Selector
-from dataflex.train.dynamic import (
-    DynamicSelectionSampler,
-    SelectionSchedule,
-    check_dynamic_plan,
-    selector_from_components,
-    warmup_indices,
-)
+from dataflex.train.dynamic import DynamicSelectionSampler, SelectionSchedule, warmup_indices
+from dataflex.train.dynamic.sampler import check_dynamic_plan
 
 
 @pytest.mark.parametrize(
