@@ -171,3 +171,20 @@ def test_chunks_cover_the_whole_schedule_exactly_once():
             seen.extend(sampler)
         expected = [i for r in schedule.rounds for i in sampler.selections[r].indices]
         assert seen == expected
+
+
+@pytest.mark.parametrize(("batch", "accum"), [(2, 3), (5, 1)])
+def test_the_early_global_batch_is_the_trainers(tmp_path, tiny_llama, batch, accum):
+    from transformers import Trainer, TrainingArguments
+
+    from dataflex.train.dynamic.trainer import global_batch_size
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accum,
+        report_to=[],
+        use_cpu=True,
+    )
+    trainer = Trainer(model=tiny_llama(), args=args)
+    assert global_batch_size(args) == trainer.get_total_train_batch_size(args) == batch * accum
