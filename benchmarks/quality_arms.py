@@ -38,18 +38,18 @@ selectors:
     params:
       gradient_type: adam
       proj_dim: 512
-      replacement: true     # an example may be picked again in a later round
+      repeat_across_rounds: true     # an example may be picked again in a later round
       batch_size: 16
   loss:
     name: loss
     params:
       focus: high
-      replacement: true
+      repeat_across_rounds: true
       batch_size: 16
   random:
     name: random
     params:
-      replacement: true
+      repeat_within_round: true
 """
 
 

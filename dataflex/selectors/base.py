@@ -161,6 +161,15 @@ class Selector(ABC):
             raw: The params mapping (e.g. from ``components.yaml``).
             where: Prefix naming the source, e.g. ``"components.yaml: selectors.less.params"``.
         """
+        fields = cls.Params.model_fields
+        if "replacement" in raw and "replacement" not in fields:
+            ours = [f for f in ("repeat_within_round", "repeat_across_rounds") if f in fields]
+            raise ConfigError(
+                f"{where + '.' if where else ''}replacement: this key was split in two: "
+                "repeat_within_round (an example may appear more than once in one round) and "
+                "repeat_across_rounds (an example chosen in an earlier round may be chosen again); "
+                f"{cls.__name__} takes {' and '.join(ours) if ours else 'neither'}."
+            )
         try:
             return cls.Params.model_validate(dict(raw))
         except ValidationError as exc:
@@ -178,25 +187,37 @@ class Selector(ABC):
         Must return the same :class:`Selection` on every rank.
         """
 
+    @property
+    def repeats_within_round(self) -> bool:
+        """True when one round's selection may hold an example more than once."""
+        return bool(getattr(self.params, "repeat_within_round", False))
+
     def check_budget(self, pool_size: int, num_samples: int) -> None:
         """Raise before any work if ``num_samples`` cannot be drawn from ``pool_size``.
 
-        Selectors whose Params have ``replacement: true`` may repeat examples.
+        The one budget rule of every selector: a round may ask for more examples than
+        the pool holds only when it may repeat examples within the round
+        (:attr:`repeats_within_round`, the ``repeat_within_round`` param).
 
         Raises:
             ConfigError: for a non-positive request, an empty pool, or a request larger
-                than the pool without replacement.
+                than the pool without repeats.
         """
+        name = getattr(self, "registry_name", type(self).__name__)
         if num_samples <= 0:
-            raise ConfigError(f"{type(self).__name__}: num_samples must be positive, got {num_samples}.")
+            raise ConfigError(f"{name}: num_samples must be positive, got {num_samples}.")
         if pool_size <= 0:
-            raise ConfigError(f"{type(self).__name__}: the candidate pool is empty.")
-        if num_samples > pool_size and not getattr(self.params, "replacement", False):
+            raise ConfigError(f"{name}: the candidate pool is empty.")
+        if num_samples > pool_size and not self.repeats_within_round:
+            fix = (
+                ", add data, or set repeat_within_round: true"
+                if "repeat_within_round" in type(self).Params.model_fields
+                else " or add data"
+            )
             raise ConfigError(
-                f"{type(self).__name__}: asked for {num_samples} examples from a pool of "
-                f"{pool_size} without replacement. Lower the per-round budget "
-                "(per-device batch x gradient accumulation x world size x update_step), "
-                "add data, or set replacement: true."
+                f"{name}: asked for {num_samples} examples from a pool of {pool_size} without "
+                "replacement (a round picks distinct examples). Lower the per-round budget "
+                f"(per-device batch x gradient accumulation x world size x update_step){fix}."
             )
 
     def state_dict(self) -> dict[str, Any]:

@@ -23,10 +23,11 @@ def test_shipped_file_loads_and_builds_every_entry():
 
 
 def test_valid_file_builds_with_params(tmp_path):
-    path = write(tmp_path, "selectors:\n  rnd:\n    name: random\n    params: {seed: 7, replacement: true}\n")
+    params = "{seed: 7, repeat_within_round: true}"
+    path = write(tmp_path, f"selectors:\n  rnd:\n    name: random\n    params: {params}\n")
     sel = load_components(path).build_selector("rnd")
     assert sel.params.seed == 7
-    assert sel.params.replacement is True
+    assert sel.params.repeat_within_round is True
 
 
 # Each bad file maps to the exact message it must give (a regex over the whole message).

@@ -68,7 +68,7 @@ def test_round_scores_equal_independent_computation(warm, ctx_factory, subtask_f
 
 def test_cumulative_over_two_rounds_with_different_lrs(warm, ctx_factory):
     model, opt, pool, val = warm
-    sel = build_selector("less", projector="identity", replacement=True, batch_size=5)
+    sel = build_selector("less", projector="identity", repeat_across_rounds=True, batch_size=5)
     sel.select(ctx_factory(model, pool, val, optimizer=opt, learning_rate=3e-3, round=1, step=2), 3)
     s1, _ = less_round_scores(model, opt, pool, val)
     train_steps(model, opt, pool, 1)
@@ -78,7 +78,7 @@ def test_cumulative_over_two_rounds_with_different_lrs(warm, ctx_factory):
     got_scores = all_scores(got)
     for i in range(len(pool)):
         assert got_scores[i] == pytest.approx(expected[i].item(), abs=1e-7)
-    restored = build_selector("less", projector="identity", replacement=True)
+    restored = build_selector("less", projector="identity", repeat_across_rounds=True)
     restored.load_state_dict(sel.state_dict())
     assert restored.accumulator.total.tolist() == pytest.approx(expected.tolist(), abs=1e-7)
 
@@ -166,7 +166,7 @@ def test_metadata_reports_round_composition_and_timings(warm, ctx_factory):
 
 def test_zero_learning_rate_round_weighs_nothing_but_breaks_ties(warm, ctx_factory, caplog):
     model, opt, pool, val = warm
-    sel = build_selector("less", projector="identity", replacement=True)
+    sel = build_selector("less", projector="identity", repeat_across_rounds=True)
     with caplog.at_level(logging.WARNING, logger="dataflex.selectors.less"):
         first = sel.select(ctx_factory(model, pool, val, optimizer=opt, learning_rate=0.0, round=1), 10)
     assert "get weight 0 in the cumulative score" in caplog.text

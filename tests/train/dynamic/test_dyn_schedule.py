@@ -132,10 +132,24 @@ def test_sampler_rejects_a_malformed_selection(indices, match):
 def test_round_budget_larger_than_the_pool_is_rejected_before_training():
     with pytest.raises(ConfigError, match="asked for 24 examples from a pool of 20 without replacement"):
         check_dynamic_plan(SelectionSchedule(0, 3, 1), build_selector("random"), 20, 8)
-    assert (
-        check_dynamic_plan(SelectionSchedule(0, 3, 1), build_selector("random", replacement=True), 20, 8)
-        == 24
-    )
+    repeats = build_selector("random", repeat_within_round=True)
+    assert check_dynamic_plan(SelectionSchedule(0, 3, 1), repeats, 20, 8) == 24
+    # repeating across rounds does not let one round repeat an example
+    for name in ("less", "loss"):
+        with pytest.raises(
+            ConfigError, match=rf"{name}: asked for 24 .* without replacement.* or add data\."
+        ):
+            check_dynamic_plan(
+                SelectionSchedule(0, 3, 1), build_selector(name, repeat_across_rounds=True), 20, 8
+            )
+
+
+@pytest.mark.parametrize(
+    ("name", "takes"), [("random", "repeat_within_round"), ("less", "repeat_across_rounds")]
+)
+def test_the_old_replacement_key_names_the_two_that_replace_it(name, takes):
+    with pytest.raises(ConfigError, match=rf"replacement: this key was split in two: .*takes {takes}\."):
+        build_selector(name, replacement=True)
 
 
 def test_selector_needing_a_target_set_requires_eval_dataset():
