@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 
 from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, num_trainable
+from dataflex.projectors.base import Projector
 from dataflex.registry import PROJECTORS, did_you_mean, register_selector
 from dataflex.selectors.base import CandidateScores, Selection, SelectionContext
 from dataflex.selectors.cache import adam_identity, data_identity, model_identity
@@ -75,14 +76,14 @@ class LessSelector(PoolSelector):
         @field_validator("projector")
         @classmethod
         def _known_projector(cls, value: str) -> str:
-            if value not in ("auto", "identity") and value not in PROJECTORS:
+            if value not in PROJECTORS:
                 raise ValueError(f"unknown projector {value!r}." + did_you_mean(value, PROJECTORS.names()))
             return value
 
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
         self.accumulator: ScoreAccumulator | None = None
-        self._projector: tuple[tuple, Any] | None = None
+        self._projector: tuple[tuple, Projector] | None = None
 
     # -- checks -----------------------------------------------------------------------------
     def subtask_labels(self, ctx: SelectionContext) -> list[str]:
@@ -156,7 +157,7 @@ class LessSelector(PoolSelector):
             return "sgd", None
         return "adam", AdamState.from_optimizer(ctx.model, opt)
 
-    def projector_for(self, ctx: SelectionContext) -> Any:
+    def projector_for(self, ctx: SelectionContext) -> Projector:
         """The round's projector, reused across rounds while its shape, seed and device hold.
 
         Reuse keeps the torch backends' generated blocks of P between rounds.
@@ -188,7 +189,7 @@ class LessSelector(PoolSelector):
         identity = {
             "model": model_identity(model),
             "step": ctx.step,
-            "projector": projector.fingerprint() if projector is not None else {"kind": "identity"},
+            "projector": projector.fingerprint(),
             "dtype": p.feature_dtype,
         }
         fingerprint = {
