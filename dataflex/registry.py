@@ -12,7 +12,7 @@ import fnmatch
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from dataflex.errors import RegistryError
 
@@ -129,7 +129,7 @@ class Registry(Generic[T]):
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
 
-    def build(self, name: str, *args: Any, **params: Any) -> T:
+    def build(self, name: str, *args: object, **params: object) -> T:
         """Instantiate the class registered as ``name`` with ``args`` and ``params``."""
         return self.get(name)(*args, **params)
 
@@ -177,12 +177,12 @@ def list_projectors(pattern: str | None = None) -> list[str]:
     return PROJECTORS.names(pattern)
 
 
-def build_selector(name: str, **params: Any) -> Selector:
+def build_selector(name: str, **params: object) -> Selector:
     """Validate ``params`` with the selector's ``Params`` model and build it."""
     cls = SELECTORS.get(name)
     return cls.from_params(params)
 
 
-def build_projector(name: str, **kwargs: Any) -> Projector:
+def build_projector(name: str, **kwargs: object) -> Projector:
     """Build the projector registered as ``name`` (kwargs go to its constructor)."""
     return PROJECTORS.build(name, **kwargs)

@@ -148,7 +148,7 @@ class Selector(ABC):
     requires_eval_dataset: ClassVar[bool] = False
     """True for selectors that score candidates against a target set (LESS)."""
 
-    def __init__(self, params: BaseModel | None = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         if params is not None and kwargs:
             raise TypeError("Pass either a Params instance or keyword params, not both.")
         self.params = params if params is not None else self.validate_params(kwargs)

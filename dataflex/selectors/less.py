@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, num_trainable
@@ -80,7 +81,7 @@ class LessSelector(PoolSelector):
                 raise ValueError(f"unknown projector {value!r}." + did_you_mean(value, PROJECTORS.names()))
             return value
 
-    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.accumulator: ScoreAccumulator | None = None
         self._projector: tuple[tuple, Projector] | None = None
@@ -213,7 +214,13 @@ class LessSelector(PoolSelector):
         timing = {"features": 0.0, "scoring": 0.0}
         feature_dir = self.cache_dir(ctx)
 
-        def rows(dataset: Any, indices: list[int], kind: str, state: Any, role: str) -> torch.Tensor:
+        def rows(
+            dataset: Sequence[Mapping[str, Any]],
+            indices: list[int],
+            kind: str,
+            state: AdamState | None,
+            role: str,
+        ) -> torch.Tensor:
             t0 = time.perf_counter()
             request = FeatureRequest(
                 dataset=dataset,
@@ -318,7 +325,7 @@ class LessSelector(PoolSelector):
         state["scores"] = self.accumulator.state_dict() if self.accumulator is not None else None
         return state
 
-    def load_state_dict(self, state: Any) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         state = dict(state)
         scores = state.pop("scores", None)
         super().load_state_dict(state)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from dataflex.errors import ConfigError
 from dataflex.selectors.base import SelectionContext, Selector, SelectorParams
@@ -53,7 +53,7 @@ class PoolSelector(Selector):
 
     Params = PoolParams
 
-    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.chosen: set[int] = set()
 
@@ -149,7 +149,7 @@ class PoolSelector(Selector):
 
     @staticmethod
     def report(
-        ctx: SelectionContext, indices: list[int], scores: torch.Tensor, candidates: int, **extra: Any
+        ctx: SelectionContext, indices: list[int], scores: torch.Tensor, candidates: int, **extra: object
     ) -> dict[str, Any]:
         """The metadata every scoring selector reports."""
         meta: dict[str, Any] = {
