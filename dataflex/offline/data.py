@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataflex.data.dataset_info import load_dataset_info
 from dataflex.data.loader import read_attr_rows, resolve_datasets
 from dataflex.data.tokenize import tokenize_examples
 
@@ -54,8 +55,6 @@ class OfflineDataset:
 
 def _info_entry(attr: Any, dataset_dir: Path) -> dict[str, Any]:
     """The ``dataset_info.json`` entry of ``attr`` (rebuilt from ``attr`` for a direct file)."""
-    from dataflex.data.dataset_info import load_dataset_info
-
     info = load_dataset_info(dataset_dir)
     if attr.name in info:
         return dict(info[attr.name])

@@ -24,6 +24,7 @@ from dataflex.train.config import TrainConfig
 from dataflex.train.data import prepare_datasets
 from dataflex.train.dynamic.sampler import check_dynamic_plan
 from dataflex.train.dynamic.schedule import SelectionSchedule
+from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_training_args, global_batch_size
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
 
@@ -155,8 +156,6 @@ def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Any)
             a per-round budget larger than the pool, or training arguments that
             contradict the schedule.
     """
-    from dataflex.train.dynamic.trainer import check_training_args, global_batch_size
-
     schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)  # type: ignore[arg-type]
     selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "")
     check_dynamic_plan(
@@ -193,8 +192,6 @@ def build_trainer(
         "processing_class": tokenizer,
     }
     if cfg.train_type == "dynamic_select":
-        from dataflex.train.dynamic.trainer import DynamicSelectTrainer
-
         if plan is None:
             raise ValueError("a dynamic_select run needs its DynamicPlan (plan_dynamic_selection).")
         return DynamicSelectTrainer(
