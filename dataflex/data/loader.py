@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataflex.data.dataset_info import DatasetAttr, resolve_dataset, split_names
+from dataflex.configs.yaml_files import split_names
+from dataflex.data.dataset_info import DatasetAttr, resolve_dataset
 from dataflex.data.readers import RowError, convert_row, read_rows, required_columns
 from dataflex.errors import ConfigError
 
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def resolve_datasets(names_or_paths: str | list[str], dataset_dir: str | Path = "data") -> list[DatasetAttr]:
     """Resolve every name of a comma-separated list (all checked before any file is read)."""
-    names = split_names(names_or_paths)
+    names = split_names(names_or_paths or [])
     if not names:
         raise ConfigError("no dataset given: set dataset to a dataset_info.json name or a .json/.jsonl path.")
     return [resolve_dataset(name, dataset_dir) for name in names]

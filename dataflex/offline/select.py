@@ -25,6 +25,7 @@ import torch
 from dataflex.configs.components import load_components
 from dataflex.data.collator import SFTDataCollator
 from dataflex.data.loader import resolve_datasets
+from dataflex.data.sft_dataset import composition
 from dataflex.data.templates import get_template
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError
@@ -38,7 +39,7 @@ from dataflex.offline.data import (
     write_text_atomic,
 )
 from dataflex.selectors.base import CandidateScores, ScoresCandidates, SelectionContext, Selector
-from dataflex.selectors.scoring import composition, summarize, top_n
+from dataflex.selectors.scoring import summarize, top_n
 from dataflex.train import model as train_model
 
 logger = logging.getLogger(__name__)

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from dataflex.data.sft_dataset import composition
 from dataflex.errors import ConfigError
 from dataflex.selectors.base import SelectionContext, Selector, SelectorParams
 from dataflex.selectors.cache import ScoreCache
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import candidate_indices, composition, summarize
+from dataflex.selectors.scoring import candidate_indices, summarize
 
 logger = logging.getLogger(__name__)
 

@@ -12,28 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dataflex.data.sft_dataset import composition
 from dataflex.selectors.base import Selection
 from dataflex.train.dynamic.state import atomic_write_text
 
 SELECTIONS_FILE = "selections.jsonl"
 LOG_HISTORY_FILE = "log_history.json"
 PLOT_FILES = ("loss.png", "composition.png", "scores.png")
-
-
-def composition(train_dataset: Any, indices: Sequence[int], key: str = "dataset") -> dict[str, int] | None:
-    """Count the chosen examples by their ``key`` field; ``None`` when examples have no such field."""
-    if not indices:
-        return {}
-    first = train_dataset[indices[0]]
-    if not isinstance(first, Mapping) or key not in first:
-        return None
-    counts = Counter(str(train_dataset[i][key]) for i in indices)
-    return dict(sorted(counts.items()))
 
 
 def round_record(
