@@ -58,17 +58,9 @@ class SelectionReport:
         self.report_dir = Path(report_dir)
         self.path = self.report_dir / SELECTIONS_FILE
 
-    def reset(self, keep_rounds_below: int = 0) -> None:
-        """Drop the records of rounds ≥ ``keep_rounds_below`` (all by default), atomically.
-
-        A resumed run keeps the rounds its checkpoint already holds and rewrites the rest.
-        """
-        kept = (
-            [r for r in read_selections(self.path) if r["round"] < keep_rounds_below]
-            if self.path.is_file()
-            else []
-        )
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    def reset(self) -> None:
+        """Empty the report, atomically (a resumed run then rewrites its checkpoint's rounds)."""
+        atomic_write_text(self.path, "")
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Add one round's record."""
