@@ -63,10 +63,7 @@ def test_no_module_imports_a_layer_above_its_own(path):
     for line, module in runtime_imports(path):
         target = part_of(module)
         assert target in LAYERS, f"{path.name}:{line} imports {module}, which is not on the map"
-        if own in SHARED:
-            ok = target in SHARED
-        else:
-            ok = LAYERS[target] <= LAYERS[own]
+        ok = target in SHARED if own in SHARED else LAYERS[target] <= LAYERS[own]
         assert ok, f"{path.relative_to(PACKAGE)}:{line}: {own} imports {module} ({target} is above it)"
 
 
