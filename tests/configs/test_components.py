@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dataflex.configs import SHIPPED_COMPONENTS, load_components
 from dataflex.errors import ConfigError
+from dataflex.registry import SELECTORS
 from dataflex.selectors import RandomSelector
 
 
@@ -17,8 +19,13 @@ def test_shipped_file_loads_and_builds_every_entry():
     comps = load_components()
     assert comps.path == SHIPPED_COMPONENTS
     assert "random" in comps.selector_names()
+    raw = yaml.safe_load(SHIPPED_COMPONENTS.read_text())["selectors"]
+    assert comps.selector_names() == sorted(raw)
     for key in comps.selector_names():
-        assert comps.build_selector(key) is not None
+        sel = comps.build_selector(key)
+        assert type(sel) is SELECTORS.get(raw[key]["name"]), key
+        for param, value in raw[key]["params"].items():  # every value in the file reaches the selector
+            assert getattr(sel.params, param) == value, (key, param)
     assert isinstance(comps.build_selector("random"), RandomSelector)
 
 

@@ -1,4 +1,5 @@
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -153,14 +154,19 @@ def test_scores_cached_and_reused_only_for_the_same_round(warm, ctx_factory, tmp
 def test_metadata_reports_round_composition_and_timings(warm, ctx_factory):
     model, opt, pool, val = warm
     sel = build_selector("less", projector="identity", candidate_fraction=0.5, seed=3)
+    t0 = time.perf_counter()
     got = sel.select(ctx_factory(model, pool, val, optimizer=opt, learning_rate=2e-4, round=1, step=2), 3)
+    wall = time.perf_counter() - t0
     meta = got.metadata
     assert meta["round"] == 1
     assert meta["step"] == 2
     assert meta["learning_rate"] == 2e-4
     assert meta["candidates"] == 5
     assert sum(meta["composition"].values()) == 3
-    assert meta["time_features_s"] >= 0
+    # the phases are parts of this select call, not of earlier work or another unit
+    assert meta["time_features_s"] > 0
+    assert meta["time_scoring_s"] >= 0
+    assert meta["time_features_s"] + meta["time_scoring_s"] <= wall + 2e-4  # rounded to 0.1 ms
     assert set(meta["candidate_scores"]) == {"min", "mean", "max", "std"}
 
 
