@@ -144,7 +144,20 @@ def test_select_with_the_loss_selector(warmup, tmp_path):
     result = run_offline_select(load_offline_config(cfg))
     rows = read_jsonl(tmp_path / "out" / "scores.jsonl")
     assert [r["index"] for r in rows] == result.indices
-    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    # independently: each pool example's own loss under the last checkpoint, one at a time
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from dataflex.data import SFTDataCollator
+
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(QUICKSTART / "model"), warmup / "checkpoint-2"
+    ).eval()
+    with torch.no_grad():
+        losses = [float(model(**SFTDataCollator(0)([ex])).loss) for ex in result_pool(cfg)]
+    top = sorted(range(len(losses)), key=lambda i: -losses[i])[:5]
+    assert result.indices == top  # focus: high, temperature 0: the five highest losses
+    assert [r["score"] for r in rows] == pytest.approx([losses[i] for i in top], abs=1e-5)
 
 
 def test_bad_input_is_refused_before_any_work(warmup, tmp_path):
