@@ -14,7 +14,7 @@ from dataflex.data import load_dataset_examples
 from dataflex.errors import ConfigError
 from dataflex.offline.config import load_offline_config
 from dataflex.offline.select import run_offline_select
-from dataflex.registry import register_selector
+from dataflex.registry import SELECTORS, register_selector
 from dataflex.selectors.base import CandidateScores, ScoresCandidates, Selector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,7 +212,6 @@ def test_select_from_full_finetuning_checkpoints(tmp_path):
     assert len(read_jsonl(tmp_path / "out" / "scores.jsonl")) == 16
 
 
-@register_selector("test_offline_length_scorer")
 class LengthScorer(Selector):
     """A user's scoring selector: it has the ScoresCandidates capability, and select() is unused."""
 
@@ -226,7 +225,15 @@ class LengthScorer(Selector):
         raise AssertionError("offline selection must use score_candidates")
 
 
-def test_a_users_scoring_selector_runs_over_every_checkpoint(warmup, tmp_path):
+@pytest.fixture
+def length_scorer():
+    """Registered only while the test runs, so other tests see the built-in selectors alone."""
+    register_selector("test_offline_length_scorer")(LengthScorer)
+    yield
+    SELECTORS.unregister("test_offline_length_scorer")
+
+
+def test_a_users_scoring_selector_runs_over_every_checkpoint(warmup, tmp_path, length_scorer):
     assert isinstance(LengthScorer(), ScoresCandidates)
     components = {"selectors": {"by_length": {"name": "test_offline_length_scorer", "params": {}}}}
     (tmp_path / "components.yaml").write_text(yaml.safe_dump(components))
