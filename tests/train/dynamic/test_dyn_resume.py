@@ -8,6 +8,7 @@ from dyn_helpers import IndexCollator, make_pool, tiny_llama, training_args
 from peft import LoraConfig, get_peft_model
 from transformers import TrainerCallback
 
+from dataflex.data.collator import SFTDataCollator
 from dataflex.errors import ConfigError
 from dataflex.registry import build_selector
 from dataflex.train.dynamic import (
@@ -114,3 +115,34 @@ def test_resume_with_another_schedule_or_without_state_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="has no dataflex_selection.json"):
         make_trainer(tmp_path).train(resume_from_checkpoint=str(checkpoint))
     assert not [p for p in checkpoint.iterdir() if p.name.endswith(".tmp")]
+
+
+def less_trainer(output_dir, callbacks=()):
+    """LESS (exact features, cumulative scores) on the tiny model, scored against a held-out set."""
+    return DynamicSelectTrainer(
+        model=lora_model(),
+        args=training_args(output_dir, save_strategy="steps", save_steps=100),
+        train_dataset=make_pool(24),
+        data_collator=SFTDataCollator(pad_token_id=0),
+        selector=build_selector("less", projector="identity", batch_size=8, seed=3),
+        schedule=SCHEDULE,
+        selection_eval_dataset=make_pool(4, seed=9),
+        callbacks=list(callbacks),
+        plots=False,
+    )
+
+
+def test_less_resumes_through_a_real_checkpoint(tmp_path):
+    """Round 2 depends on round 1's cumulative scores and chosen set, and on the Adam state."""
+    full = less_trainer(tmp_path / "full")
+    full.train()
+    less_trainer(tmp_path / "cut", callbacks=[StopAt(2)]).train()  # right after round 1
+    saved = load_selection_state(tmp_path / "cut" / "checkpoint-2")["sampler"]["selector"]
+    assert sorted(saved) == ["chosen", "scores"]
+    resumed = less_trainer(tmp_path / "cut")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "cut" / "checkpoint-2"))
+    assert {r: s.indices for r, s in resumed.selections.items()} == {
+        r: s.indices for r, s in full.selections.items()
+    }
+    assert resumed.selections[2].scores == pytest.approx(full.selections[2].scores, abs=1e-6)
+    assert resumed.selector.state_dict()["chosen"] == full.selector.state_dict()["chosen"]
