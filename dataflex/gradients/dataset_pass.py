@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from dataflex.errors import ConfigError
 from dataflex.gradients.features import FeaturePlan
+from dataflex.gradients.sharded import pad_batches
 from dataflex.gradients.store import FeatureStore
 from dataflex.gradients.transforms import AdamState
 from dataflex.projectors.base import Projector
@@ -113,4 +114,11 @@ def compute_features(
             else:
                 out[rows[0] : rows[-1] + 1] = feats
             bar.update(len(rows))
+
+    # ZeRO-3 / FSDP: forwards are collective, so every rank runs as many batches as the busiest.
+    def padding() -> None:
+        pad = collator([dataset[indices[0]]])
+        plan.features({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in pad.items()})
+
+    pad_batches(model, len(batches), padding)
     return store.read() if store is not None else out

@@ -73,6 +73,10 @@ class AdamState:
         Raises:
             ConfigError: if the optimizer's groups have no ``betas``/``eps`` (not Adam-like).
         """
+        from dataflex.engines import engine_of, full_adam_state
+
+        if engine_of(model).sharded:  # ZeRO-1/2/3, FSDP: the full moments, through the engine's API
+            return cls({n: AdamMoments(*m) for n, m in full_adam_state(model, optimizer).items()})
         names = {id(p): n for n, p in model.named_parameters()}
         moments: dict[str, AdamMoments] = {}
         for i, group in enumerate(optimizer.param_groups):

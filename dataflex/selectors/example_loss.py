@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from dataflex.data.collator import IGNORE_INDEX
+from dataflex.gradients.sharded import pad_batches
 
 
 def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -71,6 +72,12 @@ def dataset_losses(
             chunk = [examples[int(i)] for i in indices[start : start + batch_size]]
             batch = {k: v.to(device) for k, v in collator(chunk).items()}
             out.append(per_example_loss(model, batch).cpu())
+
+        def padding() -> None:  # a discarded batch: ZeRO-3 / FSDP forwards are collective
+            first = examples[int(indices[0])] if len(indices) else examples[0]
+            per_example_loss(model, {k: v.to(device) for k, v in collator([first]).items()})
+
+        pad_batches(model, len(out), padding)
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)

@@ -161,10 +161,11 @@ class LessSelector(PoolSelector):
         kind = self.params.gradient_type
         if kind != "adam":
             return kind, None
+        from dataflex.engines import has_optimizer_state
         from dataflex.gradients import AdamState
 
         opt = ctx.optimizer
-        if opt is None or not any(len(s) for s in opt.state.values()):
+        if opt is None or not has_optimizer_state(ctx.model, opt):  # agreed by all ranks
             logger.warning(
                 "less round %d (step %d): no Adam state yet (no optimizer step taken); candidates use "
                 "plain gradients ('sgd') this round.",

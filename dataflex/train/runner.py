@@ -96,7 +96,8 @@ def build_training_args(cfg: TrainConfig) -> Any:
     # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
     # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not _has_accelerator() and (cfg.bf16 or distributed):
+    # DeepSpeed brings up its own (gloo) process group on CPU; use_cpu=True would switch it off.
+    if not _has_accelerator() and (cfg.bf16 or distributed) and cfg.deepspeed is None:
         logger.info(
             "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
         )
