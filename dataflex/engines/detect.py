@@ -89,6 +89,13 @@ def full_numel(param: torch.Tensor) -> int:
     return int(numel) if numel is not None else param.numel()
 
 
+def _ds_available(p: torch.Tensor) -> bool:
+    """Whether a ZeRO-3 parameter is whole here now (persistent small ones always are)."""
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+    return p.ds_status == ZeroParamStatus.AVAILABLE
+
+
 def full_tensors(named: list[tuple[str, torch.Tensor]]):
     """Yield ``(name, full detached tensor)`` for each parameter, one at a time.
 
@@ -97,7 +104,7 @@ def full_tensors(named: list[tuple[str, torch.Tensor]]):
     collectives: every rank must iterate the same list to the end.
     """
     for name, p in named:
-        if hasattr(p, "ds_id"):
+        if hasattr(p, "ds_id") and not _ds_available(p):
             import deepspeed
 
             with deepspeed.zero.GatheredParameters([p], modifier_rank=None):

@@ -10,7 +10,7 @@ run. Two things remain:
 * modules on the ``torch.func`` fallback (norms under full fine-tuning) are called with
   their own parameters, which are empty shards outside the engine's gather: refused;
 * forwards are collective: every rank runs the same number of batches
-  (:func:`pad_batches`).
+  (:func:`~dataflex.engines.lockstep_extra_batches`, :func:`run_padding`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from dataflex.engines import Engine, engine_of, lockstep_extra_batches
+from dataflex.engines import Engine, engine_of
 from dataflex.errors import ConfigError
 
 
@@ -47,18 +47,11 @@ def check_capturable(model: nn.Module, functional_modules: Sequence[str]) -> Non
         )
 
 
-def pad_batches(model: nn.Module, local_batches: int, run_one: Callable[[], Any]) -> int:
-    """Run ``run_one`` (a discarded batch) until this rank has run as many batches as the busiest.
+def run_padding(extra: int, run_one: Callable[[], Any]) -> None:
+    """Run ``extra`` discarded batches (``run_one``): see :func:`~dataflex.engines.lockstep_extra_batches`.
 
-    Args:
-        model: The model whose engine decides whether forwards are collective.
-        local_batches: Batches this rank ran.
-        run_one: Runs one padding batch (same kind of pass as the real ones).
-
-    Returns:
-        The number of padding batches run (0 except under ZeRO-3 / FSDP with uneven shards).
+    The count must be agreed *before* the real batches start (a rank that finished
+    early would otherwise wait in the agreement while another waits in a gather).
     """
-    extra = lockstep_extra_batches(model, local_batches)
     for _ in range(extra):
         run_one()
-    return extra

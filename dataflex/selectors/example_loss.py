@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from dataflex.data.collator import IGNORE_INDEX
-from dataflex.gradients.sharded import pad_batches
+from dataflex.engines import lockstep_extra_batches
+from dataflex.gradients.sharded import run_padding
 
 
 def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -67,6 +68,8 @@ def dataset_losses(
     was_training = model.training
     model.eval()
     out = []
+    # ZeRO-3 / FSDP: forwards are collective; agree on the padding before the first batch.
+    extra = lockstep_extra_batches(model, -(-len(indices) // batch_size))
     try:
         for start in range(0, len(indices), batch_size):
             chunk = [examples[int(i)] for i in indices[start : start + batch_size]]
@@ -77,7 +80,7 @@ def dataset_losses(
             first = examples[int(indices[0])] if len(indices) else examples[0]
             per_example_loss(model, {k: v.to(device) for k, v in collator([first]).items()})
 
-        pad_batches(model, len(out), padding)
+        run_padding(extra, padding)
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
