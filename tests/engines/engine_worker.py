@@ -10,6 +10,7 @@ parameter gradient was written.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 from typing import Any
@@ -32,6 +33,9 @@ SPECS: dict[str, dict[str, Any]] = {
     "loss": {"focus": "high", "temperature": 0.0, "batch_size": 2},
 }
 POOL, VAL, BUDGET = 9, 3, 4
+HANG_AFTER_S = 300
+# One candidate: rank 1 has no rows and must still join rank 0's collective forwards.
+ONE = {"less_one": {"projector": "identity", "max_candidates": 1}, "loss_one": {"max_candidates": 1}}
 
 
 def lora_model() -> torch.nn.Module:
@@ -69,18 +73,25 @@ def optimizer_for(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=LR, betas=BETAS, eps=EPS, weight_decay=0.0)
 
 
-def build(engine: str, rank: int) -> tuple[torch.nn.Module, Any]:
-    """The model to score on and the optimizer, after one step on the global batch."""
+def build(engine: str, rank: int) -> tuple[torch.nn.Module, Any, Any]:
+    """The model to score on, its optimizer and a function taking one more training step.
+
+    The model has taken one step on the global batch.
+    """
     model = lora_model()
     collate = SFTDataCollator(0)
     batch = train_batch()
     if engine == "reference":
         opt = optimizer_for([p for p in model.parameters() if p.requires_grad])
-        for half in (batch[:2], batch[2:]):
-            (model(**collate(half)).loss / 2).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return model, opt
+
+        def step() -> None:
+            for half in (batch[:2], batch[2:]):
+                (model(**collate(half)).loss / 2).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step()
+        return model, opt, step
     local = collate(batch[2 * rank : 2 * rank + 2])
     if engine.startswith("zero"):
         import deepspeed
@@ -89,10 +100,13 @@ def build(engine: str, rank: int) -> tuple[torch.nn.Module, Any]:
         ds_engine, ds_opt, _, _ = deepspeed.initialize(
             model=model, optimizer=opt, config=ds_config(int(engine[-1]))
         )
-        loss = ds_engine(**local).loss
-        ds_engine.backward(loss)
-        ds_engine.step()
-        return ds_engine.module, ds_opt
+
+        def step() -> None:
+            ds_engine.backward(ds_engine(**local).loss)
+            ds_engine.step()
+
+        step()
+        return ds_engine.module, ds_opt, step
     if engine == "fsdp2":
         from torch.distributed.fsdp import fully_shard
 
@@ -100,18 +114,28 @@ def build(engine: str, rank: int) -> tuple[torch.nn.Module, Any]:
             fully_shard(layer)
         fully_shard(model)
         opt = optimizer_for([p for p in model.parameters() if p.requires_grad])
-        model(**local).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return model, opt
+
+        def step() -> None:
+            model(**local).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step()
+        return model, opt, step
     raise ValueError(engine)
 
 
 def run(engine: str, rank: int, world: int) -> dict[str, Any]:
-    model, opt = build(engine, rank)
+    """Select with every spec after one step, check the state, take a second step."""
+    from dataflex.engines import engine_of, full_adam_state, full_tensors
+
+    model, opt, step = build(engine, rank)
     pool, val = make_examples(POOL, seed=21), make_examples(VAL, seed=22)
-    out: dict[str, Any] = {"trainable": num_trainable(model)}
-    for name, spec in SPECS.items():
+    out: dict[str, Any] = {"engine": engine_of(model).value, "trainable": num_trainable(model)}
+    moments = full_adam_state(model, opt)
+    out["adam"] = {n: [m.exp_avg.flatten().tolist(), m.exp_avg_sq.flatten().tolist()] for n, m in moments.items()}
+    out["hparams"] = sorted({(m.beta1, m.beta2, m.eps) for m in moments.values()})
+    for name, spec in {**SPECS, **ONE}.items():
         ctx = SelectionContext(
             model=model,
             optimizer=opt,
@@ -124,25 +148,33 @@ def run(engine: str, rank: int, world: int) -> dict[str, Any]:
             dist=DistributedView(rank, world),
             seed=13,
         )
-        kind = "less" if name.startswith("less") else name
-        sel = build_selector(kind, **spec).select(ctx, BUDGET)
-        out[name] = {"indices": sel.indices, "scores": sel.scores, "meta": sel.metadata.get("transform")}
+        kind = name.split("_")[0]
+        sel = build_selector(kind, **spec).select(ctx, 1 if name in ONE else BUDGET)
+        out[name] = {"indices": sel.indices, "scores": sel.scores, "transform": sel.metadata.get("transform")}
     out["grads_written"] = [n for n, p in model.named_parameters() if p.grad is not None]
+    # Scoring left the training state alone: the next step is the reference's next step.
+    step()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    out["after_step_2"] = {n: t.flatten().tolist() for n, t in full_tensors(trainable)}
     return out
 
 
-def worker(rank: int, world: int, engine: str, init_file: str, out_dir: str) -> None:
+def worker(rank: int, world: int, engines: list[str], init_file: str, out_dir: str) -> None:
+    """Run each of ``engines`` in turn on this rank; write ``<engine>-<rank>.json``."""
+    faulthandler.dump_traceback_later(HANG_AFTER_S, exit=True)  # a deadlock fails instead of hanging
     torch.set_num_threads(1)
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        if engine.startswith("zero"):
+        if any(e.startswith("zero") for e in engines):
             import deepspeed
 
             deepspeed.init_distributed(dist_backend="gloo")
-        result = run(engine, rank, world)
+        for engine in engines:
+            result = run(engine, rank, world)
+            with open(f"{out_dir}/{engine}-{rank}.json", "w") as fh:
+                json.dump(result, fh)
         dist.barrier()
     finally:
         dist.destroy_process_group()
-    with open(f"{out_dir}/{engine}-{rank}.json", "w") as fh:
-        json.dump(result, fh)
+        faulthandler.cancel_dump_traceback_later()
