@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from dataflex.engines import lockstep_extra_batches
 from dataflex.errors import ConfigError
 from dataflex.gradients.features import FeaturePlan
-from dataflex.engines import lockstep_extra_batches
 from dataflex.gradients.sharded import run_padding
 from dataflex.gradients.store import FeatureStore
 from dataflex.gradients.transforms import AdamState

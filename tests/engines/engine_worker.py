@@ -133,7 +133,9 @@ def run(engine: str, rank: int, world: int) -> dict[str, Any]:
     pool, val = make_examples(POOL, seed=21), make_examples(VAL, seed=22)
     out: dict[str, Any] = {"engine": engine_of(model).value, "trainable": num_trainable(model)}
     moments = full_adam_state(model, opt)
-    out["adam"] = {n: [m.exp_avg.flatten().tolist(), m.exp_avg_sq.flatten().tolist()] for n, m in moments.items()}
+    out["adam"] = {
+        n: [m.exp_avg.flatten().tolist(), m.exp_avg_sq.flatten().tolist()] for n, m in moments.items()
+    }
     out["hparams"] = sorted({(m.beta1, m.beta2, m.eps) for m in moments.values()})
     for name, spec in {**SPECS, **ONE}.items():
         ctx = SelectionContext(
