@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from dataflex.engines import full_numel
 from dataflex.errors import ConfigError
 from dataflex.registry import did_you_mean
 
@@ -141,7 +142,8 @@ def apply_finetuning(
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    # full sizes: under ZeRO-3 (zero.Init) the loaded weights are already empty local shards
+    trainable = sum(full_numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(full_numel(p) for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / max(total, 1))
     return model

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflex.data.collator import SFTDataCollator
+from dataflex.engines import check_engine_config, require_deepspeed
 from dataflex.errors import ConfigError
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import prepare_datasets
@@ -84,6 +85,7 @@ def build_training_args(cfg: TrainConfig) -> Any:
 
     if isinstance(cfg.deepspeed, str) and not Path(cfg.deepspeed).is_file():
         raise ConfigError(f"deepspeed: the DeepSpeed config {cfg.deepspeed!r} does not exist.")
+    require_deepspeed(cfg.deepspeed)  # "pip install 'dataflex[deepspeed]'", not a metadata error
     max_steps = cfg.max_steps
     if cfg.dynamic_total_steps is not None:
         max_steps = cfg.dynamic_total_steps  # the selection schedule fixes the length of the run
@@ -96,8 +98,11 @@ def build_training_args(cfg: TrainConfig) -> Any:
     # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
     # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    # DeepSpeed brings up its own (gloo) process group on CPU; use_cpu=True would switch it off.
-    if not _has_accelerator() and (cfg.bf16 or distributed) and cfg.deepspeed is None:
+    if cfg.deepspeed is not None and not _has_accelerator() and "LOCAL_RANK" in os.environ:
+        from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
+
+        extra.update(cpu_deepspeed_training_kwargs())  # use_cpu=True would switch DeepSpeed off
+    elif not _has_accelerator() and (cfg.bf16 or distributed):
         logger.info(
             "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
         )
@@ -188,7 +193,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         # schedule, selector, per-round budget vs. pool: checked before the model loads
         from dataflex.train.dynamic import check_dynamic_config
 
-        check_dynamic_config(cfg, len(data.train), training_args)
+        _, selector = check_dynamic_config(cfg, len(data.train), training_args)
+        check_engine_config(
+            cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector.registry_name
+        )
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(
