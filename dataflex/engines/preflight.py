@@ -5,10 +5,10 @@ What is refused, and why:
 * a ``deepspeed`` config without DeepSpeed installed (``pip install 'dataflex[deepspeed]'``);
 * a DeepSpeed config that is not readable JSON or has no valid ``zero_optimization.stage``;
 * a gradient-based selector under ZeRO-3 with trainable parameters outside ``nn.Linear``
-  / ``nn.Embedding`` modules (``finetuning_type: full`` or ``freeze`` train the norm
-  weights): their per-example gradients need the ``torch.func`` fallback, which calls the
-  module with its own parameters, and under ZeRO-3 those are empty shards outside the
-  engine's gather. LoRA (``finetuning_type: lora``) trains only linear layers and works.
+  / ``nn.Embedding`` modules (``finetuning_type: full`` trains the norm weights): their
+  per-example gradients need the ``torch.func`` fallback, which calls the module with
+  its own parameters, and under ZeRO-3 those are empty shards outside the engine's
+  gather. LoRA (``finetuning_type: lora``) trains only linear layers and works.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def check_engine_config(
 
     Args:
         deepspeed: The config's ``deepspeed`` value (path, dict or None).
-        finetuning_type: ``lora``, ``full`` or ``freeze``.
+        finetuning_type: ``lora`` or ``full``.
         selector: Registry name of the run's selector (None for a static run).
 
     Raises:

@@ -169,6 +169,16 @@ def build_trainer(
     return Trainer(**trainer_kwargs)
 
 
+def _check_engine(cfg: TrainConfig) -> None:
+    """DeepSpeed installed, its config readable, and the engine fits the selector and method."""
+    selector = None
+    if cfg.train_type == "dynamic_select" and cfg.deepspeed is not None:
+        from dataflex.train.dynamic import selector_from_components
+
+        selector = selector_from_components(cfg.components_cfg_file, cfg.component_name).registry_name
+    check_engine_config(cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector)
+
+
 def run_train(cfg: TrainConfig) -> TrainResult:
     """Train as the config says and save the result in ``output_dir``.
 
@@ -183,6 +193,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         raise ConfigError(
             "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
         )
+    _check_engine(cfg)
     check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
@@ -193,10 +204,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         # schedule, selector, per-round budget vs. pool: checked before the model loads
         from dataflex.train.dynamic import check_dynamic_config
 
-        _, selector = check_dynamic_config(cfg, len(data.train), training_args)
-        check_engine_config(
-            cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector.registry_name
-        )
+        check_dynamic_config(cfg, len(data.train), training_args)
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(
