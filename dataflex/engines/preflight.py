@@ -24,6 +24,11 @@ GRADIENT_SELECTORS = frozenset({"less"})
 """Registry names of the selectors that compute per-example gradients."""
 
 
+def deepspeed_installed() -> bool:
+    """Whether the ``deepspeed`` package can be imported here."""
+    return importlib.util.find_spec("deepspeed") is not None
+
+
 def require_deepspeed(deepspeed: str | dict[str, Any] | None) -> None:
     """Refuse a ``deepspeed`` config when DeepSpeed is not installed, naming the extra.
 
@@ -32,7 +37,7 @@ def require_deepspeed(deepspeed: str | dict[str, Any] | None) -> None:
     """
     if deepspeed is None:
         return
-    if importlib.util.find_spec("deepspeed") is None:
+    if not deepspeed_installed():
         raise ConfigError(
             f"deepspeed: the config names a DeepSpeed config ({_describe(deepspeed)}) but DeepSpeed is not "
             "installed. Install it with: pip install 'dataflex[deepspeed]' "
