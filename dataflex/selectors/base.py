@@ -43,6 +43,9 @@ class SelectionContext:
         cache_dir: Directory where the selector may cache features and scores.
         seed: Run seed; selectors derive their randomness from it and ``round``.
         device: Device on which to run model forward/backward passes.
+        total_rounds: Number of selection rounds of the run (``update_times``), for
+            selectors whose rule follows training progress (``delta_loss``); ``None``
+            when unknown (offline selection, direct calls).
     """
 
     model: torch.nn.Module | None
@@ -57,6 +60,7 @@ class SelectionContext:
     cache_dir: Path | None = None
     seed: int = 0
     device: torch.device | str = "cpu"
+    total_rounds: int | None = None
 
 
 @dataclass
