@@ -5,12 +5,14 @@ from dataflex.selectors.base import Selection, SelectionContext, Selector, Selec
 from dataflex.selectors.delta_loss import DeltaLossSelector
 from dataflex.selectors.less import LessSelector
 from dataflex.selectors.loss import LossSelector
+from dataflex.selectors.nice import NiceSelector
 from dataflex.selectors.random_selector import RandomSelector
 
 __all__ = [
     "DeltaLossSelector",
     "LessSelector",
     "LossSelector",
+    "NiceSelector",
     "RandomSelector",
     "Selection",
     "SelectionContext",
