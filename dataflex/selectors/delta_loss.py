@@ -111,9 +111,12 @@ class DeltaLossSelector(PoolSelector):
         super().__init__(params, **kwargs)
         self.reference_losses: torch.Tensor | None = None
 
-    def _rounds(self, ctx: SelectionContext) -> int:
+    def _rounds(self, ctx: SelectionContext) -> int | None:
+        """R, checked before any work; ``None`` (unknown) is allowed in round 1 only."""
         total = self.params.total_rounds if self.params.total_rounds is not None else ctx.total_rounds
         if total is None:
+            if ctx.round <= 1:
+                return None
             raise ConfigError(
                 "delta_loss: the window follows training progress (round r of R), but R is unknown: "
                 "set total_rounds in the selector's params (the dynamic trainer passes update_times)."
@@ -183,7 +186,7 @@ class DeltaLossSelector(PoolSelector):
             extra["delta"] = False
         else:
             scores, order = delta_ranking(reference, current)
-            progress = (ctx.round - 1) / (total - 1)
+            progress = 0.0 if total is None or total == 1 else (ctx.round - 1) / (total - 1)
             start, end = window_bounds(progress, len(cands), p.window_size, p.steepness)
             if p.clip_negative:
                 rose = torch.nonzero(scores[order] < 0).flatten()
@@ -202,12 +205,13 @@ class DeltaLossSelector(PoolSelector):
                     end,
                 )
             pos = window_draw(weights, num_samples, rng)
+            window = scores[order[start:end]] if end > start else scores[:0]
             extra.update(
                 delta=True,
                 progress=progress,
                 window=[int(start), int(max(start, end))],
                 in_window=int(sum(1 for q in pos.tolist() if weights[q] == 1.0)),
-                window_delta=summarize(scores[order[start:end]]) if end > start else {},
+                window_delta=summarize(window[torch.isfinite(window)]),
             )
         fresh = torch.isnan(self.reference_losses[idx])
         if p.reference == "previous":

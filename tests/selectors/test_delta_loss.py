@@ -148,3 +148,10 @@ def test_bad_input_fails_before_any_model_work(examples, ctx_factory):
         build_selector("delta_loss", window_size=0.0)
     with pytest.raises(ConfigError, match="reference"):
         build_selector("delta_loss", reference="first")
+
+
+def test_round_one_needs_no_round_count(tiny_llama, examples, ctx_factory):
+    """Offline (one round, no schedule): the uniform first round, no error."""
+    sel = build_selector("delta_loss", seed=2).select(ctx_factory(tiny_llama(), examples(6), round=1), 2)
+    assert sel.indices == round_rng(2, 1).choice(6, size=2, replace=False).tolist()
+    assert sel.metadata["total_rounds"] is None
