@@ -77,7 +77,7 @@ def test_rounds_equal_slow_computation(tiny_llama, examples, ctx_factory, caplog
         outside_weight=1e-12,  # inside the window only, to compare sets exactly
         clip_negative=False,
         reference=reference,
-        replacement=True,
+        repeat_across_rounds=True,
         batch_size=5,
         seed=3,
     )
@@ -105,7 +105,7 @@ def test_rounds_equal_slow_computation(tiny_llama, examples, ctx_factory, caplog
 def test_clip_negative_ends_window_at_first_rise(tiny_llama, examples, ctx_factory):
     model = tiny_llama(seed=4)
     pool = examples(12, seed=31)
-    sel = build_selector("delta_loss", window_size=0.5, outside_weight=1e-12, replacement=True)
+    sel = build_selector("delta_loss", window_size=0.5, outside_weight=1e-12, repeat_across_rounds=True)
     sel.select(ctx_factory(model, pool, round=1, total_rounds=2), 2)
     before = slow_losses(model, pool)
     nudge(model, pool, steps=4, lr=0.1)
@@ -122,7 +122,7 @@ def test_clip_negative_ends_window_at_first_rise(tiny_llama, examples, ctx_facto
 def test_resume_from_state_dict_gives_the_same_round(tiny_llama, examples, ctx_factory):
     model = tiny_llama(seed=4)
     pool = examples(12, seed=31)
-    kw = {"replacement": False, "batch_size": 4}
+    kw = {"repeat_across_rounds": False, "batch_size": 4}
     a = build_selector("delta_loss", **kw)
     a.select(ctx_factory(model, pool, round=1, total_rounds=3, seed=9), 3)
     saved = json.loads(json.dumps(a.state_dict()))

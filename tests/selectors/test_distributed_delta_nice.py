@@ -52,7 +52,7 @@ def _run(view: DistributedView) -> dict:
 
     handle = model.register_forward_pre_hook(count, with_kwargs=True)
     out = {}
-    delta = build_selector("delta_loss", batch_size=2, replacement=True, window_size=0.5)
+    delta = build_selector("delta_loss", batch_size=2, repeat_across_rounds=True, window_size=0.5)
     first = delta.select(_ctx(model, opt, pool, val, view, 1), 3)
     counting[0] = False
     _step(model, opt, pool[3:6])

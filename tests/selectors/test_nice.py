@@ -213,7 +213,7 @@ def test_resume_and_cache(warm, ctx_factory, tmp_path):
     resumed = b.select(ctx2, 3)
     assert resumed.indices == expected.indices and resumed.scores == pytest.approx(expected.scores)
     assert resumed.metadata["cache_hit"] and not expected.metadata["cache_hit"]
-    assert not set(resumed.indices) & set(saved["chosen"])  # replacement: false
+    assert not set(resumed.indices) & set(saved["chosen"])  # repeat_across_rounds: false
     other = build_selector("nice", **{**kw, "metric": "exact_match"})
     assert not other.select(ctx2, 3).metadata["cache_hit"]  # the metric is part of the key
 
