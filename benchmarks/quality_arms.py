@@ -5,7 +5,9 @@ optimizer steps and examples (``warmup_step + update_step × update_times`` step
 ``batch_size``), through ``dataflex.train``'s own ``run_train`` (what
 ``dataflex-cli train`` runs):
 
-* ``less``, ``random``, ``loss``: dynamic selection with that selector.
+* ``less``, ``random``, ``loss``, ``delta_loss``, ``nice``: dynamic selection with that
+  selector (``nice``'s generation time is reported in ``extra["generation_s"]``, inside
+  the "other" share of the selection time).
 * ``full``: a plain run over the whole pool (no selection).
 * ``less_offline``: the LESS paper's workflow — a warm-up LoRA run of ``warmup_step``
   steps on the pool, ``dataflex-cli select``'s code on its checkpoint (one round's
@@ -29,7 +31,7 @@ import torch
 from benchmarks.quality_settings import Setting, Target
 from dataflex.train.dynamic.reports import SELECTIONS_FILE, read_selections
 
-ARMS = ("less", "random", "loss", "full", "less_offline")
+ARMS = ("less", "random", "loss", "full", "less_offline", "delta_loss", "nice")
 
 COMPONENTS = """\
 selectors:
@@ -50,6 +52,24 @@ selectors:
     name: random
     params:
       repeat_within_round: true
+  delta_loss:
+    name: delta_loss
+    params:
+      window_size: 0.2      # the original's default
+      steepness: 10.0
+      repeat_across_rounds: true
+      batch_size: 16
+  nice:
+    name: nice
+    params:
+      gradient_type: adam
+      proj_dim: 512
+      metric: rouge_l       # graded, so that the samples of a prompt get different rewards
+      mc_samples: 4
+      max_new_tokens: 24
+      temperature: 0.7
+      repeat_across_rounds: true
+      batch_size: 16
 """
 
 
@@ -198,6 +218,7 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
         features_s=features,
         scoring_s=scoring,
         selection_other_s=selection - features - scoring,
+        extra={"generation_s": sum(m.get("time_generation_s", 0.0) for m in meta)},
     )
 
 

@@ -16,15 +16,19 @@ from dataflex.selectors.base import (
     Selector,
     SelectorParams,
 )
+from dataflex.selectors.delta_loss import DeltaLossSelector
 from dataflex.selectors.less import LessSelector
 from dataflex.selectors.loss import LossSelector
+from dataflex.selectors.nice import NiceSelector
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.random_selector import RandomSelector
 
 __all__ = [
     "CandidateScores",
+    "DeltaLossSelector",
     "LessSelector",
     "LossSelector",
+    "NiceSelector",
     "PoolParams",
     "PoolSelector",
     "RandomSelector",

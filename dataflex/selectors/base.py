@@ -46,6 +46,9 @@ class SelectionContext:
         cache_dir: Directory where the selector may cache features and scores.
         seed: Run seed; selectors derive their randomness from it and ``round``.
         device: Device on which to run model forward/backward passes.
+        total_rounds: Number of selection rounds of the run (``update_times``), for
+            selectors whose rule follows training progress (``delta_loss``); ``None``
+            when unknown (offline selection, direct calls).
     """
 
     model: torch.nn.Module | None
@@ -62,6 +65,7 @@ class SelectionContext:
     device: torch.device | str = "cpu"
     adam_state: AdamState | None = None
     """Adam moments to use when there is no live optimizer (offline, read from a checkpoint)."""
+    total_rounds: int | None = None
 
 
 @dataclass

@@ -96,8 +96,8 @@ class LessSelector(PoolSelector):
         """
         if ctx.eval_dataset is None or len(ctx.eval_dataset) == 0:
             raise ConfigError(
-                "less scores candidates against a validation set, but no eval dataset was given: "
-                "set eval_dataset (the target task's examples) in the config."
+                f"{self.registry_name} scores candidates against a validation set, but no eval dataset "
+                "was given: set eval_dataset (the target task's examples) in the config."
             )
         field = self.params.subtask_field
         if field is None:
@@ -115,7 +115,7 @@ class LessSelector(PoolSelector):
     def check_context(self, ctx: SelectionContext) -> None:
         """Everything LESS needs, checked before any work."""
         if ctx.model is None or ctx.collator is None:
-            raise ConfigError("less: the selection context needs a model and a collator.")
+            raise ConfigError(f"{self.registry_name}: the selection context needs a model and a collator.")
         self.subtask_labels(ctx)
         if not ctx.learning_rate >= 0:
             raise ConfigError(
@@ -195,7 +195,8 @@ class LessSelector(PoolSelector):
             "dtype": p.feature_dtype,
         }
         fingerprint = {
-            "selector": "less",
+            "selector": self.registry_name,
+            **self.validation_fingerprint(ctx),
             **identity,
             "transform": transform,
             "adam_state": adam_identity(adam_state),
@@ -243,13 +244,7 @@ class LessSelector(PoolSelector):
             timing["features"] += time.perf_counter() - t0
             return out
 
-        val_all = list(range(len(ctx.eval_dataset)))
-        val = self.sharded(
-            ctx,
-            len(val_all),
-            lambda shard: rows(ctx.eval_dataset, val_all[shard.start : shard.stop], "sgd", None, "val"),
-        )
-        val = unit_rows(val)
+        val = unit_rows(self.validation_features(ctx, rows))
         cand_list = [int(i) for i in candidates]
 
         def work(shard: range) -> torch.Tensor:
@@ -272,6 +267,29 @@ class LessSelector(PoolSelector):
                 "time_features_s": timing["features"],
                 "time_scoring_s": timing["scoring"],
             },
+        )
+
+    def validation_fingerprint(self, ctx: SelectionContext) -> dict[str, Any]:
+        """What the validation features depend on beyond model, step, projector and data.
+
+        Nothing for LESS (plain gradients); subclasses whose validation direction is
+        computed differently (``nice``) add their settings here.
+        """
+        return {}
+
+    def validation_features(self, ctx: SelectionContext, rows: Any) -> torch.Tensor:
+        """``(M, k)`` projected validation directions (not normalised), identical on every rank.
+
+        LESS: the plain gradient ∇ℓ(z') of each eval example, each rank computing its
+        shard. ``rows(dataset, indices, transform, adam_state, role)`` computes (and
+        caches) projected per-example gradient features; subclasses replace this
+        method to use another direction in place of ∇ℓ(z') (``nice``).
+        """
+        val_all = list(range(len(ctx.eval_dataset)))
+        return self.sharded(
+            ctx,
+            len(val_all),
+            lambda shard: rows(ctx.eval_dataset, val_all[shard.start : shard.stop], "sgd", None, "val"),
         )
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:

@@ -136,6 +136,13 @@ def test_shipped_selector_examples_validate(name, components_file):
     assert cfg.train_type == "dynamic_select"
 
 
+@pytest.mark.parametrize("name", ["delta_loss", "nice"])
+def test_shipped_selector_examples_validate_with_the_shipped_components(name, monkeypatch):
+    monkeypatch.chdir(REPO)  # components_cfg_file: dataflex/configs/components.yaml
+    cfg = load_train_config(REPO / "examples" / "train_lora" / "selectors" / f"{name}.yaml")
+    assert cfg.component_name == name and cfg.train_type == "dynamic_select"
+
+
 def test_shipped_merge_example_and_quickstart_validate():
     assert load_export_config(REPO / "examples" / "merge_lora" / "llama3_lora_sft.yaml").export_size == 5
     cfg = load_train_config(QUICKSTART / "sft.yaml")

@@ -277,6 +277,7 @@ class DynamicSelectionMixin:
             cache_dir=self.selection_cache_dir,
             seed=trainer.args.seed,
             device=trainer.args.device,
+            total_rounds=self.selection_schedule.update_times,
         )
 
     def _select_if_due(self, step: int) -> None:
