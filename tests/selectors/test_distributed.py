@@ -18,7 +18,13 @@ from tests.conftest import make_examples, make_tiny_llama
 SPECS = {
     "less": {"projector": "identity", "batch_size": 2},
     "loss": {"focus": "high", "temperature": 0.7, "seed": 5, "batch_size": 2},
+    "near": {"batch_size": 2},
+    "tsds": {"max_k": 6, "kde_k": 4, "sigma": 0.2, "alpha": 0.3, "seed": 5, "batch_size": 2},
+    "cluster_less": {"num_clusters": 3, "representatives": 1, "projector": "identity", "batch_size": 2},
 }
+# rows through the model: every candidate (9) and validation example (3) once; cluster_less
+# embeds the candidates and computes LESS features of 3 representatives and the 3 validation rows
+ROWS = {"less": 9 + 3, "loss": 9, "near": 9 + 3, "tsds": 9 + 3, "cluster_less": 9 + 3 + 3}
 
 
 def _run(kind: str, view: DistributedView) -> dict:
@@ -75,4 +81,4 @@ def test_two_processes_match_one_and_share_the_work(tmp_path):
             assert res[kind]["scores"] == pytest.approx(single["scores"], abs=1e-6)
         # every example went through the model on exactly one rank
         assert sum(r[kind]["rows"] for r in results) == single["rows"]
-        assert single["rows"] == (9 + 3 if kind == "less" else 9)
+        assert single["rows"] == ROWS[kind], kind
