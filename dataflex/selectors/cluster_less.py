@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
@@ -77,6 +77,11 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         projector: str = LessSelector.Params.model_fields["projector"]
         subtask_field: str | None = LessSelector.Params.model_fields["subtask_field"]
         feature_dtype: Literal["float16", "float32"] = LessSelector.Params.model_fields["feature_dtype"]
+
+        @field_validator("projector")
+        @classmethod
+        def _known_projector(cls, value: str) -> str:
+            return LessSelector.Params._known_projector(value)
 
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
