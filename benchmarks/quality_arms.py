@@ -5,7 +5,10 @@ optimizer steps and examples (``warmup_step + update_step × update_times`` step
 ``batch_size``), through ``dataflex.train``'s own ``run_train`` (what
 ``dataflex-cli train`` runs):
 
-* ``less``, ``random``, ``loss``: dynamic selection with that selector.
+* ``less``, ``random``, ``loss``, ``near``, ``tsds``, ``cluster_less``: dynamic selection with
+  that selector (the embedding selectors' embedding time is in ``extra["embeddings_s"]`` and
+  counted in ``selection_other_s``; cluster_less's share of LESS's feature rows in
+  ``extra["feature_share"]``).
 * ``full``: a plain run over the whole pool (no selection).
 * ``less_offline``: the LESS paper's workflow — a warm-up LoRA run of ``warmup_step``
   steps on the pool, ``dataflex-cli select``'s code on its checkpoint (one round's
@@ -29,7 +32,7 @@ import torch
 from benchmarks.quality_settings import Setting, Target
 from dataflex.train.dynamic.reports import SELECTIONS_FILE, read_selections
 
-ARMS = ("less", "random", "loss", "full", "less_offline")
+ARMS = ("less", "random", "loss", "full", "less_offline", "near", "tsds", "cluster_less")
 
 COMPONENTS = """\
 selectors:
@@ -50,6 +53,25 @@ selectors:
     name: random
     params:
       replacement: true
+  near:
+    name: near
+    params:
+      replacement: true
+      batch_size: 16
+  tsds:
+    name: tsds
+    params:
+      replacement: true
+      batch_size: 16
+  cluster_less:
+    name: cluster_less
+    params:
+      num_clusters: 16      # 16 x 4 representatives get LESS features instead of every candidate
+      representatives: 4
+      gradient_type: adam
+      proj_dim: 512
+      replacement: true
+      batch_size: 16
 """
 
 
@@ -187,6 +209,11 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
     features = sum(m.get("time_features_s", 0.0) for m in meta)
     scoring = sum(m.get("time_scoring_s", 0.0) for m in meta)
     train_runtime = float(result.metrics["train_runtime"])
+    extra: dict[str, Any] = {}
+    if any("time_embeddings_s" in m for m in meta):
+        extra["embeddings_s"] = sum(m.get("time_embeddings_s", 0.0) for m in meta)
+    if any("feature_share" in m for m in meta):
+        extra["feature_share"] = [m["feature_share"] for m in meta]
     return ArmResult(
         arm=arm,
         seed=seed,
@@ -198,6 +225,7 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
         features_s=features,
         scoring_s=scoring,
         selection_other_s=selection - features - scoring,
+        extra=extra,
     )
 
 
