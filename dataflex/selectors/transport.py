@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 
-def kernel_density(points: torch.Tensor, sigma: float, k: int) -> torch.Tensor:
+def kernel_density(points: torch.Tensor, sigma: float, k: int, block: int = 1024) -> torch.Tensor:
     """TSDS's KDE: Σ over each point's ``k`` nearest points (itself included) of max(0, 1 - d²/σ²).
 
     ``sigma == 0`` gives 1 for every point (no density correction: KNN-Uniform).
@@ -35,11 +35,13 @@ def kernel_density(points: torch.Tensor, sigma: float, k: int) -> torch.Tensor:
     if sigma == 0:
         return torch.ones(n, dtype=torch.float64)
     x = points.to(torch.float64)
-    d2 = torch.cdist(x, x).square()
     k = min(k, n)
-    near = torch.topk(d2, k, dim=1, largest=False).values
-    kernel = (1.0 - near / sigma**2).clamp_min(0.0)
-    return kernel.sum(dim=1)
+    out = torch.empty(n, dtype=torch.float64)
+    for start in range(0, n, block):  # (block × n) distances at a time
+        d2 = torch.cdist(x[start : start + block], x).square()
+        near = torch.topk(d2, k, dim=1, largest=False).values
+        out[start : start + block] = (1.0 - near / sigma**2).clamp_min(0.0).sum(dim=1)
+    return out
 
 
 def transport_plan(dists: torch.Tensor, rho: torch.Tensor, alpha: float, c: float) -> torch.Tensor:
