@@ -81,7 +81,7 @@ class TsdsSelector(EmbeddingPoolSelector):
             description="The paper's C: a constant on the scale of embedding distances.",
         )
         sigma: float = Field(
-            default=0.75,
+            default=0.1,
             ge=0.0,
             description="KDE kernel size; 0 turns the density term off (KNN-Uniform).",
         )
