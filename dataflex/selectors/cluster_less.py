@@ -32,11 +32,11 @@ from pydantic import Field, field_validator
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
 from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector
+from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector, unit_rows64
 from dataflex.selectors.kmeans import kmeans
 from dataflex.selectors.less import LessSelector
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import aggregate, top_n, unit_rows
+from dataflex.selectors.scoring import aggregate, top_n
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class ClusterLessSelector(EmbeddingPoolSelector):
                 "lower num_clusters or raise candidate_fraction/max_candidates."
             )
         rows = self.embed(ctx, ctx.train_dataset, cands.tolist())
-        x = unit_rows(rows.rows.double()).double().numpy()
+        x = unit_rows64(rows.rows).numpy()
         rng = round_rng(self.seed_for(ctx), ctx.round)
         self.clusters = [[int(cands[r]) for r in m] for m in cluster_members(x, k, rng)]
         self.clustered_round = ctx.round

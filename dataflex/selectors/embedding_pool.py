@@ -10,12 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from pydantic import Field
 
 from dataflex.embeddings import EmbeddingRows, EmbeddingSpec, embedding_rows
 from dataflex.errors import ConfigError
 from dataflex.selectors.base import SelectionContext
 from dataflex.selectors.pool import PoolParams, PoolSelector
+
+
+def unit_rows64(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` scaled to unit L2 norm in float64 (an all-zero row stays zero)."""
+    x = x.to(torch.float64)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
 
 
 class EmbeddingParams(PoolParams):

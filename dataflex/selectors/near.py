@@ -27,8 +27,7 @@ from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
 from dataflex.selectors.base import Selection, SelectionContext
 from dataflex.selectors.embedding_file import EmbeddingFile, read_embedding_file
-from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector
-from dataflex.selectors.scoring import unit_rows
+from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector, unit_rows64
 
 
 def merge_neighbours(sim: torch.Tensor, n: int) -> tuple[list[int], list[float]]:
@@ -130,7 +129,7 @@ class NearSelector(EmbeddingPoolSelector):
             train, val = train_rows.rows, val_rows.rows
             cache_hit = val_rows.cache_hit and train_rows.cache_hit
         t1 = time.perf_counter()
-        sim = unit_rows(val.double()).double() @ unit_rows(train.double()).double().T
+        sim = unit_rows64(val) @ unit_rows64(train).T
         pos, scores = merge_neighbours(sim, num_samples)
         indices = [int(cands[i]) for i in pos]
         self.remember(indices)

@@ -25,9 +25,9 @@ from pydantic import Field
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
 from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector
+from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector, unit_rows64
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import top_n, unit_rows
+from dataflex.selectors.scoring import top_n
 from dataflex.selectors.transport import candidate_probabilities, kernel_density, transport_plan
 
 
@@ -109,7 +109,7 @@ class TsdsSelector(EmbeddingPoolSelector):
         train_rows = self.embed(ctx, ctx.train_dataset, cands.tolist())
         q, x = val_rows.rows, train_rows.rows
         if p.normalize:
-            q, x = unit_rows(q.double()).double(), unit_rows(x.double()).double()
+            q, x = unit_rows64(q), unit_rows64(x)
         t1 = time.perf_counter()
         probs, facts = tsds_probabilities(
             q, x, alpha=p.alpha, c=p.cost_scale, sigma=p.sigma, max_k=p.max_k, kde_k=p.kde_k
