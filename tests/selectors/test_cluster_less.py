@@ -4,6 +4,7 @@ choice equals the slow pipeline (one-example embeddings, slow LESS on the repres
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -120,7 +121,7 @@ def test_refresh_schedule_and_resume(warm, ctx_factory):
     ]
     assert not set(r1.indices) & set(r2.indices)
     b = build_selector("cluster_less", **spec)
-    b.load_state_dict(saved)
+    b.load_state_dict(json.loads(json.dumps(saved)))  # checkpoints store it as JSON
     assert b.select(ctx(2), 3).indices == r2.indices
     assert b.state_dict()["clusters"] == saved["clusters"]  # round 2 reused round 1's clusters
 

@@ -3,6 +3,8 @@ is the paper's, and the selector's draw equals one from probabilities computed t
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -114,7 +116,7 @@ def test_resume_and_eval_required(tiny_llama, examples, ctx_factory):
     saved = a.state_dict()
     r2 = a.select(ctx_factory(model, pool, val, round=2), 3)
     b = build_selector("tsds", sampling="distinct", alpha=0.2, max_k=10, kde_k=4)
-    b.load_state_dict(saved)
+    b.load_state_dict(json.loads(json.dumps(saved)))  # checkpoints store it as JSON
     assert b.select(ctx_factory(model, pool, val, round=2), 3).indices == r2.indices
     assert not set(saved["chosen"]) & set(r2.indices)
     with pytest.raises(ConfigError, match="eval_dataset"):
