@@ -66,8 +66,8 @@ selectors:
   cluster_less:
     name: cluster_less
     params:
-      num_clusters: 16      # 16 x 4 representatives get LESS features instead of every candidate
-      representatives: 4
+      num_clusters: 16      # 16 x 16 representatives get LESS features instead of every candidate
+      representatives: 16   # 4 halves the feature cost again but scores clusters too noisily here
       gradient_type: adam
       proj_dim: 512
       replacement: true
