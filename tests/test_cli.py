@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,8 @@ def test_list_shows_selectors_with_doc_line(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "selectors:" in out and "projectors:" in out
-    assert "random  Uniform random choice of examples" in out
+    # names are padded to the longest registered name
+    assert re.search(r"^  random +Uniform random choice of examples", out, re.M)
 
 
 def test_list_filters_by_kind_and_pattern(capsys):
