@@ -44,9 +44,14 @@ _LESS_KEYS = ("gradient_type", "proj_dim", "projector", "subtask_field", "featur
 
 
 def cluster_members(x: np.ndarray, num_clusters: int, rng: np.random.Generator) -> list[list[int]]:
-    """k-means of the rows of ``x``; per cluster, its row positions by distance to the centroid."""
+    """k-means of the rows of ``x``; per cluster, its row positions by distance to the centroid.
+
+    Squared distances are compared at 1e-6 (ties: lower position): exact ties are common (the
+    two members of a two-point cluster) and embeddings computed in different batches differ
+    in their last bits, so 1 and N processes would otherwise order tied members differently.
+    """
     result = kmeans(x, num_clusters, rng)
-    d2 = ((x - result.centroids[result.labels]) ** 2).sum(axis=1)
+    d2 = np.round(((x - result.centroids[result.labels]) ** 2).sum(axis=1), 6)
     members = []
     for c in range(num_clusters):
         rows = np.nonzero(result.labels == c)[0]

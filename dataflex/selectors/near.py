@@ -129,7 +129,9 @@ class NearSelector(EmbeddingPoolSelector):
             train, val = train_rows.rows, val_rows.rows
             cache_hit = val_rows.cache_hit and train_rows.cache_hit
         t1 = time.perf_counter()
-        sim = unit_rows64(val) @ unit_rows64(train).T
+        # cosines compared at 1e-6: fp32 embeddings of one example in different batches differ
+        # by ~1e-7, and 1 and N processes batch differently; ties go to the lower pool index
+        sim = torch.round(unit_rows64(val) @ unit_rows64(train).T, decimals=6)
         pos, scores = merge_neighbours(sim, num_samples)
         indices = [int(cands[i]) for i in pos]
         self.remember(indices)

@@ -46,7 +46,7 @@ def tsds_probabilities(
     k = min(max_k, x.shape[0])
     if k < 2:
         raise ConfigError(f"tsds needs at least 2 candidates per query (max_k and the pool), got {k}.")
-    dist = torch.cdist(q, x)
+    dist = torch.round(torch.cdist(q, x), decimals=6)  # fp32 batch noise (~1e-7) does not reorder ties
     order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
     near = torch.gather(dist, 1, order)
     union, inverse = torch.unique(order, return_inverse=True)

@@ -82,7 +82,9 @@ def test_choice_equals_slow_pipeline(warm, ctx_factory, pick):
     members = []
     for c in range(k):
         idx = [i for i in range(12) if res.labels[i] == c]
-        members.append(sorted(idx, key=lambda i: (float(((x[i] - res.centroids[c]) ** 2).sum()), i)))
+        members.append(
+            sorted(idx, key=lambda i: (round(float(((x[i] - res.centroids[c]) ** 2).sum()), 6), i))
+        )
     reps = [m[:r] for m in members]
     scores, _ = less_round_scores(model, opt, [pool[i] for rs in reps for i in rs], val)
     it = iter(scores.tolist())

@@ -77,7 +77,7 @@ def test_two_processes_match_one_and_share_the_work(tmp_path):
     for kind in SPECS:
         single = _run(kind, DistributedView())
         for res in results:
-            assert res[kind]["indices"] == single["indices"]
+            assert res[kind]["indices"] == single["indices"], kind
             assert res[kind]["scores"] == pytest.approx(single["scores"], abs=1e-6)
         # every example went through the model on exactly one rank
         assert sum(r[kind]["rows"] for r in results) == single["rows"]

@@ -114,3 +114,12 @@ def test_file_not_fitting_the_pool_fails_before_the_model(tmp_path):
     )
     with pytest.raises(ConfigError, match="out of range"):
         build_selector("near", embedding_file=path).check_budget(8, 2)
+
+
+def test_near_ties_go_to_the_lower_pool_index(tmp_path, examples, ctx_factory):
+    """Two embeddings of one example from different batches differ by ~1e-7: not an order."""
+    pool, val = examples(5, seed=1), examples(1, seed=2)
+    train = torch.tensor([[0.0, 1.0], [1.0, 2e-3], [0.5, 0.5], [-1.0, 0.0], [1.0, 2e-3 - 1e-8]])
+    path = _write(tmp_path / "e.safetensors", train=train.double(), eval=torch.tensor([[1.0, 0.0]]).double())
+    got = build_selector("near", embedding_file=path).select(ctx_factory(None, pool, val, collator=None), 2)
+    assert got.indices == [1, 4]  # row 4 is 2e-11 closer in cosine (0.999998): a tie at 1e-6
