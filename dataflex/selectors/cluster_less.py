@@ -159,8 +159,8 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         r = self.params.representatives
         reps = [m[:r] for m in self.clusters]
         flat = np.array([i for rs in reps for i in rs], dtype=np.int64)
-        transform, adam_state = self.less.candidate_transform(ctx)
-        result = self.less.score_candidates(ctx, flat, transform=transform, adam_state=adam_state)
+        result = self.less.score_candidates(ctx, flat)
+        facts = result.metadata
         t0 = time.perf_counter()
         owner = torch.tensor([c for c, rs in enumerate(reps) for _ in rs])
         per_cluster = torch.zeros(len(reps), result.per_subtask.shape[1], dtype=torch.float64)
@@ -176,7 +176,7 @@ class ClusterLessSelector(EmbeddingPoolSelector):
             indices,
             cluster_scores,
             clustered,
-            transform=result.transform,
+            transform=facts["transform"],
             subtasks=result.subtasks,
             clusters=len(self.clusters),
             clustered_round=self.clustered_round,
@@ -185,10 +185,10 @@ class ClusterLessSelector(EmbeddingPoolSelector):
             feature_rows=len(flat) + val_rows,
             less_feature_rows=clustered + val_rows,
             feature_share=round((len(flat) + val_rows) / (clustered + val_rows), 4),
-            cache_hit=result.cache_hit,
+            cache_hit=facts["cache_hit"],
             time_embeddings_s=round(embed_s, 4),
-            time_features_s=round(result.time_features_s, 4),
-            time_scoring_s=round(result.time_scoring_s + time.perf_counter() - t0, 4),
+            time_features_s=round(facts["time_features_s"], 4),
+            time_scoring_s=round(facts["time_scoring_s"] + time.perf_counter() - t0, 4),
         )
         return Selection(indices=indices, scores=scores, metadata=meta)
 

@@ -93,10 +93,10 @@ class TsdsSelector(EmbeddingPoolSelector):
             description="multinomial: n i.i.d. draws (the paper's); distinct: n different examples.",
         )
 
-    def check_budget(self, pool_size: int, num_samples: int) -> None:
-        """Multinomial draws may repeat an example within a round; distinct ones may not."""
-        if self.params.sampling == "distinct" or num_samples <= 0 or pool_size <= 0:
-            super().check_budget(pool_size, num_samples)
+    @property
+    def repeats_within_round(self) -> bool:
+        """Multinomial draws (the paper's) may repeat an example within a round; distinct ones not."""
+        return self.params.sampling == "multinomial"
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
         p = self.params
