@@ -28,6 +28,7 @@ SPECS = {
 }
 # rows through the model: candidates + validation examples, each once; cluster_less embeds
 # the 9 candidates and computes LESS features of 3 representatives and the 3 validation rows
+SELECTOR = {"less_draw": "less"}  # a SPECS key that is not the registry name
 ROWS = {"less": 9 + 3, "loss": 9, "less_draw": 5 + 3, "near": 9 + 3, "tsds": 9 + 3, "cluster_less": 9 + 3 + 3}
 
 
@@ -76,7 +77,7 @@ def _run(kind: str, view: DistributedView) -> dict:
         dist=view,
         seed=13,
     )
-    sel = build_selector(kind.split("_")[0], **SPECS[kind]).select(ctx, 4)
+    sel = build_selector(SELECTOR.get(kind, kind), **SPECS[kind]).select(ctx, 4)
     handle.remove()
     return {"indices": sel.indices, "scores": sel.scores, "rows": rows[0], "meta": sel.metadata}
 
