@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
+from dataflex.engines import lockstep_extra_batches
 from dataflex.errors import ConfigError
+from dataflex.gradients.sharded import run_padding
 from dataflex.registry import did_you_mean
 
 
@@ -114,11 +116,19 @@ def embed_examples(
     was_training = model.training
     model.eval()
     out: list[torch.Tensor] = []
+    # ZeRO-3 / FSDP: forwards are collective; agree on the padding batches before the first.
+    extra = lockstep_extra_batches(model, -(-len(indices) // spec.batch_size))
     try:
         for start in range(0, len(indices), spec.batch_size):
             chunk = [examples[int(i)] for i in indices[start : start + spec.batch_size]]
             batch = {k: v.to(device) for k, v in collator(chunk).items()}
             out.append(embed_batch(model, batch, spec.layer).cpu())
+
+        def padding() -> None:  # a discarded batch, so that every rank runs as many forwards
+            first = examples[int(indices[0])] if len(indices) else examples[0]
+            embed_batch(model, {k: v.to(device) for k, v in collator([first]).items()}, spec.layer)
+
+        run_padding(extra, padding)
     finally:
         model.train(was_training)
     if out:
