@@ -5,9 +5,11 @@ optimizer steps and examples (``warmup_step + update_step × update_times`` step
 ``batch_size``), through ``dataflex.train``'s own ``run_train`` (what
 ``dataflex-cli train`` runs):
 
-* ``less``, ``random``, ``loss``, ``delta_loss``, ``nice``: dynamic selection with that
-  selector (``nice``'s generation time is reported in ``extra["generation_s"]``, inside
-  the "other" share of the selection time).
+* ``less``, ``random``, ``loss``, ``delta_loss``, ``nice``, ``near``, ``tsds``, ``cluster_less``:
+  dynamic selection with that selector (``nice``'s generation time is in
+  ``extra["generation_s"]``, the embedding selectors' embedding time in ``extra["embeddings_s"]``,
+  both counted in ``selection_other_s``; cluster_less's share of LESS's feature rows in
+  ``extra["feature_share"]``).
 * ``full``: a plain run over the whole pool (no selection).
 * ``less_offline``: the LESS paper's workflow — a warm-up LoRA run of ``warmup_step``
   steps on the pool, ``dataflex-cli select``'s code on its checkpoint (one round's
@@ -31,7 +33,18 @@ import torch
 from benchmarks.quality_settings import Setting, Target
 from dataflex.train.dynamic.reports import SELECTIONS_FILE, read_selections
 
-ARMS = ("less", "random", "loss", "full", "less_offline", "delta_loss", "nice")
+ARMS = (
+    "less",
+    "random",
+    "loss",
+    "full",
+    "less_offline",
+    "delta_loss",
+    "nice",
+    "near",
+    "tsds",
+    "cluster_less",
+)
 
 COMPONENTS = """\
 selectors:
@@ -68,6 +81,23 @@ selectors:
       mc_samples: 4
       max_new_tokens: 24
       temperature: 0.7
+  near:
+    name: near
+    params:
+      repeat_across_rounds: true
+      batch_size: 16
+  tsds:
+    name: tsds
+    params:
+      repeat_across_rounds: true
+      batch_size: 16
+  cluster_less:
+    name: cluster_less
+    params:
+      num_clusters: 16      # 16 x 16 representatives get LESS features instead of every candidate
+      representatives: 16   # 4 halves the feature cost again but scores clusters too noisily here
+      gradient_type: adam
+      proj_dim: 512
       repeat_across_rounds: true
       batch_size: 16
 """
@@ -207,6 +237,13 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
     features = sum(m.get("time_features_s", 0.0) for m in meta)
     scoring = sum(m.get("time_scoring_s", 0.0) for m in meta)
     train_runtime = float(result.metrics["train_runtime"])
+    extra: dict[str, Any] = {}
+    if any("time_generation_s" in m for m in meta):
+        extra["generation_s"] = sum(m.get("time_generation_s", 0.0) for m in meta)
+    if any("time_embeddings_s" in m for m in meta):
+        extra["embeddings_s"] = sum(m.get("time_embeddings_s", 0.0) for m in meta)
+    if any("feature_share" in m for m in meta):
+        extra["feature_share"] = [m["feature_share"] for m in meta]
     return ArmResult(
         arm=arm,
         seed=seed,
@@ -218,7 +255,7 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
         features_s=features,
         scoring_s=scoring,
         selection_other_s=selection - features - scoring,
-        extra={"generation_s": sum(m.get("time_generation_s", 0.0) for m in meta)},
+        extra=extra,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from dataflex.errors import ConfigError
 
-GRADIENT_SELECTORS = frozenset({"less"})
+GRADIENT_SELECTORS = frozenset({"less", "cluster_less"})
 """Registry names of the selectors that compute per-example gradients."""
 
 

@@ -16,18 +16,23 @@ from dataflex.selectors.base import (
     Selector,
     SelectorParams,
 )
+from dataflex.selectors.cluster_less import ClusterLessSelector
 from dataflex.selectors.delta_loss import DeltaLossSelector
 from dataflex.selectors.less import LessSelector
 from dataflex.selectors.loss import LossSelector
+from dataflex.selectors.near import NearSelector
 from dataflex.selectors.nice import NiceSelector
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.random_selector import RandomSelector
+from dataflex.selectors.tsds import TsdsSelector
 
 __all__ = [
     "CandidateScores",
+    "ClusterLessSelector",
     "DeltaLossSelector",
     "LessSelector",
     "LossSelector",
+    "NearSelector",
     "NiceSelector",
     "PoolParams",
     "PoolSelector",
@@ -37,6 +42,7 @@ __all__ = [
     "SelectionContext",
     "Selector",
     "SelectorParams",
+    "TsdsSelector",
     "build_selector",
     "list_selectors",
     "register_selector",

@@ -22,8 +22,14 @@ SPECS = {
     "loss": {"focus": "high", "temperature": 0.7, "seed": 5, "batch_size": 2},
     # a seeded draw of 5 of the 9 candidates: every rank must draw the same ones
     "less_draw": {"projector": "identity", "batch_size": 2, "candidate_fraction": 0.5},
+    "near": {"batch_size": 2},
+    "tsds": {"max_k": 6, "kde_k": 4, "sigma": 0.2, "alpha": 0.3, "seed": 5, "batch_size": 2},
+    "cluster_less": {"num_clusters": 3, "representatives": 1, "projector": "identity", "batch_size": 2},
 }
-ROWS = {"less": 9 + 3, "loss": 9, "less_draw": 5 + 3}  # candidates + validation examples
+# rows through the model: candidates + validation examples, each once; cluster_less embeds
+# the 9 candidates and computes LESS features of 3 representatives and the 3 validation rows
+SELECTOR = {"less_draw": "less"}  # a SPECS key that is not the registry name
+ROWS = {"less": 9 + 3, "loss": 9, "less_draw": 5 + 3, "near": 9 + 3, "tsds": 9 + 3, "cluster_less": 9 + 3 + 3}
 
 
 class RankDependent(Selector):
@@ -71,7 +77,7 @@ def _run(kind: str, view: DistributedView) -> dict:
         dist=view,
         seed=13,
     )
-    sel = build_selector(kind.split("_")[0], **SPECS[kind]).select(ctx, 4)
+    sel = build_selector(SELECTOR.get(kind, kind), **SPECS[kind]).select(ctx, 4)
     handle.remove()
     return {"indices": sel.indices, "scores": sel.scores, "rows": rows[0], "meta": sel.metadata}
 
@@ -95,10 +101,10 @@ def test_two_processes_match_one_and_share_the_work(tmp_path):
     for kind in SPECS:
         single = _run(kind, DistributedView())
         for res in results:
-            assert res[kind]["indices"] == single["indices"]
+            assert res[kind]["indices"] == single["indices"], kind
             assert res[kind]["scores"] == pytest.approx(single["scores"], abs=1e-6)
         # every example went through the model on exactly one rank
-        assert sum(r[kind]["rows"] for r in results) == single["rows"] == ROWS[kind]
+        assert sum(r[kind]["rows"] for r in results) == single["rows"] == ROWS[kind], kind
     assert results[0]["less_draw"]["meta"]["candidates"] == 5
     for res in results:  # every rank sees the divergence and says which selector caused it
         assert "returned different selections on different ranks" in res["diverging"]

@@ -1,0 +1,158 @@
+"""``near``: nearest neighbours of the target set in the current model's embedding space.
+
+Each round, the candidates and the validation examples are embedded with the current
+model (:mod:`dataflex.embeddings`: mean-pooled hidden states), and every validation
+example ranks the candidates by cosine similarity. The per-example top-k lists are
+merged into one budget of n by rank level: all validation examples' first
+neighbours, then all second neighbours, ..., each level in order of decreasing
+similarity (ties: lower validation index, then lower pool index), skipping examples
+already taken, until n are chosen. This is the smallest k for which the union of the
+top-k lists holds n examples, with the last level cut by similarity.
+
+Optionally the embeddings come from a file (``embedding_file``) instead of the model:
+see :func:`read_embedding_file`; it is validated when the config is read.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import Field, field_validator
+
+from dataflex.errors import ConfigError
+from dataflex.registry import register_selector
+from dataflex.selectors.base import Selection, SelectionContext
+from dataflex.selectors.embedding_file import EmbeddingFile, read_embedding_file
+from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector, unit_rows64
+
+
+def merge_neighbours(sim: torch.Tensor, n: int) -> tuple[list[int], list[float]]:
+    """Merge per-query top-k lists of ``sim`` (queries × candidates) into ``n`` distinct columns.
+
+    Returns:
+        The chosen column positions, in the order taken, and each one's similarity to the
+        query that took it.
+    """
+    sim = sim.to(torch.float64)
+    num_q, num_c = sim.shape
+    if n > num_c:
+        raise ValueError(f"cannot take {n} distinct candidates from {num_c}.")
+    # per query: candidates by decreasing similarity, ties by lower position (stable sort)
+    order = torch.sort(-sim, dim=1, stable=True).indices
+    taken: list[int] = []
+    scores: list[float] = []
+    seen: set[int] = set()
+    queries = torch.arange(num_q)
+    for level in range(num_c):
+        cols = order[:, level]
+        vals = sim[queries, cols]
+        level_order = np.lexsort((np.arange(num_q), -vals.numpy()))
+        for q in level_order:
+            c = int(cols[q])
+            if c in seen:
+                continue
+            seen.add(c)
+            taken.append(c)
+            scores.append(float(vals[q]))
+            if len(taken) == n:
+                return taken, scores
+    return taken, scores
+
+
+@register_selector("near")
+class NearSelector(EmbeddingPoolSelector):
+    """Per validation example, its nearest candidates by cosine in embedding space."""
+
+    requires_eval_dataset = True
+
+    class Params(EmbeddingParams):
+        embedding_file: str | None = Field(
+            default=None,
+            description=(
+                "Precomputed embeddings (safetensors: train (N, d), eval (M, d), optional train_indices) "
+                "used instead of the model's; null: embed with the current model each round."
+            ),
+        )
+
+        @field_validator("embedding_file")
+        @classmethod
+        def _valid_file(cls, value: str | None) -> str | None:
+            if value is not None:
+                read_embedding_file(value)
+            return value
+
+    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._file: EmbeddingFile | None = None
+
+    def embedding_file(self) -> EmbeddingFile | None:
+        """The validated embedding file, read once, or ``None``."""
+        if self.params.embedding_file is None:
+            return None
+        if self._file is None:
+            self._file = read_embedding_file(self.params.embedding_file)
+        return self._file
+
+    def check_budget(self, pool_size: int, num_samples: int) -> None:
+        """Also check, before the model loads, that the embedding file fits the pool."""
+        file = self.embedding_file()
+        if file is not None:
+            file.check_pool(pool_size)
+        super().check_budget(pool_size, num_samples)
+
+    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
+        val_set = self.eval_examples(ctx)
+        available = self.check_request(ctx, num_samples)
+        file = self.embedding_file()
+        t0 = time.perf_counter()
+        cache_hit = False
+        if file is not None:
+            file.check_pool(len(ctx.train_dataset))
+            file.check_eval(len(val_set))
+            available = np.intersect1d(available, file.pool_indices())
+            if len(available) < num_samples:
+                raise ConfigError(
+                    f"near: {Path(self.params.embedding_file).name} covers {len(available)} choosable pool "
+                    f"examples but the round needs {num_samples}; add rows to the file or lower the budget."
+                )
+            cands = self.draw_candidates(ctx, available, num_samples)
+            train = file.rows_for(cands)
+            val = file.eval
+        else:
+            cands = self.draw_candidates(ctx, available, num_samples)
+            val_rows = self.embed(ctx, val_set, range(len(val_set)))
+            train_rows = self.embed(ctx, ctx.train_dataset, cands.tolist())
+            train, val = train_rows.rows, val_rows.rows
+            cache_hit = val_rows.cache_hit and train_rows.cache_hit
+        t1 = time.perf_counter()
+        # cosines compared at 1e-6: fp32 embeddings of one example in different batches differ
+        # by ~1e-7, and 1 and N processes batch differently; ties go to the lower pool index
+        sim = torch.round(unit_rows64(val) @ unit_rows64(train).T, decimals=6)
+        pos, scores = merge_neighbours(sim, num_samples)
+        indices = [int(cands[i]) for i in pos]
+        self.remember(indices)
+        best = sim.max(dim=0).values
+        meta = self.report(
+            ctx,
+            indices,
+            best,
+            len(cands),
+            source="file" if file is not None else "model",
+            neighbours_per_query=_levels_used(sim, pos),
+            cache_hit=cache_hit,
+            time_embeddings_s=round(t1 - t0, 4),
+            time_scoring_s=round(time.perf_counter() - t1, 4),
+        )
+        return Selection(indices=indices, scores=scores, metadata=meta)
+
+
+def _levels_used(sim: torch.Tensor, taken: list[int]) -> int:
+    """The k of the merge: the deepest rank level any chosen candidate was taken from."""
+    if not taken:
+        return 0
+    ranks = torch.sort(-sim, dim=1, stable=True).indices.argsort(dim=1)
+    return int(ranks[:, taken].min(dim=0).values.max()) + 1
