@@ -85,7 +85,9 @@ class TrainConfig(BaseModel):
         None, description="Validation / target-task datasets (LESS's target set; evaluation data)."
     )
     template: str | None = Field(
-        None, description="Chat template name; unset or `default` = the tokenizer's chat template."
+        None,
+        description="Chat template name, as in LLaMA-Factory (`default` = its `Human:/Assistant:` "
+        "template); unset or `tokenizer` = the tokenizer's own chat template.",
     )
     cutoff_len: int = Field(2048, gt=0, description="Maximum tokens per example (longer are truncated).")
     max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")

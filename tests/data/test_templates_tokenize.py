@@ -59,12 +59,18 @@ def test_named_templates_render_the_documented_text():
         ("Hi", "Hello!</s>"),
         ("2+2?", "4</s>"),
     ]
+    # LLaMA-Factory's `default` (Human:/Assistant:, "\n" separator before later turns), not
+    # the tokenizer's chat template: a LLaMA-Factory config trains on the same text here.
+    assert get_template("default").render_pairs(CONV, eos="</s>") == [
+        ("Be brief.\nHuman: Hi\nAssistant:", "Hello!</s>"),
+        ("\nHuman: 2+2?\nAssistant:", "4</s>"),
+    ]
 
 
 def test_unknown_template_suggests_closest():
     with pytest.raises(ConfigError, match=r"unknown template 'lama3'\. Did you mean 'llama3'"):
         get_template("lama3")
-    assert {"default", "llama3", "qwen", "chatml", "mistral", "alpaca", "empty"} <= set(list_templates())
+    assert {"tokenizer", "default", "llama3", "qwen", "chatml", "mistral", "alpaca", "empty"} <= set(list_templates())
 
 
 def test_template_needing_missing_tokens_or_chat_template(tiny_tokenizer):
@@ -72,7 +78,7 @@ def test_template_needing_missing_tokens_or_chat_template(tiny_tokenizer):
         ConfigError, match=r"template 'llama3' needs the special tokens \['<\|start_header_id\|>'"
     ):
         check_template_tokens(get_template("llama3"), tiny_tokenizer)
-    with pytest.raises(ConfigError, match=r"has no chat template, so template: default cannot be used"):
+    with pytest.raises(ConfigError, match=r"has no chat template, so template: tokenizer cannot be used"):
         get_template(None, tiny_tokenizer)
 
 
