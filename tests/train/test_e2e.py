@@ -38,7 +38,7 @@ def test_train_export_reload_generate(tmp_path, quickstart_overrides):
     report = json.loads((out / "data_report.json").read_text())
     assert report["train"]["by_dataset"] == {"quickstart_train": 48}
     assert sum(report["train"]["by_subtask"].values()) == 48
-    assert report["eval"]["by_subtask"] == {"arithmetic": 32}
+    assert report["eval"]["by_subtask"] == {"uppercase": 32}
     state = json.loads((out / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
     assert [e["step"] for e in state["log_history"] if "eval_loss" in e][:2] == [2, 4]
