@@ -1,4 +1,4 @@
-"""Chat templates: turning a conversation into (prompt, answer) text pairs.
+r"""Chat templates: turning a conversation into (prompt, answer) text pairs.
 
 A template renders a conversation as a list of ``(source, target)`` string pairs, one
 per assistant turn: ``source`` is everything since the previous answer (system prompt,
@@ -45,7 +45,7 @@ class Template:
 
     Slots contain ``{content}`` and may contain ``{bos}`` / ``{eos}``, replaced by the
     tokenizer's BOS/EOS tokens. ``special_tokens`` must each be one token of the
-    tokenizer (checked by :func:`check_template_tokens`).
+    tokenizer (:func:`check_template_tokens` warns otherwise).
 
     Attributes:
         name: Registry name.
@@ -227,16 +227,44 @@ def get_template(name: str | None, tokenizer: Any = None) -> Template | ChatTemp
     return _TEMPLATES[name]
 
 
+def split_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> dict[str, int]:
+    """The literal special tokens of ``template`` that ``tokenizer`` does not encode as one token.
+
+    Returns:
+        Token → number of pieces it is split into (empty when every token is whole).
+    """
+    split = {}
+    for token in template.special_tokens:
+        pieces = len(tokenizer.encode(token, add_special_tokens=False))
+        if pieces != 1:
+            split[token] = pieces
+    return split
+
+
+_warned_split: set[tuple[str, str]] = set()
+
+
 def check_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> None:
-    """Raise if a literal special token of ``template`` is not a single token of ``tokenizer``."""
-    vocab = tokenizer.get_vocab()
-    missing = [t for t in template.special_tokens if t not in vocab]
-    if missing:
-        raise ConfigError(
-            f"template {template.name!r} needs the special tokens {missing}, which the tokenizer of "
-            f"{getattr(tokenizer, 'name_or_path', '?')!r} does not have; use the template the model "
-            f"was trained with (template: {TOKENIZER_TEMPLATE} uses the tokenizer's own chat template)."
-        )
+    """Warn (once per template and tokenizer) when the template's special tokens are not single tokens.
+
+    ``llama3`` on a ChatML tokenizer, for instance, turns ``<|start_header_id|>`` into a
+    run of byte tokens: training still works, but on text the model never saw.
+    """
+    split = split_template_tokens(template, tokenizer)
+    name = str(getattr(tokenizer, "name_or_path", "?"))
+    if not split or (template.name, name) in _warned_split:
+        return
+    _warned_split.add((template.name, name))
+    pieces = ", ".join(f"{tok} -> {n} tokens" for tok, n in split.items())
+    logger.warning(
+        "template %r: the tokenizer of %r does not know its special tokens as single tokens (%s), so "
+        "the model trains on them as plain text. Use the template the model was trained with "
+        "(template: %s uses the tokenizer's own chat template).",
+        template.name,
+        name,
+        pieces,
+        TOKENIZER_TEMPLATE,
+    )
 
 
 _LLAMA3_HEADER = "<|start_header_id|>{role}<|end_header_id|>\n\n"

@@ -20,6 +20,7 @@ from dataflex.data.collator import SFTDataCollator
 from dataflex.errors import ConfigError
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import prepare_datasets
+from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
 
@@ -101,6 +102,7 @@ def build_training_args(cfg: TrainConfig) -> Any:
             "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
         )
         extra["use_cpu"] = True
+    extra.update(cfg.extra_training_args)  # the config's other TrainingArguments keys, unchanged
     try:
         return TrainingArguments(
             **extra,
@@ -145,7 +147,18 @@ def build_trainer(
     training_args: Any,
 ) -> Any:
     """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one."""
+    callbacks = []
+    if cfg.early_stopping_steps is not None:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=cfg.early_stopping_steps,
+                early_stopping_threshold=cfg.early_stopping_min_delta,
+            )
+        )
     trainer_kwargs = {
+        "callbacks": callbacks,
         "model": model,
         "args": training_args,
         "data_collator": collator,
@@ -177,10 +190,14 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         raise ConfigError(
             "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
         )
-    check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
+    model_config = check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
     training_args = build_training_args(cfg)
+    per_step = (
+        training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+    ) * training_args.world_size
+    warn_before_loading(cfg, model_config, has_accelerator=_has_accelerator(), examples_per_step=per_step)
     if data.eval is not None and cfg.eval_strategy == "no" and cfg.train_type == "static":
         logger.info("eval_dataset is checked but not evaluated (eval_strategy: no)")
     if cfg.train_type == "dynamic_select":
@@ -218,7 +235,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     if trainer.is_world_process_zero():
         (out / DATA_REPORT).write_text(json.dumps(data.report, indent=2, ensure_ascii=False) + "\n")
         if cfg.plot_loss:
-            plots = plot_loss(trainer.state.log_history, out)
+            eval_name = (
+                ", ".join(cfg.eval_dataset) if cfg.eval_dataset and cfg.eval_strategy != "no" else None
+            )
+            plots = plot_loss(trainer.state.log_history, out, eval_name=eval_name)
     return TrainResult(
         output_dir=out,
         global_step=trainer.state.global_step,
