@@ -7,8 +7,7 @@ import random
 
 import pytest
 
-from dataflex.data import SFTDataCollator, get_template, list_templates, tokenize_examples
-from dataflex.data import templates
+from dataflex.data import SFTDataCollator, get_template, list_templates, templates, tokenize_examples
 from dataflex.data.templates import check_template_tokens, split_template_tokens
 from dataflex.data.tokenize import infer_seqlen
 from dataflex.errors import ConfigError
@@ -71,7 +70,9 @@ def test_named_templates_render_the_documented_text():
 def test_unknown_template_suggests_closest():
     with pytest.raises(ConfigError, match=r"unknown template 'lama3'\. Did you mean 'llama3'"):
         get_template("lama3")
-    assert {"tokenizer", "default", "llama3", "qwen", "chatml", "mistral", "alpaca", "empty"} <= set(list_templates())
+    assert {"tokenizer", "default", "llama3", "qwen", "chatml", "mistral", "alpaca", "empty"} <= set(
+        list_templates()
+    )
 
 
 def test_template_tokens_split_by_the_tokenizer_warn_once(tiny_tokenizer, qs_tokenizer, caplog):

@@ -17,7 +17,7 @@ SFT = str(QUICKSTART / "sft.yaml")
 pytestmark = pytest.mark.slow
 
 
-def test_train_export_reload_generate(tmp_path, quickstart_overrides):
+def test_train_export_reload_generate(tmp_path, quickstart_overrides, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -49,7 +49,10 @@ def test_train_export_reload_generate(tmp_path, quickstart_overrides):
         f"model_name_or_path: {QUICKSTART / 'model'}\nadapter_name_or_path: {out}\n"
         f"export_dir: {merged}\nexport_size: 0.001\nexport_device: cpu\n"
     )
+    capsys.readouterr()
     assert main(["export", str(merge_yaml)]) == 0
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).count("exported the merged model") == 1  # printed once
     shards = sorted(merged.glob("*.safetensors"))
     assert len(shards) > 1
     for shard in shards:  # every shard holds at most export_size GB of tensors

@@ -35,7 +35,7 @@ finetuning_type: lora
 lora_target: all
 lora_rank: 16
 lora_alpha: 8
-#deepspeed: examples/deepspeed/ds_z3_config.json  # choices: [ds_z0_config.json, ds_z2_config.json, ds_z3_config.json]
+#deepspeed: examples/deepspeed/ds_z3_config.json  # choices: [ds_z0_config.json, ds_z2_config.json, ...]
 
 ### dataset
 dataset: alpaca_en_demo
@@ -163,7 +163,10 @@ def lf_workdir(tmp_path, monkeypatch):
     shutil.copy(QUICKSTART / "data" / "train.json", data / "alpaca_en_demo.json")
     shutil.copy(QUICKSTART / "data" / "valid.json", data / "alpaca_zh_demo.json")
     columns = {"prompt": "instruction", "query": "input", "response": "output"}
-    info = {name: {"file_name": f"{name}.json", "columns": columns} for name in ("alpaca_en_demo", "alpaca_zh_demo")}
+    info = {
+        name: {"file_name": f"{name}.json", "columns": columns}
+        for name in ("alpaca_en_demo", "alpaca_zh_demo")
+    }
     (data / "dataset_info.json").write_text(json.dumps(info))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -176,7 +179,7 @@ def _write(tmp_path, name: str, tail: str):
     return path
 
 
-@pytest.mark.parametrize("name,tail", [("less", LESS), ("loss", LOSS), ("random", RANDOM)])
+@pytest.mark.parametrize(("name", "tail"), [("less", LESS), ("loss", LOSS), ("random", RANDOM)])
 def test_original_selector_configs_load_and_pass_the_pre_model_checks(lf_workdir, caplog, name, tail):
     from dataflex.data import load_dataset_examples
     from dataflex.train.dynamic import check_dynamic_config
@@ -215,9 +218,12 @@ def test_pass_through_keys_also_work_as_overrides(lf_workdir):
 
 
 @pytest.mark.parametrize(
-    "extra,message",
+    ("extra", "message"),
     [
-        (["metric_for_best_modle=eval_loss"], r"unknown key 'metric_for_best_modle'.*'metric_for_best_model'"),
+        (
+            ["metric_for_best_modle=eval_loss"],
+            r"unknown key 'metric_for_best_modle'.*'metric_for_best_model'",
+        ),
         (["remove_unused_columns=true"], r"remove_unused_columns: not supported: dataflex keeps"),
         (["early_stopping_steps=3"], r"early_stopping_steps: needs evaluations"),
     ],
