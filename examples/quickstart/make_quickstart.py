@@ -277,7 +277,10 @@ def make_model(tokenizer, out: Path, seed: int) -> None:
     )
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, max_new_tokens=32
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=32,
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
