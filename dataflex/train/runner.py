@@ -94,6 +94,8 @@ def build_training_args(cfg: TrainConfig) -> Any:
         "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     )
     extra: dict[str, Any] = {checkpointing: cfg.gradient_checkpointing}
+    if not _has_accelerator():
+        extra["dataloader_pin_memory"] = False  # nothing to pin to; saves a UserWarning per dataloader
     # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
     # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
