@@ -294,6 +294,9 @@ REFUSED_TRAINING_ARGS = {
     "label_names": "dataflex's collator always returns the targets as `labels`",
     "activation_checkpointing": "write gradient_checkpointing: dataflex passes it under the installed "
     "transformers' name",
+    "fsdp": "FSDP shards the full weights and Adam moments that LESS needs on the rank that scores; "
+    "train with plain DDP (FORCE_TORCHRUN=1, docs/distributed.md)",
+    "fsdp_config": "see fsdp",
 }
 
 
@@ -326,11 +329,12 @@ def split_training_args(raw: dict[str, Any], overrides: list[str], where: str) -
     for key in foreign:
         if key in REFUSED_TRAINING_ARGS:
             raise ConfigError(f"{where}{key}: not supported: {REFUSED_TRAINING_ARGS[key]}. Remove it.")
-        if key not in names:
-            raise ConfigError(
-                f"{where}unknown key {key!r} (neither a dataflex key nor a transformers.TrainingArguments "
-                "key)." + did_you_mean(key, sorted(own | names))
-            )
+        if key not in names:  # neither a dataflex key nor a TrainingArguments key: a misspelling
+            suggestion = did_you_mean(key, sorted(own | names))
+            if key in raw:
+                raise ConfigError(f"{where}{key}: unknown key {key!r}.{suggestion}")
+            item = overrides[override_keys.index(key)]
+            raise ConfigError(f"override {item!r}: unknown key {key!r}.{suggestion}")
     out = {k: v for k, v in raw.items() if k in own}
     extra = dict(out.get("extra_training_args") or {})
     extra.update({k: v for k, v in raw.items() if k not in own})
