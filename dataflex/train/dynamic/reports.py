@@ -286,7 +286,10 @@ def _plot_composition(
     datasets = sorted({k for r in records for k in (r.get("composition") or {})})
     ax.set_title(f"Run '{run}': what each round chose" + (f" (by {title})" if names else ""))
     if field == "composition" and len(names) == 1:
-        note = f"every chosen example comes from one dataset, {names[0]!r}, and carries no subtask"
+        note = (
+            f"every chosen example comes from one dataset, {names[0]!r}, and carries no subtask:\n"
+            "there is no composition to compare (give the rows a subtask column to see one)"
+        )
         names = []
     elif not names:
         note = "the examples carry no 'dataset' or 'subtask' field"
@@ -321,8 +324,8 @@ def _plot_composition(
         )
         ax.legend(title=legend_title, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     else:
-        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, wrap=True)
-        ax.set_xticks([])
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
     ax.set_xlabel("selection round (warm-up = the random first subset)")
     ax.set_ylabel("examples chosen")
     return _save(fig, path, plt)
