@@ -267,7 +267,7 @@ def _():
 
 @trigger("budget-pool-selector")
 def _():
-    return cli("max_samples=100")
+    return cli("max_samples=30")
 
 
 @trigger("budget-random")
