@@ -27,8 +27,9 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from dataflex.configs.yaml_files import split_names
     from dataflex.registry import PROJECTORS, SELECTORS
-    from dataflex.train.config import import_plugins, split_names
+    from dataflex.train.config import import_plugins
 
     import_plugins([m for value in args.plugins for m in split_names(value)], "--")
 
@@ -58,7 +59,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _setup_logging()
     cfg = load_train_config(args.config, args.overrides)
-    from dataflex.train.dynamic.launch import maybe_relaunch_with_torchrun
+    from dataflex.launch import maybe_relaunch_with_torchrun
 
     # FORCE_TORCHRUN=1 (or several GPUs): rerun this command under torchrun once the config is valid
     code = maybe_relaunch_with_torchrun(["train", args.config, *args.overrides])
@@ -102,8 +103,8 @@ def _close_process_group() -> None:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from dataflex.selectors.offline import run_offline_select
-    from dataflex.selectors.offline_config import load_offline_config
+    from dataflex.offline.config import load_offline_config
+    from dataflex.offline.select import run_offline_select
 
     _setup_logging()
     config = load_offline_config(args.config, args.overrides)

@@ -23,6 +23,7 @@ def test_list_filters_by_kind_and_pattern(capsys):
     assert main(["list", "selectors", "--pattern", "r*"]) == 0
     out = capsys.readouterr().out
     assert "random" in out and "projectors:" not in out
+    assert "less" not in out and "loss" not in out  # the pattern excludes what it does not match
 
 
 @pytest.mark.parametrize("argv", [[], ["frobnicate"], ["list", "--bogus"]])
@@ -43,7 +44,14 @@ def test_list_imports_plugins_first(tmp_path, monkeypatch, capsys):
         "        return Selection(indices=list(range(num_samples)))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert main(["list", "selectors", "--plugins", "listed_plugin_mod"]) == 0
+    monkeypatch.delitem(sys.modules, "listed_plugin_mod", raising=False)
+    try:
+        assert main(["list", "selectors", "--plugins", "listed_plugin_mod"]) == 0
+    finally:  # registered only while this test runs: other tests see the built-in selectors alone
+        from dataflex.registry import SELECTORS
+
+        if "listed_by_plugin" in SELECTORS.names():
+            SELECTORS.unregister("listed_by_plugin")
     out = capsys.readouterr().out
     assert "listed_by_plugin" in out and "A selector that only a plugin module registers." in out
     assert main(["list", "--plugins", "no_such_plugin_mod"]) == 1

@@ -189,16 +189,3 @@ def score_histogram(
     all_counts, _ = np.histogram(v, bins=edges)
     chosen_counts, _ = np.histogram(v[np.asarray(list(chosen), dtype=np.int64)], bins=edges)
     return {"edges": edges.tolist(), "all": all_counts.tolist(), "chosen": chosen_counts.tolist()}
-
-
-def composition(examples: Sequence[Mapping[str, Any]], indices: Sequence[int], field: str = "dataset"):
-    """Count of chosen examples per value of ``field`` (``None`` when no example has it)."""
-    counts: dict[str, int] = {}
-    seen = False
-    for i in indices:
-        value = examples[int(i)].get(field)
-        if value is not None:
-            seen = True
-        key = str(value)
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items())) if seen else None

@@ -32,6 +32,16 @@ def looks_local(name: str) -> bool:
     return "/" in name and Path(name.split("/", 1)[0]).is_dir()
 
 
+def check_local_path(value: str, key: str) -> None:
+    """Refuse a value of ``key`` that looks like a local path but does not exist.
+
+    Raises:
+        ConfigError: naming ``key`` and the missing path.
+    """
+    if looks_local(value) and not Path(value).expanduser().exists():
+        raise ConfigError(f"{key}: the path {value!r} does not exist.")
+
+
 def check_model_path(name: str, trust_remote_code: bool = False, key: str = "model_name_or_path") -> Any:
     """Check that ``name`` is a loadable model and return its ``AutoConfig``.
 
@@ -109,6 +119,27 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
     return sorted(names)
 
 
+def load_adapter(model: Any, adapter: str) -> Any:
+    """Wrap ``model`` with the LoRA adapter in folder ``adapter``, its weights trainable and float32.
+
+    Raises:
+        ConfigError: when the folder has no ``adapter_config.json``.
+    """
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ConfigError(f"adapter_name_or_path: {adapter!r} has no adapter_config.json.")
+    model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    _trainable_in_float32(model)
+    return model
+
+
+def _trainable_in_float32(model: Any) -> None:
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
 def apply_finetuning(
     model: Any,
     finetuning_type: str,
@@ -129,7 +160,7 @@ def apply_finetuning(
         ConfigError: a ``lora_target`` module the model does not have (closest names
             suggested), or an adapter folder without ``adapter_config.json``.
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
 
     if finetuning_type == "full":
         if adapter_name_or_path:
@@ -137,11 +168,7 @@ def apply_finetuning(
         model.requires_grad_(True)
     else:
         if adapter_name_or_path:
-            if not (Path(adapter_name_or_path) / "adapter_config.json").is_file():
-                raise ConfigError(
-                    f"adapter_name_or_path: {adapter_name_or_path!r} has no adapter_config.json."
-                )
-            model = PeftModel.from_pretrained(model, adapter_name_or_path, is_trainable=True)
+            model = load_adapter(model, adapter_name_or_path)
         else:
             valid = linear_module_names(model)
             if lora_target != ["all"]:
@@ -161,9 +188,7 @@ def apply_finetuning(
             model = get_peft_model(model, config)
         if gradient_checkpointing:
             model.enable_input_require_grads()
-    for param in model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
+    _trainable_in_float32(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / max(total, 1))

@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataflex.configs.components import selector_from_components
 from dataflex.data.collator import SFTDataCollator
 from dataflex.errors import ConfigError
+from dataflex.selectors.base import Selector
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import prepare_datasets
+from dataflex.train.dynamic.sampler import check_dynamic_plan
+from dataflex.train.dynamic.schedule import SelectionSchedule
+from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_training_args, global_batch_size
 from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
@@ -139,6 +144,35 @@ def build_training_args(cfg: TrainConfig) -> Any:
         raise ConfigError(f"invalid training arguments: {exc}") from None
 
 
+@dataclass(frozen=True)
+class DynamicPlan:
+    """The schedule and the selector of a ``dynamic_select`` run, built once and checked."""
+
+    schedule: SelectionSchedule
+    selector: Selector
+
+
+def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Any) -> DynamicPlan:
+    """Build and check the selection plan of a ``dynamic_select`` config, before the model loads.
+
+    Raises:
+        ConfigError: for a bad schedule, an unknown component or missing components file,
+            a per-round budget larger than the pool, or training arguments that
+            contradict the schedule.
+    """
+    schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)  # type: ignore[arg-type]
+    selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "")
+    check_dynamic_plan(
+        schedule,
+        selector,
+        pool_size,
+        global_batch_size(training_args),
+        has_eval_dataset=bool(cfg.eval_dataset),
+    )
+    check_training_args(training_args, schedule)
+    return DynamicPlan(schedule, selector)
+
+
 def build_trainer(
     cfg: TrainConfig,
     model: Any,
@@ -147,8 +181,12 @@ def build_trainer(
     eval_dataset: Any,
     collator: Any,
     training_args: Any,
+    plan: DynamicPlan | None = None,
 ) -> Any:
-    """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one."""
+    """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one.
+
+    A ``dynamic_select`` run passes the ``plan`` :func:`plan_dynamic_selection` built.
+    """
     callbacks = []
     if cfg.early_stopping_steps is not None:
         from transformers import EarlyStoppingCallback
@@ -169,10 +207,16 @@ def build_trainer(
         "processing_class": tokenizer,
     }
     if cfg.train_type == "dynamic_select":
-        from dataflex.train.dynamic import build_dynamic_trainer
-
-        # The selector scores against eval_dataset even when the Trainer does not evaluate.
-        return build_dynamic_trainer(cfg, selection_eval_dataset=eval_dataset, **trainer_kwargs)
+        if plan is None:
+            raise ValueError("a dynamic_select run needs its DynamicPlan (plan_dynamic_selection).")
+        return DynamicSelectTrainer(
+            **trainer_kwargs,
+            selector=plan.selector,
+            schedule=plan.schedule,
+            # the selector scores against eval_dataset even when the Trainer does not evaluate
+            selection_eval_dataset=eval_dataset,
+            plots=cfg.plot_loss,
+        )
     from transformers import Trainer
 
     return Trainer(**trainer_kwargs)
@@ -196,17 +240,18 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
     training_args = build_training_args(cfg)
-    per_step = (
-        training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
-    ) * training_args.world_size
-    warn_before_loading(cfg, model_config, has_accelerator=_has_accelerator(), examples_per_step=per_step)
+    warn_before_loading(
+        cfg,
+        model_config,
+        has_accelerator=_has_accelerator(),
+        examples_per_step=global_batch_size(training_args),
+    )
     if data.eval is not None and cfg.eval_strategy == "no" and cfg.train_type == "static":
         logger.info("eval_dataset is checked but not evaluated (eval_strategy: no)")
+    plan = None
     if cfg.train_type == "dynamic_select":
-        # schedule, selector, per-round budget vs. pool: checked before the model loads
-        from dataflex.train.dynamic import check_dynamic_config
-
-        check_dynamic_config(cfg, len(data.train), training_args)
+        # schedule, selector, per-round budget vs. pool: built and checked before the model loads
+        plan = plan_dynamic_selection(cfg, len(data.train), training_args)
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(
@@ -223,7 +268,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         gradient_checkpointing=cfg.gradient_checkpointing,
     )
     collator = SFTDataCollator(tokenizer.pad_token_id)
-    trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args)
+    trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args, plan)
 
     output = trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
     trainer.save_model()

@@ -182,7 +182,7 @@ def _write(tmp_path, name: str, tail: str):
 @pytest.mark.parametrize(("name", "tail"), [("less", LESS), ("loss", LOSS), ("random", RANDOM)])
 def test_original_selector_configs_load_and_pass_the_pre_model_checks(lf_workdir, caplog, name, tail):
     from dataflex.data import load_dataset_examples
-    from dataflex.train.dynamic import check_dynamic_config
+    from dataflex.train.runner import plan_dynamic_selection
 
     cfg = load_train_config(_write(lf_workdir, name, tail))
     assert cfg.component_name == name and cfg.template == "llama3"
@@ -200,7 +200,7 @@ def test_original_selector_configs_load_and_pass_the_pre_model_checks(lf_workdir
         )
         assert (cfg.early_stopping_steps, cfg.early_stopping_min_delta) == (3, 0.01)
     assert len(load_dataset_examples("alpaca_en_demo", cfg.dataset_dir)) == 1050
-    check_dynamic_config(cfg, 1050, args)  # schedule, selector and TrainingArguments: no contradiction
+    plan_dynamic_selection(cfg, 1050, args)  # schedule, selector and TrainingArguments: no contradiction
 
 
 def test_original_merge_configs_load(lf_workdir):
