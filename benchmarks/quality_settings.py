@@ -167,7 +167,7 @@ def quickstart_setting(
     """The quickstart's seven families; ``target`` cut to ``target_count`` rows of the pool.
 
     The default target, ``uppercase``, is one a 0.5M-parameter model can learn in a few
-    dozen steps (the quickstart's own ``arithmetic`` needs sums it cannot compute, so its
+    dozen steps (``arithmetic`` needs sums it cannot compute, so its
     loss barely moves whatever the data); validation and test rows are fresh draws of
     the family that are not in the pool.
     """
@@ -181,7 +181,7 @@ def quickstart_setting(
         pool="pool",
         family_key="subtask",
         targets=(Target(target, f"{target}_valid", f"{target}_test", len(kept) / len(pool)),),
-        template="default",
+        template="tokenizer",
         cutoff_len=64,
         batch_size=8,
         learning_rate=5e-3,
@@ -204,8 +204,10 @@ def quickstart_setting(
         _write_json(setting.data_dir / f"{name}.json", split)
     info = {name: {"file_name": f"{name}.json", "columns": columns} for name in splits}
     (setting.data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    init = work / "init"
-    shutil.copytree(QUICKSTART / "model", init, dirs_exist_ok=True)
+    # the random init of the quickstart model (the committed one is already pre-trained)
+    from transformers import AutoTokenizer
+
+    make_model(AutoTokenizer.from_pretrained(QUICKSTART / "model"), work / "init", seed=0)
     _pretrain(setting, seed=0)
     return setting
 

@@ -218,7 +218,7 @@ def train_yaml(args: argparse.Namespace, model: Path, target: Path, out: Path, p
         "dataset: alpaca_en_demo",
         f"dataset_dir: {SHARED_DATA}",
         f"eval_dataset: {target}",
-        "template: default",
+        "template: tokenizer",
         f"cutoff_len: {args.cutoff}",
         "seed: 42",
         f"output_dir: {out}",

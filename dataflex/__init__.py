@@ -11,7 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dataflex.errors import ConfigError, DataflexError, RegistryError
+from dataflex.logging_utils import configure_library_logger
 from dataflex.registry import build_selector, list_selectors, register_selector
+
+configure_library_logger()  # the `dataflex` logger prints INFO lines to stderr (see logging_utils)
 
 if TYPE_CHECKING:
     from dataflex.selectors.base import Selection, SelectionContext, Selector

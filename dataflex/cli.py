@@ -8,6 +8,7 @@ traceback is shown only for genuine bugs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -26,7 +27,11 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from dataflex.configs.yaml_files import split_names
     from dataflex.registry import PROJECTORS, SELECTORS
+    from dataflex.train.config import import_plugins
+
+    import_plugins([m for value in args.plugins for m in split_names(value)], "--")
 
     for title, registry in (("selectors", SELECTORS), ("projectors", PROJECTORS)):
         if args.kind not in (None, title):
@@ -42,9 +47,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _setup_logging() -> None:
-    import logging
+    """Install the `dataflex` logger's handler (``dataflex.logging_utils``); nothing else to set up."""
+    from dataflex.logging_utils import configure_library_logger
 
-    logging.basicConfig(level=logging.INFO, format="[dataflex] %(levelname)s %(name)s: %(message)s")
+    configure_library_logger()
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -61,9 +67,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return code
     result = run_train(cfg)
     _close_process_group()  # not on failure: a barrier there would wait on ranks that may be gone
-    print(
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 prints the result once
+    headline = (
         f"trained {result.global_step} steps (loss {result.training_loss:.4f}); saved to {result.output_dir}"
     )
+    if cfg.train_type != "dynamic_select":
+        print(headline)
+        return 0
+    from dataflex.train.dynamic.reports import run_summary
+
+    pool = result.data_report["train"]
+    summary = run_summary(
+        result.output_dir / "dataflex",
+        result.log_history,
+        headline=headline,
+        pool_counts={"subtask": pool["by_subtask"], "dataset": pool["by_dataset"]},
+        eval_name=", ".join(cfg.eval_dataset) if cfg.eval_dataset and cfg.eval_strategy != "no" else None,
+    )
+    print("\n".join(summary))
     return 0
 
 
@@ -128,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered selectors and projectors")
     p.add_argument("kind", nargs="?", choices=["selectors", "projectors"], help="only this kind")
     p.add_argument("--pattern", help="glob filter on names, e.g. 'l*'")
+    p.add_argument(
+        "--plugins",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import these modules first (comma-separated or repeated), as a config's `plugins:` does, "
+        "so that the selectors they register are listed",
+    )
     p.set_defaults(handler=_cmd_list)
 
     p = sub.add_parser("select", help="offline selection: score a pool once and write the chosen subset")

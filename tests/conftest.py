@@ -17,6 +17,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data" / "llamafactory"
 
 
+@pytest.fixture(autouse=True)
+def _dataflex_logs_reach_caplog():
+    """dataflex's logger does not propagate by default; let pytest's caplog see its records."""
+    from dataflex.logging_utils import disable_propagation, enable_propagation
+
+    enable_propagation()
+    yield
+    disable_propagation()
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The LLaMA-Factory demo datasets beside the checkout (skips when absent)."""

@@ -34,3 +34,27 @@ def test_bad_usage_exits_2_with_usage_and_no_traceback(argv):
     assert proc.returncode == 2
     assert "usage: dataflex-cli" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_list_imports_plugins_first(tmp_path, monkeypatch, capsys):
+    (tmp_path / "listed_plugin_mod.py").write_text(
+        "from dataflex.selectors import Selection, Selector, register_selector\n\n\n"
+        "@register_selector('listed_by_plugin')\n"
+        "class ListedByPlugin(Selector):\n"
+        '    """A selector that only a plugin module registers."""\n\n'
+        "    def select(self, ctx, num_samples):\n"
+        "        return Selection(indices=list(range(num_samples)))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "listed_plugin_mod", raising=False)
+    try:
+        assert main(["list", "selectors", "--plugins", "listed_plugin_mod"]) == 0
+    finally:  # registered only while this test runs: other tests see the built-in selectors alone
+        from dataflex.registry import SELECTORS
+
+        if "listed_by_plugin" in SELECTORS.names():
+            SELECTORS.unregister("listed_by_plugin")
+    out = capsys.readouterr().out
+    assert "listed_by_plugin" in out and "A selector that only a plugin module registers." in out
+    assert main(["list", "--plugins", "no_such_plugin_mod"]) == 1
+    assert "--plugins: cannot import 'no_such_plugin_mod'" in capsys.readouterr().err

@@ -130,7 +130,8 @@ def _():
 
 @trigger("dynamic-key-missing")
 def _():
-    return cli(config=QUICKSTART_LESS.replace("update_times: 4\n", ""))
+    assert "update_times: 6\n" in QUICKSTART_LESS
+    return cli(config=QUICKSTART_LESS.replace("update_times: 6\n", ""))
 
 
 @trigger("less-without-eval-dataset")
@@ -266,7 +267,7 @@ def _():
 
 @trigger("budget-pool-selector")
 def _():
-    return cli("max_samples=100")
+    return cli("max_samples=30")
 
 
 @trigger("budget-random")

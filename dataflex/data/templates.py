@@ -1,12 +1,14 @@
-"""Chat templates: turning a conversation into (prompt, answer) text pairs.
+r"""Chat templates: turning a conversation into (prompt, answer) text pairs.
 
 A template renders a conversation as a list of ``(source, target)`` string pairs, one
 per assistant turn: ``source`` is everything since the previous answer (system prompt,
 user turn, the assistant header) and gets label -100; ``target`` is the answer and its
 end-of-turn marker and is trained on.
 
-Named templates follow LLaMA-Factory's formats for the same names. ``template: default``
-(or no ``template``) uses the tokenizer's own Jinja chat template, split into pairs by
+Named templates follow LLaMA-Factory's formats for the same names, ``default`` included
+(LLaMA-Factory's ``Human: ...\nAssistant:`` template), so that a LLaMA-Factory config
+trains on the same text here. ``template: tokenizer`` (or no ``template``, as in
+LLaMA-Factory) uses the tokenizer's own Jinja chat template, split into pairs by
 rendering growing prefixes of the conversation.
 """
 
@@ -22,7 +24,8 @@ from dataflex.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = "default"
+#: ``template:`` value (and the meaning of no ``template``) for the tokenizer's chat template.
+TOKENIZER_TEMPLATE = "tokenizer"
 TOOLS_HEADER = "You have access to the following tools:\n"
 
 
@@ -42,7 +45,7 @@ class Template:
 
     Slots contain ``{content}`` and may contain ``{bos}`` / ``{eos}``, replaced by the
     tokenizer's BOS/EOS tokens. ``special_tokens`` must each be one token of the
-    tokenizer (checked by :func:`check_template_tokens`).
+    tokenizer (:func:`check_template_tokens` warns otherwise).
 
     Attributes:
         name: Registry name.
@@ -53,6 +56,7 @@ class Template:
         observation: Slot of a tool result turn (defaults to ``user``).
         function_call: Slot of a tool call answer (defaults to ``assistant``).
         default_system: System prompt used when a row has none.
+        separator: Text before every user turn but the first (part of the prompt).
         system_in_user: Put the system block inside the first user turn (Llama-2/Mistral).
         special_tokens: Literal tokens the tokenizer must know.
     """
@@ -65,6 +69,7 @@ class Template:
     observation: str | None = None
     function_call: str | None = None
     default_system: str = ""
+    separator: str = ""
     system_in_user: bool = False
     special_tokens: tuple[str, ...] = field(default_factory=tuple)
 
@@ -94,6 +99,8 @@ class Template:
             query, answer = messages[i], messages[i + 1]
             slot = self.observation if query["role"] == "observation" else None
             source = fill(slot or self.user, query["content"])
+            if i > 0:
+                source = self.separator + source
             if i == 0:
                 if self.system_in_user:
                     source = fill(slot or self.user, system_text + query["content"])
@@ -113,14 +120,14 @@ class ChatTemplate:
     render growing conversations as growing strings (most do).
     """
 
-    name = DEFAULT_TEMPLATE
+    name = TOKENIZER_TEMPLATE
     special_tokens: tuple[str, ...] = ()
 
     def __init__(self, tokenizer: Any) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template, so "
-                f"template: {DEFAULT_TEMPLATE} cannot be used; set template: to one of "
+                f"template: {TOKENIZER_TEMPLATE} cannot be used; set template: to one of "
                 f"{', '.join(list_templates())}."
             )
         self.tokenizer = tokenizer
@@ -186,50 +193,78 @@ def register_template(template: Template, *, overwrite: bool = False) -> Templat
     """Add a named template (``template: <name>`` in configs).
 
     Raises:
-        ConfigError: the name is taken (unless ``overwrite``) or is ``"default"``.
+        ConfigError: the name is taken (unless ``overwrite``) or is ``"tokenizer"``.
     """
-    if template.name == DEFAULT_TEMPLATE or (template.name in _TEMPLATES and not overwrite):
+    if template.name == TOKENIZER_TEMPLATE or (template.name in _TEMPLATES and not overwrite):
         raise ConfigError(f"template name {template.name!r} is already taken.")
     _TEMPLATES[template.name] = template
     return template
 
 
 def list_templates() -> list[str]:
-    """Every valid ``template:`` value (``default`` = the tokenizer's chat template)."""
-    return [DEFAULT_TEMPLATE, *sorted(_TEMPLATES)]
+    """Every valid ``template:`` value (``tokenizer`` = the tokenizer's chat template)."""
+    return [TOKENIZER_TEMPLATE, *sorted(_TEMPLATES)]
 
 
 def check_template_name(name: str | None) -> None:
     """Raise a :class:`ConfigError` (closest names suggested) if ``name`` is not a template."""
-    if name is not None and name != DEFAULT_TEMPLATE and name not in _TEMPLATES:
+    if name is not None and name != TOKENIZER_TEMPLATE and name not in _TEMPLATES:
         raise ConfigError(f"unknown template {name!r}." + did_you_mean(name, list_templates()))
 
 
 def get_template(name: str | None, tokenizer: Any = None) -> Template | ChatTemplate:
-    """The template called ``name``; ``None``/``"default"`` → the tokenizer's chat template.
+    """The template called ``name``; ``None``/``"tokenizer"`` → the tokenizer's chat template.
 
     Raises:
         ConfigError: unknown name (closest suggested), or the default is asked for without a
             tokenizer or with one that has no chat template.
     """
     check_template_name(name)
-    if name is None or name == DEFAULT_TEMPLATE:
+    if name is None or name == TOKENIZER_TEMPLATE:
         if tokenizer is None:
-            raise ConfigError("template: default needs the tokenizer (its chat template).")
+            raise ConfigError(f"template: {TOKENIZER_TEMPLATE} needs the tokenizer (its chat template).")
         return ChatTemplate(tokenizer)
     return _TEMPLATES[name]
 
 
+def split_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> dict[str, int]:
+    """The literal special tokens of ``template`` that ``tokenizer`` does not encode as one token.
+
+    Returns:
+        Token → number of pieces it is split into (empty when every token is whole).
+    """
+    split = {}
+    for token in template.special_tokens:
+        pieces = len(tokenizer.encode(token, add_special_tokens=False))
+        if pieces != 1:
+            split[token] = pieces
+    return split
+
+
+_warned_split: set[tuple[str, str]] = set()
+
+
 def check_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> None:
-    """Raise if a literal special token of ``template`` is not a single token of ``tokenizer``."""
-    vocab = tokenizer.get_vocab()
-    missing = [t for t in template.special_tokens if t not in vocab]
-    if missing:
-        raise ConfigError(
-            f"template {template.name!r} needs the special tokens {missing}, which the tokenizer of "
-            f"{getattr(tokenizer, 'name_or_path', '?')!r} does not have; use the template the model "
-            f"was trained with (template: {DEFAULT_TEMPLATE} uses the tokenizer's own chat template)."
-        )
+    """Warn (once per template and tokenizer) when the template's special tokens are not single tokens.
+
+    ``llama3`` on a ChatML tokenizer, for instance, turns ``<|start_header_id|>`` into a
+    run of byte tokens: training still works, but on text the model never saw.
+    """
+    split = split_template_tokens(template, tokenizer)
+    name = str(getattr(tokenizer, "name_or_path", "?"))
+    if not split or (template.name, name) in _warned_split:
+        return
+    _warned_split.add((template.name, name))
+    pieces = ", ".join(f"{tok} -> {n} tokens" for tok, n in split.items())
+    logger.warning(
+        "template %r: the tokenizer of %r does not know its special tokens as single tokens (%s), so "
+        "the model trains on them as plain text. Use the template the model was trained with "
+        "(template: %s uses the tokenizer's own chat template).",
+        template.name,
+        name,
+        pieces,
+        TOKENIZER_TEMPLATE,
+    )
 
 
 _LLAMA3_HEADER = "<|start_header_id|>{role}<|end_header_id|>\n\n"
@@ -289,5 +324,13 @@ for _t in (
         ),
     ),
     Template(name="empty", user="{content}", assistant="{content}{eos}"),
+    # LLaMA-Factory's `default`: not the tokenizer's template (that is `tokenizer` here).
+    Template(
+        name="default",
+        system="{content}\n",
+        user="Human: {content}\nAssistant:",
+        assistant="{content}{eos}",
+        separator="\n",
+    ),
 ):
     register_template(_t)

@@ -141,8 +141,9 @@ def tokenize_examples(
         The tokenised examples (order kept) and what happened.
 
     Raises:
-        ConfigError: ``cutoff_len`` < 1; a template token unknown to the tokenizer; an
-            example without answer tokens under ``strict``; no example left.
+        ConfigError: ``cutoff_len`` < 1; an example without answer tokens under
+            ``strict``; no example left. (A template token the tokenizer splits is a
+            warning, :func:`~dataflex.data.templates.check_template_tokens`.)
     """
     if cutoff_len < 1:
         raise ConfigError(f"cutoff_len must be >= 1, got {cutoff_len}.")

@@ -8,7 +8,7 @@ Example (the quickstart assets, after a short LoRA warm-up run saved two checkpo
     dataset: quickstart_train
     eval_dataset: quickstart_valid
     dataset_dir: examples/quickstart/data
-    template: default
+    template: tokenizer
     cutoff_len: 128
     component_name: less
     select_fraction: 0.1

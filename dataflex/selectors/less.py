@@ -35,6 +35,7 @@ from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.scoring import (
     ScoreAccumulator,
+    score_histogram,
     subtask_groups,
     subtask_scores,
     summarize,
@@ -322,6 +323,10 @@ class LessSelector(PoolSelector):
             subtasks=result.subtasks,
             score_accumulation=acc.mode,
             selected_scores=summarize(totals[pos]),
+            score_histogram=score_histogram(totals, pos),
+            score_label="cumulative score Σ η̄·cos (LESS)"
+            if acc.mode == "cumulative"
+            else "this round's score: cosine to the target (LESS)",
             cache_hit=result.metadata["cache_hit"],
             time_features_s=round(result.metadata["time_features_s"], 4),
             time_scoring_s=round(result.metadata["time_scoring_s"], 4),

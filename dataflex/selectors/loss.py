@@ -29,7 +29,7 @@ from dataflex.selectors.cache import data_identity, model_identity
 from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import top_n
+from dataflex.selectors.scoring import score_histogram, top_n
 
 
 def band_preference(losses: torch.Tensor, focus: Literal["high", "medium", "low"]) -> torch.Tensor:
@@ -126,6 +126,8 @@ class LossSelector(PoolSelector):
             len(cands),
             focus=p.focus,
             temperature=p.temperature,
+            score_histogram=score_histogram(losses, pos),
+            score_label="per-example loss under the current model",
             cache_hit=hit is not None,
             time_losses_s=round(t1 - t0, 4),
             time_scoring_s=round(time.perf_counter() - t1, 4),

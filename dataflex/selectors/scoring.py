@@ -166,3 +166,26 @@ def summarize(values: torch.Tensor | np.ndarray) -> dict[str, float]:
         "max": float(v.max()),
         "std": float(v.std(unbiased=False)),
     }
+
+
+def score_histogram(
+    values: torch.Tensor | np.ndarray, chosen: Sequence[int], bins: int = 30
+) -> dict[str, list[float] | list[int]]:
+    """A round's score distribution over all candidates, and over the chosen ones (reports, plots).
+
+    Args:
+        values: The ranking score of every candidate of the round.
+        chosen: Positions (into ``values``) of the chosen candidates.
+        bins: Number of equal-width bins between the smallest and largest score.
+
+    Returns:
+        ``{"edges": bins + 1 floats, "all": counts, "chosen": counts}``.
+    """
+    v = np.asarray(torch.as_tensor(values, dtype=torch.float64).cpu())
+    if v.size == 0:
+        return {"edges": [], "all": [], "chosen": []}
+    lo, hi = float(v.min()), float(v.max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    all_counts, _ = np.histogram(v, bins=edges)
+    chosen_counts, _ = np.histogram(v[np.asarray(list(chosen), dtype=np.int64)], bins=edges)
+    return {"edges": edges.tolist(), "all": all_counts.tolist(), "chosen": chosen_counts.tolist()}

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dataflex.configs.components import SHIPPED_COMPONENTS, load_components
@@ -78,7 +79,9 @@ class TrainConfig(BaseModel):
         None, description="Validation / target-task datasets (LESS's target set; evaluation data)."
     )
     template: str | None = Field(
-        None, description="Chat template name; unset or `default` = the tokenizer's chat template."
+        None,
+        description="Chat template name, as in LLaMA-Factory (`default` = its `Human:/Assistant:` "
+        "template); unset or `tokenizer` = the tokenizer's own chat template.",
     )
     cutoff_len: int = Field(2048, gt=0, description="Maximum tokens per example (longer are truncated).")
     max_samples: int | None = Field(None, gt=0, description="Use at most this many rows of each dataset.")
@@ -135,6 +138,21 @@ class TrainConfig(BaseModel):
     warmup_step: int = Field(0, ge=0, description="Steps on a random subset before the first selection.")
     update_step: int | None = Field(None, gt=0, description="Optimizer steps between two selections.")
     update_times: int | None = Field(None, gt=0, description="Number of selection rounds.")
+    early_stopping_steps: int | None = Field(
+        None,
+        gt=0,
+        description="LLaMA-Factory's key: stop after this many evaluations without improvement of "
+        "metric_for_best_model (needs load_best_model_at_end: true and eval_strategy: steps).",
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0, description="LLaMA-Factory's key: the smallest change that counts as an improvement."
+    )
+    extra_training_args: dict[str, Any] = Field(
+        default={},
+        description="Every other key of the installed `transformers.TrainingArguments` (e.g. "
+        "`metric_for_best_model`, `load_best_model_at_end`, `optim`), written flat in the config like "
+        "any key here, is collected here and passed to TrainingArguments unchanged.",
+    )
     plugins: list[str] = Field(
         default=[],
         description="Python modules imported before the components file is read, so that selectors "
@@ -211,6 +229,13 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}template: {exc}") from None
     if cfg.eval_strategy != "no" and not cfg.eval_dataset:
         raise ConfigError(f"{where}eval_strategy: {cfg.eval_strategy} needs an eval_dataset.")
+    if cfg.early_stopping_steps is not None and not (
+        cfg.extra_training_args.get("load_best_model_at_end") and cfg.eval_strategy != "no"
+    ):
+        raise ConfigError(
+            f"{where}early_stopping_steps: needs evaluations to compare (eval_strategy: steps, eval_steps) "
+            "and load_best_model_at_end: true (with metric_for_best_model, default eval_loss)."
+        )
     if cfg.train_type == "dynamic_select":
         _check_dynamic(cfg, where)
     elif cfg.component_name or cfg.update_step or cfg.update_times or cfg.warmup_step:
@@ -255,6 +280,72 @@ def _check_dynamic(cfg: TrainConfig, where: str) -> None:
         )
 
 
+#: TrainingArguments keys a config may not set, and why (dataflex sets them itself).
+REFUSED_TRAINING_ARGS = {
+    "remove_unused_columns": "dataflex keeps each example's dataset/subtask columns for the selectors and "
+    "reports (its collator drops them before the model), so it always sets remove_unused_columns: false",
+    "label_names": "dataflex's collator always returns the targets as `labels`",
+    "activation_checkpointing": "write gradient_checkpointing: dataflex passes it under the installed "
+    "transformers' name",
+    "fsdp": "dataflex-cli does not wire the Trainer's FSDP route into scoring (FSDP1's flat shards cannot be "
+    "read); use a DeepSpeed ZeRO config (deepspeed: ...), or FSDP2 fully_shard in your own script "
+    "(docs/distributed.md)",
+    "fsdp_config": "see fsdp",
+}
+
+
+def training_argument_names() -> set[str]:
+    """The init keys of the installed ``transformers.TrainingArguments``."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def split_training_args(raw: dict[str, Any], overrides: list[str], where: str) -> tuple[dict, list[str]]:
+    """Move the pass-through ``TrainingArguments`` keys of ``raw`` and ``overrides`` aside.
+
+    A key that is neither a dataflex key nor a ``TrainingArguments`` key stays an error
+    (closest names of both suggested); one in :data:`REFUSED_TRAINING_ARGS` is refused
+    with its reason.
+
+    Returns:
+        The mapping without the pass-through keys (they are under ``extra_training_args``)
+        and the overrides that are dataflex keys.
+    """
+    own = set(TrainConfig.model_fields)
+    override_keys = [item.partition("=")[0].strip() for item in overrides]
+    foreign = [k for k in [*raw, *override_keys] if k not in own]
+    if not foreign:
+        return raw, overrides
+    names = training_argument_names()
+    for key in foreign:
+        if key in REFUSED_TRAINING_ARGS:
+            raise ConfigError(f"{where}{key}: not supported: {REFUSED_TRAINING_ARGS[key]}. Remove it.")
+        if key not in names:  # neither a dataflex key nor a TrainingArguments key: a misspelling
+            suggestion = did_you_mean(key, sorted(own | names))
+            if key in raw:
+                raise ConfigError(f"{where}{key}: unknown key {key!r}.{suggestion}")
+            item = overrides[override_keys.index(key)]
+            raise ConfigError(f"override {item!r}: unknown key {key!r}.{suggestion}")
+    out = {k: v for k, v in raw.items() if k in own}
+    extra = dict(out.get("extra_training_args") or {})
+    extra.update({k: v for k, v in raw.items() if k not in own})
+    kept = []
+    for item, key in zip(overrides, override_keys):
+        if key in own:
+            kept.append(item)
+        else:
+            value = item.partition("=")[2]
+            try:
+                extra[key] = yaml.safe_load(value) if value.strip() else ""
+            except yaml.YAMLError:
+                extra[key] = value
+    out["extra_training_args"] = extra
+    return out, kept
+
+
 def load_train_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read, override and validate a training YAML.
 
@@ -266,7 +357,8 @@ def load_train_config(path: str | Path | None, overrides: list[str] | None = Non
         ConfigError: naming the file, the key and the closest valid key.
     """
     raw = read_yaml_mapping(path) if path is not None else {}
-    raw = apply_overrides(raw, list(overrides or []), TrainConfig)
+    raw, own_overrides = split_training_args(raw, list(overrides or []), f"{path}: " if path else "")
+    raw = apply_overrides(raw, own_overrides, TrainConfig)
     where = f"{path}:" if path is not None else ""
     cfg = validate_model(TrainConfig, raw, where)
     _check_train(cfg, f"{path}: " if path is not None else "")

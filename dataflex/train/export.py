@@ -91,5 +91,4 @@ def run_export(cfg: ExportConfig) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    logger.info("exported the merged model to %s", export_dir)
-    return export_dir
+    return export_dir  # dataflex-cli export prints it, once

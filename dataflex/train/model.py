@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,21 @@ from dataflex.registry import did_you_mean
 logger = logging.getLogger(__name__)
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
 def looks_local(name: str) -> bool:
-    """True for a value that can only be a local path: a hub id is ``name`` or ``org/name``."""
-    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+    """Whether ``name`` can only mean a local path (so the hub is not asked about it).
+
+    True for ``./x``, ``/x``, ``~/x``, backslashes, more than one ``/``, names that are
+    not valid hub ids, and ``a/b`` whose first part ``a`` is an existing local folder
+    (``saves/my-run``, ``models/llama``).
+    """
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        return True
+    if not _HUB_ID.match(name) or "--" in name or ".." in name:
+        return True
+    return "/" in name and Path(name.split("/", 1)[0]).is_dir()
 
 
 def check_local_path(value: str, key: str) -> None:
@@ -44,7 +57,16 @@ def check_model_path(name: str, trust_remote_code: bool = False, key: str = "mod
         if not (path / "config.json").is_file():
             raise ConfigError(f"{key}: {name!r} has no config.json; point it at a model folder.")
     elif looks_local(name):
-        raise ConfigError(f"{key}: the model path {name!r} does not exist.")
+        parent = path.parent
+        hint = (
+            f" ({str(parent)!r} exists but has no {path.name!r})"
+            if parent.is_dir() and str(parent) != "."
+            else ""
+        )
+        raise ConfigError(
+            f"{key}: the model path {name!r} does not exist{hint}; it looks like a local path, so the "
+            "hub was not asked. Fix the path (relative paths are from the current directory)."
+        )
     try:
         return AutoConfig.from_pretrained(
             str(path) if path.exists() else name, trust_remote_code=trust_remote_code

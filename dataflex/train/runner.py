@@ -27,6 +27,7 @@ from dataflex.train.data import prepare_datasets
 from dataflex.train.dynamic.sampler import check_dynamic_plan
 from dataflex.train.dynamic.schedule import SelectionSchedule
 from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_training_args, global_batch_size
+from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
 
@@ -101,6 +102,8 @@ def build_training_args(cfg: TrainConfig) -> Any:
         "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     )
     extra: dict[str, Any] = {checkpointing: cfg.gradient_checkpointing}
+    if not _has_accelerator():
+        extra["dataloader_pin_memory"] = False  # nothing to pin to; saves a UserWarning per dataloader
     # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
     # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -111,6 +114,7 @@ def build_training_args(cfg: TrainConfig) -> Any:
             "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
         )
         extra["use_cpu"] = True
+    extra.update(cfg.extra_training_args)  # the config's other TrainingArguments keys, unchanged
     try:
         return TrainingArguments(
             **extra,
@@ -188,7 +192,18 @@ def build_trainer(
 
     A ``dynamic_select`` run passes the ``plan`` :func:`plan_dynamic_selection` built.
     """
+    callbacks = []
+    if cfg.early_stopping_steps is not None:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=cfg.early_stopping_steps,
+                early_stopping_threshold=cfg.early_stopping_min_delta,
+            )
+        )
     trainer_kwargs = {
+        "callbacks": callbacks,
         "model": model,
         "args": training_args,
         "data_collator": collator,
@@ -235,10 +250,16 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
         )
     _check_engine(cfg)
-    check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
+    model_config = check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
     training_args = build_training_args(cfg)
+    warn_before_loading(
+        cfg,
+        model_config,
+        has_accelerator=_has_accelerator(),
+        examples_per_step=global_batch_size(training_args),
+    )
     if data.eval is not None and cfg.eval_strategy == "no" and cfg.train_type == "static":
         logger.info("eval_dataset is checked but not evaluated (eval_strategy: no)")
     plan = None
@@ -275,7 +296,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     if trainer.is_world_process_zero():
         (out / DATA_REPORT).write_text(json.dumps(data.report, indent=2, ensure_ascii=False) + "\n")
         if cfg.plot_loss:
-            plots = plot_loss(trainer.state.log_history, out)
+            eval_name = (
+                ", ".join(cfg.eval_dataset) if cfg.eval_dataset and cfg.eval_strategy != "no" else None
+            )
+            plots = plot_loss(trainer.state.log_history, out, eval_name=eval_name)
     return TrainResult(
         output_dir=out,
         global_step=trainer.state.global_step,

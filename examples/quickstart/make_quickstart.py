@@ -6,12 +6,17 @@ Run from the repository root (it rewrites ``examples/quickstart/data`` and
     python examples/quickstart/make_quickstart.py
 
 Data: seven clearly different task families in Alpaca format (``task`` column =
-family). The train pool mixes all of them; the target task is ``arithmetic``
-(additions and subtractions): ``valid`` is a small target-task validation split (the
-``eval_dataset`` of the LESS config) and ``test`` a held-out target-task split.
+family). The train pool mixes all of them (150 rows each); the target task is
+``uppercase`` (rewrite 2-4 words in capitals), one a tiny model can learn in a few
+dozen steps (the selection-quality benchmark, docs/benchmarks.md): ``valid`` is a small
+target-task validation split (the ``eval_dataset`` of the LESS config) and ``test`` a
+held-out target-task split, both fresh rows that are not in the pool.
 
-Model: a randomly initialised 2-layer Llama (hidden 128, ~0.5M parameters) with a
-byte-level BPE tokenizer trained on the data and a ChatML chat template.
+Model: a 2-layer Llama (hidden 128, ~0.5M parameters) with a byte-level BPE tokenizer
+trained on the data and a ChatML chat template, **briefly pre-trained** on the pool
+(``--pretrain-steps`` full fine-tuning steps through ``dataflex.train``'s own code
+path), so that the per-example gradients LESS compares mean something. The weights
+are saved in float32 (~1.7 MB). Same torch version and thread count → same bytes.
 """
 
 from __future__ import annotations
@@ -179,7 +184,7 @@ FAMILIES = {
     "sentiment": sentiment,
     "color": color,
 }
-TARGET = "arithmetic"
+TARGET = "uppercase"
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -272,10 +277,52 @@ def make_model(tokenizer, out: Path, seed: int) -> None:
     )
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, max_new_tokens=32
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=32,
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+def pretrain(model_dir: Path, data_dir: Path, steps: int, seed: int) -> None:
+    """Full fine-tuning of the random-init model in ``model_dir`` on the pool, in place.
+
+    Runs ``dataflex-cli train``'s code path (:func:`dataflex.train.runner.run_train`) and
+    keeps only the trained weights (config and tokenizer are those of ``make_model``).
+    """
+    import shutil
+    import tempfile
+
+    from dataflex.train.config import load_train_config
+    from dataflex.train.runner import run_train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "pretrain"
+        cfg = load_train_config(
+            None,
+            [
+                f"model_name_or_path={model_dir}",
+                "finetuning_type=full",
+                "dataset=quickstart_train",
+                f"dataset_dir={data_dir}",
+                "template=tokenizer",
+                "cutoff_len=128",
+                f"output_dir={out}",
+                "per_device_train_batch_size=16",
+                "learning_rate=3e-3",
+                "lr_scheduler_type=cosine",
+                "warmup_ratio=0.1",
+                f"max_steps={steps}",
+                f"save_steps={steps * 10}",
+                f"logging_steps={max(1, steps // 4)}",
+                "report_to=none",
+                f"seed={seed}",
+            ],
+        )
+        run_train(cfg)
+        shutil.copy2(out / "model.safetensors", model_dir / "model.safetensors")  # config unchanged
 
 
 def main() -> None:
@@ -286,10 +333,13 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=100)
     parser.add_argument("--vocab-size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain-steps", type=int, default=120, help="0: keep the random init")
     args = parser.parse_args()
     splits = make_data(args.out / "data", args.per_family, args.valid, args.test, args.seed)
     tokenizer = make_tokenizer(splits["train"], args.vocab_size)
     make_model(tokenizer, args.out / "model", args.seed)
+    if args.pretrain_steps:
+        pretrain(args.out / "model", args.out / "data", args.pretrain_steps, args.seed)
     sizes = {k: len(v) for k, v in splits.items()}
     print(f"wrote {args.out / 'data'} {sizes} and {args.out / 'model'} (vocab {len(tokenizer)})")
 

@@ -11,7 +11,7 @@ from dataflex.data import get_template, load_dataset_examples, tokenize_examples
 from tests.data.masking import assert_masked_exactly
 
 ROWS = {"alpaca_en_demo": 999, "alpaca_zh_demo": 1000, "identity": 91, "glaive_toolcall_en_demo": 300}
-TEMPLATES = ["default", "llama3", "qwen", "chatml", "mistral", "alpaca", "empty"]
+TEMPLATES = ["tokenizer", "default", "llama3", "qwen", "chatml", "mistral", "alpaca", "empty"]
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from dataflex.data import SFTDataCollator, get_template, list_templates, tokenize_examples
-from dataflex.data.templates import check_template_tokens
+from dataflex.data import SFTDataCollator, get_template, list_templates, templates, tokenize_examples
+from dataflex.data.templates import check_template_tokens, split_template_tokens
 from dataflex.data.tokenize import infer_seqlen
 from dataflex.errors import ConfigError
 from tests.data.masking import assert_masked_exactly
@@ -59,20 +59,38 @@ def test_named_templates_render_the_documented_text():
         ("Hi", "Hello!</s>"),
         ("2+2?", "4</s>"),
     ]
+    # LLaMA-Factory's `default` (Human:/Assistant:, "\n" separator before later turns), not
+    # the tokenizer's chat template: a LLaMA-Factory config trains on the same text here.
+    assert get_template("default").render_pairs(CONV, eos="</s>") == [
+        ("Be brief.\nHuman: Hi\nAssistant:", "Hello!</s>"),
+        ("\nHuman: 2+2?\nAssistant:", "4</s>"),
+    ]
 
 
 def test_unknown_template_suggests_closest():
     with pytest.raises(ConfigError, match=r"unknown template 'lama3'\. Did you mean 'llama3'"):
         get_template("lama3")
-    assert {"default", "llama3", "qwen", "chatml", "mistral", "alpaca", "empty"} <= set(list_templates())
+    assert {"tokenizer", "default", "llama3", "qwen", "chatml", "mistral", "alpaca", "empty"} <= set(
+        list_templates()
+    )
 
 
-def test_template_needing_missing_tokens_or_chat_template(tiny_tokenizer):
-    with pytest.raises(
-        ConfigError, match=r"template 'llama3' needs the special tokens \['<\|start_header_id\|>'"
-    ):
-        check_template_tokens(get_template("llama3"), tiny_tokenizer)
-    with pytest.raises(ConfigError, match=r"has no chat template, so template: default cannot be used"):
+def test_template_tokens_split_by_the_tokenizer_warn_once(tiny_tokenizer, qs_tokenizer, caplog):
+    templates._warned_split.clear()  # warned once per process: start from none
+    llama3 = get_template("llama3")
+    assert split_template_tokens(llama3, qs_tokenizer) == {}  # the quickstart tokenizer knows them
+    assert set(split_template_tokens(llama3, tiny_tokenizer)) == set(llama3.special_tokens)
+    with caplog.at_level(logging.WARNING, logger="dataflex"):
+        check_template_tokens(llama3, tiny_tokenizer)
+        check_template_tokens(llama3, tiny_tokenizer)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "template 'llama3'" in warnings[0] and "<|start_header_id|> -> " in warnings[0]
+    assert "template: tokenizer" in warnings[0]
+
+
+def test_missing_chat_template(tiny_tokenizer):
+    with pytest.raises(ConfigError, match=r"has no chat template, so template: tokenizer cannot be used"):
         get_template(None, tiny_tokenizer)
 
 

@@ -106,7 +106,7 @@ def test_select_end_to_end_with_two_checkpoints(warmup, tmp_path, capsys):
     for r in rows:
         assert r["dataset"] == "quickstart_train"
         assert r["score"] == pytest.approx(max(r["subtask_scores"].values()), abs=1e-12)
-        assert list(r["subtask_scores"]) == ["arithmetic"]
+        assert list(r["subtask_scores"]) == ["uppercase"]
     report = json.loads((out / "selection.json").read_text())
     assert report["checkpoint_weights"] == pytest.approx([2 / 3, 1 / 3])
     top = sorted(range(16), key=lambda i: (-rows[i]["score"], i))[:4]

@@ -154,7 +154,7 @@ def test_quickstart_dynamic_configs_validate(name, monkeypatch):
     monkeypatch.chdir(REPO)  # the quickstart configs use paths relative to the repository root
     cfg = load_train_config(QUICKSTART / f"{name}.yaml")
     assert cfg.component_name == name
-    assert cfg.dynamic_total_steps == 50
+    assert cfg.dynamic_total_steps == 35  # 5 + 5 x 6
     assert cfg.eval_dataset == ["quickstart_valid"]
 
 

@@ -17,7 +17,7 @@ SFT = str(QUICKSTART / "sft.yaml")
 pytestmark = pytest.mark.slow
 
 
-def test_train_export_reload_generate(tmp_path, quickstart_overrides):
+def test_train_export_reload_generate(tmp_path, quickstart_overrides, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -38,7 +38,7 @@ def test_train_export_reload_generate(tmp_path, quickstart_overrides):
     report = json.loads((out / "data_report.json").read_text())
     assert report["train"]["by_dataset"] == {"quickstart_train": 48}
     assert sum(report["train"]["by_subtask"].values()) == 48
-    assert report["eval"]["by_subtask"] == {"arithmetic": 32}
+    assert report["eval"]["by_subtask"] == {"uppercase": 32}
     state = json.loads((out / "trainer_state.json").read_text())
     assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
     assert [e["step"] for e in state["log_history"] if "eval_loss" in e][:2] == [2, 4]
@@ -49,7 +49,10 @@ def test_train_export_reload_generate(tmp_path, quickstart_overrides):
         f"model_name_or_path: {QUICKSTART / 'model'}\nadapter_name_or_path: {out}\n"
         f"export_dir: {merged}\nexport_size: 0.001\nexport_device: cpu\n"
     )
+    capsys.readouterr()
     assert main(["export", str(merge_yaml)]) == 0
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).count("exported the merged model") == 1  # printed once
     shards = sorted(merged.glob("*.safetensors"))
     assert len(shards) > 1
     for shard in shards:  # every shard holds at most export_size GB of tensors

@@ -79,3 +79,20 @@ def test_data_with_bad_rows_fails_under_strict(quickstart_overrides, tmp_path):
             [*quickstart_overrides, f"dataset={bad}", "strict=true", "eval_dataset=null", "eval_strategy=no"]
         )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["models/my-llama", "saves/run 1", "a/b/c"])
+def test_local_looking_model_path_never_asks_the_hub(tmp_path, monkeypatch, name):
+    import transformers
+
+    from dataflex.train.model import check_model_path
+
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError(f"the hub was asked about {args[0]!r}")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_hub)
+    with pytest.raises(ConfigError, match=r"does not exist.*the hub was not asked"):
+        check_model_path(name)

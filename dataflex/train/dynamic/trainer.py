@@ -32,7 +32,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_l
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.selectors.base import Selection, SelectionContext, Selector
-from dataflex.train.dynamic.reports import SelectionReport, plot_run, round_record
+from dataflex.train.dynamic.reports import (
+    SelectionReport,
+    plot_run,
+    round_record,
+    target_labels,
+    write_targets,
+)
 from dataflex.train.dynamic.sampler import DynamicSelectionSampler
 from dataflex.train.dynamic.schedule import SelectionSchedule
 from dataflex.train.dynamic.state import load_selection_state, save_selection_state
@@ -395,10 +401,12 @@ class DynamicSelectionMixin:
         if not trainer.is_world_process_zero():
             return
         self.selection_report.write_log_history(trainer.state.log_history)
+        targets = target_labels(self.selection_eval_dataset)
+        write_targets(self.selection_report.report_dir, targets)
         if not self.selection_plots:
             return
         try:
-            plot_run(self.selection_report.report_dir, trainer.state.log_history)
+            plot_run(self.selection_report.report_dir, trainer.state.log_history, targets)
         except ImportError as exc:
             logger.warning("dataflex: %s The selection report has no plots.", exc)
             return

@@ -36,7 +36,7 @@ def test_quickstart_components_build_every_selector():
 
 
 @pytest.mark.parametrize("name", ["random", "less", "loss"])
-def test_quickstart_dynamic_config_runs(tmp_path, quickstart_overrides, monkeypatch, name):
+def test_quickstart_dynamic_config_runs(tmp_path, quickstart_overrides, monkeypatch, capsys, name):
     monkeypatch.chdir(tmp_path)  # relative cache_dir of the less component
     shipped = yaml.safe_load((QUICKSTART / "components.yaml").read_text())
     shipped["selectors"]["less"]["params"]["proj_dim"] = 64
@@ -46,6 +46,14 @@ def test_quickstart_dynamic_config_runs(tmp_path, quickstart_overrides, monkeypa
     assert yaml.safe_load(config.read_text())["component_name"] == name
     overrides = [*quickstart_overrides, f"components_cfg_file={components}", *FEW_STEPS]
     assert main(["train", str(config), *overrides]) == 0
+    out = capsys.readouterr().out.splitlines()
+    summary = out[out.index("***** train metrics *****") :][-3:]  # the last lines: the summary
+    assert not any(line.startswith(("trained", "target", "final")) for line in out[:-3])
+    assert summary[0].startswith("trained 3 steps") and summary[0].endswith("(selections.jsonl)")
+    assert (
+        summary[1].startswith("target (uppercase, ") and "warm-up " in summary[1] and "round 2 " in summary[1]
+    )
+    assert summary[2].startswith("final target loss: not evaluated")
     records = read_selections(tmp_path / "out" / "dataflex" / "selections.jsonl")
     assert [(r["round"], r["step"], r["chosen"], r["candidates"]) for r in records] == [
         (0, 0, 4, 48),

@@ -84,6 +84,8 @@ def test_two_gloo_processes_select_and_train_like_one(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # dataflex's log lines come from rank 0 only: one line per round, not one per rank
+    assert proc.stderr.count("[dataflex] round 1 at step 2:") == 1, proc.stderr[-4000:]
 
     single = RecordingTrainer(
         model=tiny_llama(),
