@@ -17,8 +17,9 @@ def test_non_positive_proj_dim(projector_name, proj_dim):
         with pytest.raises(ConfigError, match="proj_dim must equal input_dim"):
             build_projector("identity", input_dim=10, proj_dim=proj_dim)
         return
+    name = "sjlt" if projector_name == "sjlt-triton" else projector_name
     with pytest.raises(ConfigError, match="proj_dim must be a positive integer"):
-        build_projector(projector_name, input_dim=10, proj_dim=proj_dim, device="cpu")
+        build_projector(name, input_dim=10, proj_dim=proj_dim, device="cpu")
 
 
 def test_non_floating_dtype_argument():
