@@ -99,8 +99,7 @@ class SJLTProjector(Projector):
         s = nnz_per_column
         if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= proj_dim or proj_dim % s:
             raise ConfigError(
-                f"nnz_per_column must be an integer in [1, proj_dim] dividing proj_dim={proj_dim}, "
-                f"got {s!r}."
+                f"nnz_per_column must be an integer in [1, proj_dim] dividing proj_dim={proj_dim}, got {s!r}."
             )
         if backend not in _BACKENDS:
             raise ConfigError(f"backend must be one of {_BACKENDS}, got {backend!r}.")
@@ -111,7 +110,8 @@ class SJLTProjector(Projector):
 
             if not triton_available():
                 raise ConfigError(
-                    "sjlt backend='triton' needs Triton, which is not installed (pip install 'dataflex[gpu]'); "
+                    "sjlt backend='triton' needs Triton, which is not installed "
+                    "(pip install 'dataflex[gpu]'); "
                     "backend='torch' computes the same P on any device."
                 )
             if self.device.type != "cuda" and not interpreting():

@@ -30,7 +30,7 @@ def _make_projector(name: str, input_dim: int, proj_dim: int, seed: int = 0, **k
         return build_projector(name, input_dim=input_dim, proj_dim=input_dim, seed=seed, **kwargs)
     if name == "sjlt-triton":
         if not cuda_runnable():
-            pytest.skip("sjlt triton kernel: no GPU here; its tests run under TRITON_INTERPRET=1 in a subprocess")
+            pytest.skip("sjlt triton kernel: no GPU here; its tests run under TRITON_INTERPRET=1 (subproc)")
         name, kwargs = "sjlt", {"backend": "triton", "device": cuda_device(), **kwargs}
     if name == "cuda":
         if not cuda_runnable():
