@@ -74,7 +74,9 @@ def projector(name: str, dim: int, k: int, seed: int):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ks", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
-    p.add_argument("--methods", nargs="+", default=["rademacher", "sjlt s=1", "sjlt s=2", "sjlt s=4", "sjlt s=8"])
+    p.add_argument(
+        "--methods", nargs="+", default=["rademacher", "sjlt s=1", "sjlt s=2", "sjlt s=4", "sjlt s=8"]
+    )
     p.add_argument("--train", type=int, default=64)
     p.add_argument("--val", type=int, default=16)
     p.add_argument("--seeds", type=int, default=2)

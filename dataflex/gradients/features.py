@@ -182,7 +182,9 @@ class FeaturePlan:
             for m, training in modes.items():
                 m.training = training
 
-    def parameter_block(self, name: str, param: nn.Parameter, bsz: int, mask: torch.Tensor | None) -> torch.Tensor:
+    def parameter_block(
+        self, name: str, param: nn.Parameter, bsz: int, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """``(B, param.numel())`` transformed per-example gradient of one trainable parameter.
 
         The one place where a parameter (and its optimizer state) is read during the

@@ -155,7 +155,9 @@ def test_one_parameter_block_and_only_pending_layers_alive_at_a_time(
             }
         )
     proj = dense_projector(num_trainable(model), 8)
-    per_example_features(model, SFTDataCollator(0)(examples(3)), projector=proj, transform=transform, adam_state=state)
+    per_example_features(
+        model, SFTDataCollator(0)(examples(3)), projector=proj, transform=transform, adam_state=state
+    )
     assert len(seen) == sum(1 for p in model.parameters() if p.requires_grad)
     assert all(n == 0 for n, _ in seen), [n for n, _ in seen]
     # Records shrink as the stream passes layer after layer (all of them at the start).
