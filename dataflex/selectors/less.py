@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -55,6 +55,10 @@ class RoundScores:
         cache_hit: Whether the scores came from the cache.
         time_features_s: Seconds spent computing gradient features.
         time_scoring_s: Seconds spent computing similarities.
+        time_io_s: Seconds of data loading and cache reads/writes (feature store and
+            score cache); the feature store's share is also inside ``time_features_s``.
+        feature_phases: Seconds per phase of the feature passes (forward, backward,
+            per_example, transform, projection, normalize, io).
     """
 
     per_subtask: torch.Tensor
@@ -63,6 +67,8 @@ class RoundScores:
     cache_hit: bool = False
     time_features_s: float = 0.0
     time_scoring_s: float = 0.0
+    time_io_s: float = 0.0
+    feature_phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def scores(self) -> torch.Tensor:
@@ -222,11 +228,14 @@ class LessSelector(PoolSelector):
             "subtasks": labels,
         }
         cache = self.cache(ctx, "less-scores")
+        t_io = time.perf_counter()
         hit = self.cached(ctx, cache, fingerprint)
+        score_io = time.perf_counter() - t_io
         if hit is not None:
             return RoundScores(hit["per_subtask"], [str(n) for n in names], transform, cache_hit=True)
 
         timing = {"features": 0.0, "scoring": 0.0}
+        phases: dict[str, float] = {}
         feature_dir = self.cache_dir(ctx)
 
         def rows(dataset: Any, indices: list[int], kind: str, state: Any, role: str) -> torch.Tensor:
@@ -247,6 +256,7 @@ class LessSelector(PoolSelector):
                 batch_size=p.batch_size,
                 dtype=p.feature_dtype,
                 cache_dir=feature_dir,
+                timings=phases,
             )
             timing["features"] += time.perf_counter() - t0
             return out
@@ -270,13 +280,17 @@ class LessSelector(PoolSelector):
             return out
 
         per_subtask = self.sharded(ctx, len(cand_list), work)
+        t_io = time.perf_counter()
         self.store(ctx, cache, fingerprint, {"per_subtask": per_subtask})
+        score_io += time.perf_counter() - t_io
         return RoundScores(
             per_subtask,
             [str(n) for n in names],
             transform,
             time_features_s=timing["features"],
             time_scoring_s=timing["scoring"],
+            time_io_s=phases.get("io", 0.0) + score_io,
+            feature_phases={k: round(v, 4) for k, v in phases.items()},
         )
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
@@ -313,6 +327,8 @@ class LessSelector(PoolSelector):
             cache_hit=result.cache_hit,
             time_features_s=round(result.time_features_s, 4),
             time_scoring_s=round(result.time_scoring_s, 4),
+            time_io_s=round(result.time_io_s, 4),
+            feature_phases=result.feature_phases,
         )
         return Selection(indices=indices, scores=totals[pos].tolist(), metadata=meta)
 
