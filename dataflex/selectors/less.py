@@ -89,7 +89,9 @@ class LessSelector(PoolSelector):
         proj_dim: int = Field(default=8192, ge=1, description="Random projection dimension k.")
         projector: str = Field(
             default="auto",
-            description="Projector registry name (auto, rademacher, gaussian, identity, cuda).",
+            description=(
+                "Projector registry name: auto (sjlt on every device), sjlt, rademacher, gaussian, identity, cuda."
+            ),
         )
         subtask_field: str | None = Field(
             default=None,
