@@ -90,7 +90,8 @@ class LessSelector(PoolSelector):
         projector: str = Field(
             default="auto",
             description=(
-                "Projector registry name: auto (sjlt on every device), sjlt, rademacher, gaussian, identity, cuda."
+                "Projector registry name: auto (sjlt on every device), sjlt, rademacher, gaussian, "
+                "identity, cuda."
             ),
         )
         subtask_field: str | None = Field(
