@@ -32,10 +32,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    import dataflex
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import dataflex
     from dataflex.data import load_dataset_examples
     from dataflex.data.collator import SFTDataCollator
     from dataflex.data.templates import get_template
@@ -45,18 +45,12 @@ def main() -> None:
 
     tok = AutoTokenizer.from_pretrained(QUICKSTART_MODEL)
     template = get_template("default", tok)
-    pool, _ = tokenize_examples(load_dataset_examples("alpaca_en_demo", SHARED_DATA), tok, template, args.cutoff)
-    target = json.loads((SHARED_DATA / "identity.json").read_text())[:16]
-    tmp = SHARED_DATA.parent / "_unused"
-    del tmp
-    val_rows = [
-        {"messages": [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["output"]}]}
-        for r in target
-    ]
-    try:
-        val, _ = tokenize_examples(val_rows, tok, template, args.cutoff)
-    except Exception:  # the reader's format differs: go through the dataset loader instead
-        val = pool[:16]
+    pool, _ = tokenize_examples(
+        load_dataset_examples("alpaca_en_demo", SHARED_DATA), tok, template, args.cutoff
+    )
+    val, _ = tokenize_examples(
+        load_dataset_examples("identity", SHARED_DATA)[:16], tok, template, args.cutoff
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(QUICKSTART_MODEL)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -95,7 +89,11 @@ def main() -> None:
         "candidates": meta.get("candidates"),
         "projector": params.get("projector", "default"),
         "round_s": round(seconds, 2),
-        **{k: meta[k] for k in ("time_features_s", "time_scoring_s", "time_io_s", "feature_phases") if k in meta},
+        **{
+            k: meta[k]
+            for k in ("time_features_s", "time_scoring_s", "time_io_s", "feature_phases")
+            if k in meta
+        },
     }
     print(json.dumps(out))
 
