@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from einops import einsum, rearrange
 from torch import nn
 
+from dataflex.engines import full_numel
 from dataflex.gradients.functional import per_example_module_grads
 
 logger = logging.getLogger(__name__)
@@ -194,7 +196,7 @@ class GradientCapture:
                 g = self._call_grad(owner, attr, call, batch_size, mask)
                 total = g if total is None else total + g
         if total is None:
-            return torch.zeros(batch_size, param.numel(), dtype=torch.float32, device=param.device)
+            return torch.zeros(batch_size, full_numel(param), dtype=torch.float32, device=param.device)
         return total.reshape(batch_size, -1)
 
     def _call_grad(
@@ -208,8 +210,8 @@ class GradientCapture:
             )
         if owner.kind == "linear":
             x = call.args[0].float() if call.args else call.kwargs["input"].float()
-            x = x.reshape(batch, -1, x.shape[-1])
-            gy = gy.reshape(batch, -1, gy.shape[-1])
+            x = rearrange(x, "batch ... inp -> batch (...) inp", batch=batch)
+            gy = rearrange(gy, "batch ... out -> batch (...) out", batch=batch)
             if mask is not None and x.shape[1] == mask.shape[1]:
                 # Padding contributes exactly nothing (its output-gradient is zero), but a
                 # non-finite activation there would turn 0 into NaN: clear both.
@@ -218,7 +220,7 @@ class GradientCapture:
                 if not bool(torch.isfinite(x[pad]).all()):
                     x = x.masked_fill(pad[:, :, None], 0.0)
             if attr == "weight":
-                return torch.einsum("bto,bti->boi", gy, x)
+                return einsum(gy, x, "batch token out, batch token inp -> batch out inp")
             return gy.sum(dim=1)
         if owner.kind == "embedding":
             module: nn.Embedding = owner.module  # type: ignore[assignment]

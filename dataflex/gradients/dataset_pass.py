@@ -13,8 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from dataflex.engines import lockstep_extra_batches
 from dataflex.errors import ConfigError
 from dataflex.gradients.features import FeaturePlan
+from dataflex.gradients.sharded import run_padding
 from dataflex.gradients.store import FeatureStore
 from dataflex.gradients.transforms import AdamState
 from dataflex.projectors.base import Projector
@@ -119,6 +121,8 @@ def compute_features(
     if store is not None and todo < len(indices):
         logger.info("Resuming: %d of %d rows are already in the store.", len(indices) - todo, len(indices))
     out = None if store is not None else torch.empty(len(indices), dim, dtype=torch.float32)
+    # ZeRO-3 / FSDP: forwards are collective, so every rank runs as many batches as the busiest.
+    extra = lockstep_extra_batches(model, len(batches))
     loader = DataLoader(
         Subset(dataset, [indices[j] for j in order]), batch_sampler=batches, collate_fn=collator
     )
@@ -145,6 +149,12 @@ def compute_features(
                 out[rows[0] : rows[-1] + 1] = feats
             io += time.perf_counter() - t0
             bar.update(len(rows))
+
+    def padding() -> None:
+        pad = collator([dataset[indices[0]]])
+        plan.features({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in pad.items()})
+
+    run_padding(extra, padding)
     t0 = time.perf_counter()
     if store is not None:
         out = store.read()

@@ -23,6 +23,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from dataflex.engines import full_numel, full_tensors
+
 logger = logging.getLogger(__name__)
 
 _FULL_HASH_LIMIT = 64_000_000
@@ -51,17 +53,17 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
     (full fine-tuning of large models), which still changes with every update.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    total = sum(p.numel() for _, p in named)
+    total = sum(full_numel(p) for _, p in named)
     stride = max(1, -(-total // _FULL_HASH_LIMIT))
     h = hashlib.blake2b(digest_size=16)
-    for name, p in named:
+    for name, p in full_tensors(named):  # the full values also under ZeRO-3 / FSDP (collective)
         h.update(name.encode())
         _hash_tensor(h, p, stride)
     config = getattr(model, "config", None)
     return {
         "class": type(model).__name__,
         "name_or_path": str(getattr(config, "_name_or_path", "")),
-        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "num_parameters": sum(full_numel(p) for p in model.parameters()),
         "trainable": total,
         "trainable_hash": h.hexdigest(),
     }

@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from dataflex.data.collator import IGNORE_INDEX
+from dataflex.engines import lockstep_extra_batches
+from dataflex.gradients import per_example_losses
+from dataflex.gradients.sharded import run_padding
 
 
 def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -28,7 +29,8 @@ def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) 
         ``(B,)`` fp32 losses.
 
     Raises:
-        ValueError: if a row has no completion token (its loss is undefined).
+        ValueError: if a row has no completion token (its loss is undefined; ranking it as
+            loss 0, as the gradient code's zero feature does, would be wrong here).
     """
     input_ids = batch["input_ids"]
     mask = batch.get("attention_mask")
@@ -38,16 +40,11 @@ def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) 
     position_ids = (mask.long().cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
-    target = labels[:, 1:]
-    valid = target != IGNORE_INDEX
-    counts = valid.sum(dim=1)
+    losses, counts = per_example_losses(logits, labels)
     if bool((counts == 0).any()):
         rows = torch.nonzero(counts == 0).flatten().tolist()
         raise ValueError(f"Rows {rows} of the batch have no completion token (all labels are -100).")
-    token_loss = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), target.clamp_min(0), reduction="none"
-    )
-    return (token_loss * valid).sum(dim=1) / counts
+    return losses
 
 
 def dataset_losses(
@@ -66,11 +63,19 @@ def dataset_losses(
     was_training = model.training
     model.eval()
     out = []
+    # ZeRO-3 / FSDP: forwards are collective; agree on the padding before the first batch.
+    extra = lockstep_extra_batches(model, -(-len(indices) // batch_size))
     try:
         for start in range(0, len(indices), batch_size):
             chunk = [examples[int(i)] for i in indices[start : start + batch_size]]
             batch = {k: v.to(device) for k, v in collator(chunk).items()}
             out.append(per_example_loss(model, batch).cpu())
+
+        def padding() -> None:  # a discarded batch: ZeRO-3 / FSDP forwards are collective
+            first = examples[int(indices[0])] if len(indices) else examples[0]
+            per_example_loss(model, {k: v.to(device) for k, v in collator([first]).items()})
+
+        run_padding(extra, padding)
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)

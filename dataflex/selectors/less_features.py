@@ -10,6 +10,9 @@ from typing import Any
 
 import torch
 
+from dataflex.engines import engine_of
+from dataflex.gradients import AdamState, FeatureStore, compute_features, num_trainable
+from dataflex.projectors.base import Projector
 from dataflex.registry import build_projector
 from dataflex.selectors.base import SelectionContext
 from dataflex.selectors.cache import data_identity, fingerprint_key
@@ -19,21 +22,18 @@ logger = logging.getLogger(__name__)
 
 def make_projector(
     model: torch.nn.Module, name: str, proj_dim: int, seed: int, device: torch.device | str
-) -> Any | None:
-    """The projector for this model's trainable parameters.
+) -> Projector:
+    """The registered projector ``name`` for this model's trainable parameters.
 
     ``identity`` keeps every coordinate (k = number of trainable parameters) and
-    ignores ``proj_dim``; it is returned as ``None``, which the gradient code reads
-    as "no projection". A random projector with ``proj_dim`` above the number of
+    ignores ``proj_dim``. A random projector with ``proj_dim`` above the number of
     trainable parameters is allowed but logged as a warning: it costs more than no
     projection and is still only an approximation.
     """
-    from dataflex.gradients import num_trainable
-
     dim = num_trainable(model)
     if name == "identity":
-        return None
-    if proj_dim > dim:
+        proj_dim = dim
+    elif proj_dim > dim:
         logger.warning(
             "less: proj_dim=%d is larger than the %d trainable parameters. A random projection to more "
             "dimensions than the gradient has does not compress anything: it costs more than no "
@@ -53,15 +53,39 @@ class FeatureRequest:
     dataset: Sequence[Mapping[str, Any]]
     indices: list[int]
     transform: str
-    adam_state: Any
+    adam_state: AdamState | None
     role: str
     identity: Mapping[str, Any]
+
+
+def idle_collective_forwards(
+    model: torch.nn.Module, request: FeatureRequest, projector: Any, ctx: SelectionContext, batch_size: int
+) -> None:
+    """A rank with no rows still takes part in the other ranks' collective forwards (ZeRO-3, FSDP).
+
+    It computes (and discards) one batch of the dataset's first example, then the
+    padding batches :func:`~dataflex.gradients.compute_features` adds to match the
+    busiest rank. Without a sharded engine this does nothing.
+    """
+    if not engine_of(model).collective_forward or len(request.dataset) == 0:
+        return
+    compute_features(
+        model,
+        request.dataset,
+        ctx.collator,
+        batch_size=batch_size,
+        transform="sgd",
+        projector=projector,
+        indices=[0],
+        device=ctx.device,
+        progress=False,
+    )
 
 
 def compute_rows(
     model: torch.nn.Module,
     request: FeatureRequest,
-    projector: Any,
+    projector: Projector,
     ctx: SelectionContext,
     *,
     batch_size: int,
@@ -78,10 +102,9 @@ def compute_rows(
     key). A progress bar shows on rank 0 in a terminal. ``timings`` collects the seconds
     per phase (see :func:`~dataflex.gradients.compute_features`).
     """
-    from dataflex.gradients import FeatureStore, compute_features, num_trainable
-
-    dim = projector.proj_dim if projector is not None else num_trainable(model)
+    dim = projector.proj_dim
     if not request.indices:
+        idle_collective_forwards(model, request, projector, ctx, batch_size)
         return torch.zeros(0, dim)
     store = None
     if cache_dir is not None:

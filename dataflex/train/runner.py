@@ -16,10 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataflex.configs.components import selector_from_components
 from dataflex.data.collator import SFTDataCollator
+from dataflex.engines import check_engine_config, require_deepspeed
+from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
 from dataflex.errors import ConfigError
+from dataflex.selectors.base import Selector
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import prepare_datasets
+from dataflex.train.dynamic.sampler import check_dynamic_plan
+from dataflex.train.dynamic.schedule import SelectionSchedule
+from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_training_args, global_batch_size
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
 
@@ -84,6 +91,7 @@ def build_training_args(cfg: TrainConfig) -> Any:
 
     if isinstance(cfg.deepspeed, str) and not Path(cfg.deepspeed).is_file():
         raise ConfigError(f"deepspeed: the DeepSpeed config {cfg.deepspeed!r} does not exist.")
+    require_deepspeed(cfg.deepspeed)  # "pip install 'dataflex[deepspeed]'", not a metadata error
     max_steps = cfg.max_steps
     if cfg.dynamic_total_steps is not None:
         max_steps = cfg.dynamic_total_steps  # the selection schedule fixes the length of the run
@@ -96,7 +104,9 @@ def build_training_args(cfg: TrainConfig) -> Any:
     # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
     # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not _has_accelerator() and (cfg.bf16 or distributed):
+    if cfg.deepspeed is not None and not _has_accelerator() and "LOCAL_RANK" in os.environ:
+        extra.update(cpu_deepspeed_training_kwargs())  # use_cpu=True would switch DeepSpeed off
+    elif not _has_accelerator() and (cfg.bf16 or distributed):
         logger.info(
             "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
         )
@@ -135,6 +145,35 @@ def build_training_args(cfg: TrainConfig) -> Any:
         raise ConfigError(f"invalid training arguments: {exc}") from None
 
 
+@dataclass(frozen=True)
+class DynamicPlan:
+    """The schedule and the selector of a ``dynamic_select`` run, built once and checked."""
+
+    schedule: SelectionSchedule
+    selector: Selector
+
+
+def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Any) -> DynamicPlan:
+    """Build and check the selection plan of a ``dynamic_select`` config, before the model loads.
+
+    Raises:
+        ConfigError: for a bad schedule, an unknown component or missing components file,
+            a per-round budget larger than the pool, or training arguments that
+            contradict the schedule.
+    """
+    schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)  # type: ignore[arg-type]
+    selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "")
+    check_dynamic_plan(
+        schedule,
+        selector,
+        pool_size,
+        global_batch_size(training_args),
+        has_eval_dataset=bool(cfg.eval_dataset),
+    )
+    check_training_args(training_args, schedule)
+    return DynamicPlan(schedule, selector)
+
+
 def build_trainer(
     cfg: TrainConfig,
     model: Any,
@@ -143,8 +182,12 @@ def build_trainer(
     eval_dataset: Any,
     collator: Any,
     training_args: Any,
+    plan: DynamicPlan | None = None,
 ) -> Any:
-    """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one."""
+    """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one.
+
+    A ``dynamic_select`` run passes the ``plan`` :func:`plan_dynamic_selection` built.
+    """
     trainer_kwargs = {
         "model": model,
         "args": training_args,
@@ -154,13 +197,27 @@ def build_trainer(
         "processing_class": tokenizer,
     }
     if cfg.train_type == "dynamic_select":
-        from dataflex.train.dynamic import build_dynamic_trainer
-
-        # The selector scores against eval_dataset even when the Trainer does not evaluate.
-        return build_dynamic_trainer(cfg, selection_eval_dataset=eval_dataset, **trainer_kwargs)
+        if plan is None:
+            raise ValueError("a dynamic_select run needs its DynamicPlan (plan_dynamic_selection).")
+        return DynamicSelectTrainer(
+            **trainer_kwargs,
+            selector=plan.selector,
+            schedule=plan.schedule,
+            # the selector scores against eval_dataset even when the Trainer does not evaluate
+            selection_eval_dataset=eval_dataset,
+            plots=cfg.plot_loss,
+        )
     from transformers import Trainer
 
     return Trainer(**trainer_kwargs)
+
+
+def _check_engine(cfg: TrainConfig) -> None:
+    """DeepSpeed installed, its config readable, and the engine fits the selector and method."""
+    selector = None
+    if cfg.train_type == "dynamic_select" and cfg.deepspeed is not None:
+        selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "").registry_name
+    check_engine_config(cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector)
 
 
 def run_train(cfg: TrainConfig) -> TrainResult:
@@ -177,17 +234,17 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         raise ConfigError(
             "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
         )
+    _check_engine(cfg)
     check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
     training_args = build_training_args(cfg)
     if data.eval is not None and cfg.eval_strategy == "no" and cfg.train_type == "static":
         logger.info("eval_dataset is checked but not evaluated (eval_strategy: no)")
+    plan = None
     if cfg.train_type == "dynamic_select":
-        # schedule, selector, per-round budget vs. pool: checked before the model loads
-        from dataflex.train.dynamic import check_dynamic_config
-
-        check_dynamic_config(cfg, len(data.train), training_args)
+        # schedule, selector, per-round budget vs. pool: built and checked before the model loads
+        plan = plan_dynamic_selection(cfg, len(data.train), training_args)
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(
@@ -204,7 +261,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         gradient_checkpointing=cfg.gradient_checkpointing,
     )
     collator = SFTDataCollator(tokenizer.pad_token_id)
-    trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args)
+    trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args, plan)
 
     output = trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
     trainer.save_model()
