@@ -3,7 +3,8 @@
 A stream of vectors is handed to the projector in batches of 16 (how LESS
 projects per-example gradients): 512 vectors at D = 2e5 and 64 at D = 2e6, for
 k in {4096, 8192}. Each method runs in a fresh subprocess (so its peak RSS is its
-own) and prints seconds for the whole stream, GFLOP/s (2·B·D·k / time), peak RSS
+own) and prints seconds for the whole stream, GFLOP/s (2·B·D·k / time; a dense-equivalent
+rate for the sparse ``sjlt``), peak RSS
 and ratios to TRAK and to this machine's fp32 GEMM (torch.matmul against a matrix
 made beforehand, same shapes, same run).
 
@@ -17,7 +18,7 @@ at D = 2e6 (32-65 GB of matrix) is timed at D = 2e5 (same k) and reported as a
 rate. Nothing here asserts anything about time.
 
     python benchmarks/projectors.py                 # CPU, 2 threads (docs/benchmarks.md)
-    python benchmarks/projectors.py --device cuda   # the fused Triton kernel vs torch GEMM
+    python benchmarks/projectors.py --device cuda   # cuda kernel, sjlt (torch, Triton) vs GEMM
     python benchmarks/projectors.py --quick         # tiny shapes, a smoke test
     python benchmarks/projectors.py --json out.json # also write the rows (for plot_benchmarks.py)
 """
@@ -108,7 +109,10 @@ def run_one(spec: dict) -> dict:
 
         name, _, cache = method.partition(":")
         kwargs: dict = {"seed": 0, "device": device}
-        if name == "cuda-bf16":
+        if name == "sjlt-triton":  # the sparse projector's Triton kernel (same P as "sjlt")
+            name = "sjlt"
+            kwargs["backend"] = "triton"
+        elif name == "cuda-bf16":
             name = "cuda"
             data = [x.bfloat16() for x in data]
         elif name.startswith("cuda-"):
@@ -135,10 +139,19 @@ def run_one(spec: dict) -> dict:
 
 def methods_for(device: str, d: int) -> list[str]:
     if device == "cuda":
-        return ["gemm", "gemm-bf16", "cuda-rademacher", "cuda-bf16", "cuda-gaussian", "trak-rademacher"]
-    ours = ["rademacher", "rademacher:none", "gaussian"]
+        return [
+            "gemm",
+            "gemm-bf16",
+            "cuda-rademacher",
+            "cuda-bf16",
+            "cuda-gaussian",
+            "sjlt",
+            "sjlt-triton",
+            "trak-rademacher",
+        ]
+    ours = ["rademacher", "rademacher:none", "gaussian", "sjlt"]
     if d <= GEMM_MAX_D:
-        ours = ["rademacher:all", "rademacher:none", "gaussian:all"]
+        ours = ["rademacher:all", "rademacher:none", "gaussian:all", "sjlt"]
     return ["gemm", *ours, "trak-rademacher", "trak-normal"]
 
 

@@ -90,6 +90,7 @@ class GradientCapture:
             for n, p in local:
                 self.uses.setdefault(id(p), []).append((owner, n))
         self._recording = False
+        self._pending: dict[int, int] = {}
 
     @property
     def functional_modules(self) -> list[str]:
@@ -157,6 +158,24 @@ class GradientCapture:
         for c, g in zip(calls, grads):
             c.grad = g
             c.output = None  # type: ignore[assignment]  # free the graph's activations early
+        # Trainable parameters still to be read, per owner: see release().
+        self._pending = {}
+        for _, param in self.params:
+            for owner, _ in self.uses[id(param)]:
+                self._pending[id(owner)] = self._pending.get(id(owner), 0) + 1
+
+    def release(self, param: nn.Parameter) -> None:
+        """Drop the records of the modules whose trainable parameters have all been read.
+
+        Called after :meth:`per_example_grad` of ``param``, so the captured inputs and
+        output-gradients of a layer are freed as soon as that layer is done and memory
+        falls while the parameters stream into the projector.
+        """
+        for owner, _ in self.uses[id(param)]:
+            left = self._pending.get(id(owner), 0) - 1
+            self._pending[id(owner)] = left
+            if left <= 0:
+                owner.calls.clear()
 
     def per_example_grad(
         self, param: nn.Parameter, batch_size: int, mask: torch.Tensor | None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import sys
+import time
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 import torch
@@ -36,8 +38,11 @@ def compute_features(
     store: FeatureStore | None = None,
     indices: Sequence[int] | None = None,
     device: torch.device | str | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     allow_sgd_fallback: bool = False,
+    sort_by_length: bool = True,
+    desc: str = "per-example gradients",
+    timings: MutableMapping[str, float] | None = None,
 ) -> torch.Tensor:
     """Per-example features of (a subset of) a tokenised dataset, batch by batch.
 
@@ -45,6 +50,11 @@ def compute_features(
     :func:`~dataflex.gradients.per_example_features` for the feature arguments). With
     a ``store``, completed rows are skipped (resume) and every finished batch is
     written to it before the next one starts.
+
+    With ``sort_by_length`` (default) the examples are processed longest first, so a
+    batch is padded only to the length of its own examples, not to the longest of the
+    pass; the result is returned in ``indices`` order all the same. A store then holds
+    its rows in that length order (a pure function of the data, so a rerun resumes it).
 
     Args:
         model: The model, already on its device.
@@ -59,8 +69,14 @@ def compute_features(
         store: A :class:`FeatureStore` with ``num_rows == len(indices)`` and ``dim == k``.
         indices: Dataset positions to compute (default: all, in order).
         device: Where batches go (default: the device of the model's first parameter).
-        progress: Show a tqdm progress bar.
+        progress: Show a tqdm progress bar (examples/second). ``None`` (default): on the
+            rank-0 process (or without ``torch.distributed``) when stderr is a terminal.
         allow_sgd_fallback: See :func:`~dataflex.gradients.per_example_features`.
+        sort_by_length: Batch the examples longest first (order of the result unchanged).
+        desc: Label of the progress bar.
+        timings: If given, seconds are added to it per phase: those of
+            :data:`~dataflex.gradients.features.PHASES` and ``"io"`` (data loading and
+            collation, store writes and the final read).
 
     Returns:
         ``(N, k)`` fp32 CPU tensor (read back from the store when there is one, i.e.
@@ -95,6 +111,8 @@ def compute_features(
         )
     if device is None:
         device = next(model.parameters()).device
+    # order[r] is the position (in indices) of the r-th example processed (and stored).
+    order = length_order(dataset, indices) if sort_by_length else list(range(len(indices)))
     ranges = store.missing_ranges() if store is not None else [(0, len(indices))]
     batches = [
         list(range(s, min(s + batch_size, e))) for start, e in ranges for s in range(start, e, batch_size)
@@ -105,17 +123,31 @@ def compute_features(
     out = None if store is not None else torch.empty(len(indices), dim, dtype=torch.float32)
     # ZeRO-3 / FSDP: forwards are collective, so every rank runs as many batches as the busiest.
     extra = lockstep_extra_batches(model, len(batches))
-    loader = DataLoader(Subset(dataset, indices), batch_sampler=batches, collate_fn=collator)
+    loader = DataLoader(
+        Subset(dataset, [indices[j] for j in order]), batch_sampler=batches, collate_fn=collator
+    )
+    io = 0.0
     with tqdm(
-        total=len(indices), initial=len(indices) - todo, disable=not progress, desc="per-example gradients"
+        total=len(indices),
+        initial=len(indices) - todo,
+        disable=_bar_disabled(progress),
+        desc=desc,
+        unit="ex",
+        dynamic_ncols=True,
     ) as bar:
-        for rows, batch in zip(batches, loader):
+        batch_iter = iter(loader)
+        for rows in batches:
+            t0 = time.perf_counter()
+            batch = next(batch_iter)
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            io += time.perf_counter() - t0
             feats = plan.features(batch, normalize=normalize).detach().cpu()
+            t0 = time.perf_counter()
             if store is not None:
                 store.write(rows[0], feats)
             else:
                 out[rows[0] : rows[-1] + 1] = feats
+            io += time.perf_counter() - t0
             bar.update(len(rows))
 
     def padding() -> None:
@@ -123,4 +155,34 @@ def compute_features(
         plan.features({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in pad.items()})
 
     run_padding(extra, padding)
-    return store.read() if store is not None else out
+    t0 = time.perf_counter()
+    if store is not None:
+        out = store.read()
+    if sort_by_length:
+        restored = torch.empty_like(out)
+        restored[torch.as_tensor(order)] = out
+        out = restored
+    io += time.perf_counter() - t0
+    if timings is not None:
+        for phase, seconds in plan.timings.items():
+            timings[phase] = timings.get(phase, 0.0) + seconds
+        timings["io"] = timings.get("io", 0.0) + io
+    return out
+
+
+def length_order(
+    dataset: Sequence[dict[str, Any]] | torch.utils.data.Dataset, indices: Sequence[int]
+) -> list[int]:
+    """Positions of ``indices`` sorted by the length of their ``input_ids``, longest first (stable)."""
+    lengths = [len(dataset[i]["input_ids"]) for i in indices]
+    return sorted(range(len(indices)), key=lambda j: -lengths[j])
+
+
+def _bar_disabled(progress: bool | None) -> bool:
+    """Whether to hide the bar: as asked, else on ranks other than 0 and when stderr is no terminal."""
+    if progress is not None:
+        return not progress
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed and torch.distributed.get_rank() != 0:
+        return True
+    return not sys.stderr.isatty()

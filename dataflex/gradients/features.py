@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -22,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 CHUNK_ELEMENTS = 1 << 22
 """Most elements (B × columns) of consecutive parameter blocks joined into one ``project`` call."""
+
+PHASES = ("forward", "backward", "per_example", "transform", "projection", "normalize")
+"""The phases of a feature pass that :attr:`FeaturePlan.timings` accumulates (seconds)."""
 
 
 def num_trainable(model: nn.Module) -> int:
@@ -68,9 +73,12 @@ class FeaturePlan:
         optimizer: torch.optim.Optimizer | None = None,
         adam_state: AdamState | None = None,
         allow_sgd_fallback: bool = False,
+        profile: bool = False,
     ) -> None:
         transform = check_transform(transform)
         self.model = model
+        self.profile = profile
+        self.timings: dict[str, float] = dict.fromkeys(PHASES, 0.0)
         self.capture = GradientCapture(model)
         if not self.capture.params:
             raise ConfigError(
@@ -128,8 +136,25 @@ class FeaturePlan:
             "allow_sgd_fallback=True to use plain gradients instead."
         )
 
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Add the block's wall time to ``timings[name]`` (synchronising CUDA first when profiling)."""
+        cuda = self.profile and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if cuda:
+                torch.cuda.synchronize()
+            self.timings[name] += time.perf_counter() - t0
+
     def features(self, batch: Mapping[str, Any], normalize: bool = False) -> torch.Tensor:
-        """``(B, k)`` fp32 features of one collated batch (see :func:`per_example_features`)."""
+        """``(B, k)`` fp32 features of one collated batch (see :func:`per_example_features`).
+
+        The seconds spent in each phase accumulate in :attr:`timings` (keys :data:`PHASES`).
+        """
         input_ids, mask, labels = _unpack(batch)
         bsz = input_ids.shape[0]
         extra = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
@@ -140,11 +165,11 @@ class FeaturePlan:
         self.model.eval()  # dropout off
         try:
             with torch.enable_grad(), self.capture.hooks():
-                with self.capture.recording():
+                with self._phase("forward"), self.capture.recording():
                     out = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False, **extra)
-                logits = out.logits if hasattr(out, "logits") else out[0]
-                losses, counts = per_example_losses(logits, labels)
-                del out, logits
+                    logits = out.logits if hasattr(out, "logits") else out[0]
+                    losses, counts = per_example_losses(logits, labels)
+                    del out, logits
                 empty = (counts == 0).nonzero().flatten().tolist()
                 if empty:
                     logger.warning(
@@ -152,18 +177,39 @@ class FeaturePlan:
                         empty,
                         IGNORE_INDEX,
                     )
-                self.capture.backward(losses.sum())
+                with self._phase("backward"):
+                    self.capture.backward(losses.sum())
                 padded = not bool(mask.bool().all())
                 return self._stream(bsz, mask.bool() if padded else None, normalize)
         finally:
             for m, training in modes.items():
                 m.training = training
 
+    def parameter_block(
+        self, name: str, param: nn.Parameter, bsz: int, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(B, param.numel())`` transformed per-example gradient of one trainable parameter.
+
+        The one place where a parameter (and its optimizer state) is read during the
+        stream: an engine that shards parameters gathers ``param`` around this call. The
+        layer's captured records are released afterwards.
+        """
+        with self._phase("per_example"):
+            g = self.capture.per_example_grad(param, bsz, mask)
+        self.capture.release(param)
+        if self.transform == "sgd":
+            return g
+        with self._phase("transform"):
+            moments = self.adam_state[name] if self.transform == "adam" else None
+            return apply_transform(self.transform, g, moments)
+
     def _stream(self, bsz: int, mask: torch.Tensor | None, normalize: bool) -> torch.Tensor:
         """Per-parameter blocks, transformed, projected a few consecutive parameters at a time.
 
-        Consecutive small blocks (LoRA matrices) are joined up to :data:`CHUNK_ELEMENTS`
-        before each ``project`` call, so memory stays O(B × (largest parameter + chunk)).
+        One parameter's per-example gradient exists at a time (the largest one alone is
+        ``B × numel``): consecutive small blocks (LoRA matrices) are joined up to
+        :data:`CHUNK_ELEMENTS` before each ``project`` call, larger ones are projected as
+        soon as they are made, so memory stays O(B × (largest parameter + chunk)).
         """
         chunks: list[torch.Tensor] = []
         pending: list[torch.Tensor] = []
@@ -172,16 +218,15 @@ class FeaturePlan:
 
         def flush() -> None:
             nonlocal out, width, start, pending
-            x = pending[0] if len(pending) == 1 else torch.cat(pending, dim=1)
-            part = self.projector.project(x, start)
-            out = part if out is None else out.add_(part)
+            with self._phase("projection"):
+                x = pending[0] if len(pending) == 1 else torch.cat(pending, dim=1)
+                part = self.projector.project(x, start)
+                out = part if out is None else out.add_(part)
             start += width
             width, pending = 0, []
 
         for name, param in self.capture.params:
-            g = self.capture.per_example_grad(param, bsz, mask)
-            moments = self.adam_state[name] if self.transform == "adam" else None
-            g = apply_transform(self.transform, g, moments)
+            g = self.parameter_block(name, param, bsz, mask)
             if self.projector is None:
                 chunks.append(g)
                 continue
@@ -190,11 +235,14 @@ class FeaturePlan:
             pending.append(g)
             width += g.shape[1]
             del g
+            if width * bsz >= CHUNK_ELEMENTS:
+                flush()  # project it now: the next parameter's block is not made beside it
         if pending:
             flush()
         feats = torch.cat(chunks, dim=1) if self.projector is None else out
         if normalize:
-            feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(torch.finfo(feats.dtype).tiny)
+            with self._phase("normalize"):
+                feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(torch.finfo(feats.dtype).tiny)
         return feats
 
 

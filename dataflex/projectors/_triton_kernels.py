@@ -92,3 +92,44 @@ def project_kernel(
 
     out_ptrs = part_ptr + pid_s * stride_ps + offs_b[:, None] * stride_pb + offs_k[None, :]
     tl.store(out_ptrs, acc, mask=(offs_b[:, None] < batch) & (offs_k[None, :] < proj_dim))
+
+
+@triton.jit(do_not_specialize=["batch", "width", "col0", "block_rows", "k0", "k1"])
+def sjlt_kernel(
+    x_ptr,
+    out_ptr,
+    batch,
+    width,
+    col0,
+    block_rows,
+    stride_xb,
+    stride_ob,
+    k0,
+    k1,
+    NNZ: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """``out[b, row(c, j)] += sign(c, j) · x[b, c − col0]`` (unscaled), as ``sjlt.sjlt_indices``.
+
+    Grid: (column blocks, batch blocks). Each program hashes its ``BLOCK_N`` columns
+    ``NNZ`` times and scatters its ``(BLOCK_B, BLOCK_N)`` tile with atomic adds.
+    """
+    pid_n = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    mask = (offs_b[:, None] < batch) & (offs_n[None, :] < width)
+    x = tl.load(x_ptr + offs_b[:, None] * stride_xb + offs_n[None, :], mask=mask, other=0.0)
+    key0 = k0.to(tl.uint32)
+    key1 = k1.to(tl.uint32)
+    col = col0.to(tl.int64) + offs_n.to(tl.int64)
+    hi = _mix32((col >> 32).to(tl.uint32) ^ key0)
+    ck = _mix32((col & 0xFFFFFFFF).to(tl.uint32) ^ hi)
+    block = block_rows.to(tl.uint32)
+    for j in tl.static_range(NNZ):
+        rk = _mix32(tl.full((), j, tl.uint32) ^ key1)
+        w = _mix32(ck ^ rk)
+        row = (j * block_rows).to(tl.int64) + ((w >> 1) % block).to(tl.int64)
+        sign = 1.0 - 2.0 * (w & 1).to(tl.float32)
+        tl.atomic_add(out_ptr + offs_b[:, None] * stride_ob + row[None, :], x * sign[None, :], mask=mask)

@@ -1,4 +1,14 @@
-"""``auto``: the fused ``cuda`` kernel on a CUDA device with Triton, else the torch backend."""
+"""``auto``: one distribution on every device, each on its fastest backend; ``sjlt`` by default.
+
+* ``distribution="sjlt"`` (default): the sparse JL projector with the torch backend
+  (``index_add_``) on any device; ``backend="triton"`` can be passed for the Triton
+  kernel (same P).
+* ``"rademacher"``/``"gaussian"``: the fused ``cuda`` kernel on a CUDA device with
+  Triton, else the torch backend of that name.
+
+Why ``sjlt``: at equal fidelity to LESS's cosines it costs O(B·D·s) instead of the dense
+O(B·D·k), see ``docs/projectors.md`` for the measurements.
+"""
 
 from __future__ import annotations
 
@@ -11,41 +21,53 @@ from dataflex.projectors.base import Projector
 from dataflex.projectors.cuda import CudaProjector, triton_available
 from dataflex.projectors.gaussian import GaussianProjector
 from dataflex.projectors.rademacher import RademacherProjector
+from dataflex.projectors.sjlt import SJLTProjector
 from dataflex.registry import register_projector
 
 logger = logging.getLogger(__name__)
 
 _TORCH_BACKENDS = {"rademacher": RademacherProjector, "gaussian": GaussianProjector}
+_DISTRIBUTIONS = ("sjlt", "rademacher", "gaussian")
+_OPTIONS = {
+    "torch": {"cache_bytes", "block_cols"},
+    "cuda": {"fp32_precision"},
+    "sjlt": {"nnz_per_column", "backend", "cache_bytes"},
+}
 
 
 @register_projector("auto")
 class AutoProjector(Projector):
-    """Chooses the fastest backend for ``device``: ``cuda`` if possible, else ``rademacher``/``gaussian``.
-
-    Every choice computes the same P for a seed, so features made with ``auto`` on
-    different machines are comparable. The choice is logged.
+    """The same P for a seed on every device, on the fastest backend there; ``sjlt`` by default.
 
     Args:
         input_dim: D.
         proj_dim: k.
-        distribution: ``"rademacher"`` (default) or ``"gaussian"``.
+        distribution: ``"sjlt"`` (default), ``"rademacher"`` or ``"gaussian"``.
         **kwargs: ``seed``, ``dtype``, ``device`` and the chosen backend's own options
-            (``cache_bytes``/``block_cols`` for torch, ``fp32_precision`` for cuda);
-            options of the backend not chosen are dropped.
+            (``nnz_per_column``/``backend``/``cache_bytes`` for sjlt,
+            ``cache_bytes``/``block_cols`` for the dense torch backends,
+            ``fp32_precision`` for cuda); options of backends not chosen are dropped.
     """
 
-    def __init__(self, input_dim: int, proj_dim: int, *, distribution: str = "rademacher", **kwargs) -> None:
-        if distribution not in _TORCH_BACKENDS:
-            raise ConfigError(f"distribution must be one of {sorted(_TORCH_BACKENDS)}, got {distribution!r}.")
+    def __init__(self, input_dim: int, proj_dim: int, *, distribution: str = "sjlt", **kwargs) -> None:
+        if distribution not in _DISTRIBUTIONS:
+            raise ConfigError(f"distribution must be one of {sorted(_DISTRIBUTIONS)}, got {distribution!r}.")
         device = torch.device(kwargs.get("device", "cpu"))
-        torch_only = {"cache_bytes", "block_cols"}
-        cuda_only = {"fp32_precision"}
-        if device.type == "cuda" and triton_available():
-            kwargs = {k: v for k, v in kwargs.items() if k not in torch_only}
-            self.backend: Projector = CudaProjector(input_dim, proj_dim, distribution=distribution, **kwargs)
+        if distribution == "sjlt":
+            chosen = "sjlt"
+        elif device.type == "cuda" and triton_available():
+            chosen = "cuda"
+        else:
+            chosen = "torch"
+        dropped = set().union(*(v for k, v in _OPTIONS.items() if k != chosen)) - _OPTIONS[chosen]
+        kwargs = {k: v for k, v in kwargs.items() if k not in dropped}
+        if chosen == "sjlt":
+            self.backend: Projector = SJLTProjector(input_dim, proj_dim, **kwargs)
+            why = f"sparse JL, s={self.backend.nnz}, {self.backend.backend} backend on {device}"
+        elif chosen == "cuda":
+            self.backend = CudaProjector(input_dim, proj_dim, distribution=distribution, **kwargs)
             why = "fused Triton kernel on " + str(device)
         else:
-            kwargs = {k: v for k, v in kwargs.items() if k not in cuda_only}
             self.backend = _TORCH_BACKENDS[distribution](input_dim, proj_dim, **kwargs)
             why = "no CUDA device" if device.type != "cuda" else "Triton is not installed"
         super().__init__(

@@ -77,9 +77,13 @@ class Projector(ABC):
                 f"Coordinates [{offset}, {offset + width}) are outside [0, {self.input_dim}) "
                 f"of this {type(self).__name__} (input_dim={self.input_dim})."
             )
-        if not bool(torch.isfinite(x).all()):
+        out = self._project(x, offset)
+        # Checked on the (B, k) output, not the (B, n) input: a pass over B·n values costs as
+        # much as a sparse projection. Every backend's columns have a nonzero entry, so a
+        # NaN or Inf in x always reaches the output (as NaN or ±Inf).
+        if not bool(torch.isfinite(out).all()):
             raise ValueError("project received NaN or Inf values; the gradients upstream diverged.")
-        return self._project(x, offset)
+        return out
 
     @abstractmethod
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:

@@ -63,7 +63,10 @@ class LessSelector(PoolSelector):
         proj_dim: int = Field(default=8192, ge=1, description="Random projection dimension k.")
         projector: str = Field(
             default="auto",
-            description="Projector registry name (auto, rademacher, gaussian, identity, cuda).",
+            description=(
+                "Projector registry name: auto (sjlt on every device), sjlt, rademacher, gaussian, "
+                "identity, cuda."
+            ),
         )
         subtask_field: str | None = Field(
             default=None,
@@ -206,15 +209,24 @@ class LessSelector(PoolSelector):
             "subtasks": labels,
         }
         cache = self.cache(ctx, "less-scores")
+        t_io = time.perf_counter()
         hit = self.cached(ctx, cache, fingerprint)
+        score_io = time.perf_counter() - t_io
         if hit is not None:
             return CandidateScores(
                 hit["per_subtask"],
                 [str(n) for n in names],
-                {"transform": transform, "cache_hit": True, "time_features_s": 0.0, "time_scoring_s": 0.0},
+                {
+                    "transform": transform,
+                    "cache_hit": True,
+                    "time_features_s": 0.0,
+                    "time_scoring_s": 0.0,
+                    "time_io_s": score_io,
+                },
             )
 
         timing = {"features": 0.0, "scoring": 0.0}
+        phases: dict[str, float] = {}
         feature_dir = self.cache_dir(ctx)
 
         def rows(
@@ -241,6 +253,7 @@ class LessSelector(PoolSelector):
                 batch_size=p.batch_size,
                 dtype=p.feature_dtype,
                 cache_dir=feature_dir,
+                timings=phases,
             )
             timing["features"] += time.perf_counter() - t0
             return out
@@ -258,7 +271,9 @@ class LessSelector(PoolSelector):
             return out
 
         per_subtask = self.sharded(ctx, len(cand_list), work)
+        t_io = time.perf_counter()
         self.store(ctx, cache, fingerprint, {"per_subtask": per_subtask})
+        score_io += time.perf_counter() - t_io
         return CandidateScores(
             per_subtask,
             [str(n) for n in names],
@@ -267,6 +282,8 @@ class LessSelector(PoolSelector):
                 "cache_hit": False,
                 "time_features_s": timing["features"],
                 "time_scoring_s": timing["scoring"],
+                "time_io_s": phases.get("io", 0.0) + score_io,
+                "feature_phases": {k: round(v, 4) for k, v in phases.items()},
             },
         )
 
@@ -330,6 +347,8 @@ class LessSelector(PoolSelector):
             cache_hit=result.metadata["cache_hit"],
             time_features_s=round(result.metadata["time_features_s"], 4),
             time_scoring_s=round(result.metadata["time_scoring_s"], 4),
+            time_io_s=round(result.metadata.get("time_io_s", 0.0), 4),
+            feature_phases=result.metadata.get("feature_phases", {}),
         )
         return Selection(indices=indices, scores=totals[pos].tolist(), metadata=meta)
 

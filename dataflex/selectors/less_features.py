@@ -91,12 +91,16 @@ def compute_rows(
     batch_size: int,
     dtype: str,
     cache_dir: Path | None,
+    timings: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Projected (not normalised) gradient features of ``request.indices``, ``(len, k)`` fp32.
 
     Features are stored under ``cache_dir/features`` in a
     :class:`~dataflex.gradients.FeatureStore` keyed by the model identity, step,
     projector, transform, role and data, so a rerun of the same round reuses them.
+    Examples are batched longest first (the store keeps that row order, named in its
+    key). A progress bar shows on rank 0 in a terminal. ``timings`` collects the seconds
+    per phase (see :func:`~dataflex.gradients.compute_features`).
     """
     dim = projector.proj_dim
     if not request.indices:
@@ -109,6 +113,7 @@ def compute_rows(
             "role": request.role,
             "transform": request.transform,
             "data": data_identity(request.dataset, request.indices),
+            "row_order": "length-desc",
         }
         store = FeatureStore.open(
             Path(cache_dir) / "features" / fingerprint_key(fingerprint),
@@ -129,6 +134,8 @@ def compute_rows(
         store=store,
         indices=request.indices,
         device=ctx.device,
-        progress=False,
+        progress=None,
+        desc=f"LESS features ({request.role})",
+        timings=timings,
     )
     return torch.as_tensor(feats).float()

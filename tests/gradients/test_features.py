@@ -118,3 +118,48 @@ def test_bad_arguments_are_refused_before_work(llama, examples, dense_projector)
         p.requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameters"):
         per_example_features(model, batch)
+
+
+@pytest.mark.parametrize(("kind", "transform"), [("full", "sgd"), ("tied", "adam")])
+def test_one_parameter_block_and_only_pending_layers_alive_at_a_time(
+    llama, examples, dense_projector, monkeypatch, kind, transform
+):
+    """Full FT: no per-example block outlives its projection; a layer's records go when it is done."""
+    import weakref
+
+    from dataflex.gradients import AdamMoments, AdamState
+    from dataflex.gradients.capture import GradientCapture
+
+    model = llama(kind)
+    monkeypatch.setattr(features_module, "CHUNK_ELEMENTS", 1)  # every block is "large"
+    alive: list[weakref.ref] = []
+    seen: list[tuple[int, list[str]]] = []
+    original = GradientCapture.per_example_grad
+
+    def spy(self, param, batch_size, mask):
+        still = [r for r in alive if r() is not None]
+        recorded = [o.name for o in self.owners if o.calls]
+        seen.append((len(still), recorded))
+        g = original(self, param, batch_size, mask)
+        alive.append(weakref.ref(g))
+        return g
+
+    monkeypatch.setattr(GradientCapture, "per_example_grad", spy)
+    state = None
+    if transform == "adam":
+        state = AdamState(
+            {
+                n: AdamMoments(torch.rand_like(p), torch.rand_like(p), 0.9, 0.999, 1e-8)
+                for n, p in model.named_parameters()
+                if p.requires_grad
+            }
+        )
+    proj = dense_projector(num_trainable(model), 8)
+    per_example_features(
+        model, SFTDataCollator(0)(examples(3)), projector=proj, transform=transform, adam_state=state
+    )
+    assert len(seen) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert all(n == 0 for n, _ in seen), [n for n, _ in seen]
+    # Records shrink as the stream passes layer after layer (all of them at the start).
+    counts = [len(r) for _, r in seen]
+    assert counts == sorted(counts, reverse=True) and counts[-1] < counts[0]

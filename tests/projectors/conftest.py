@@ -9,7 +9,8 @@ from dataflex.projectors import list_projectors
 from dataflex.projectors.cuda import interpreting, triton_available
 from dataflex.registry import build_projector
 
-ALL_PROJECTORS = list_projectors()
+ALL_PROJECTORS = [*list_projectors(), "sjlt-triton"]
+"""Registered names, plus ``sjlt-triton``: the ``sjlt`` projector with ``backend="triton"``."""
 # Small Triton tiles keep the CPU interpreter fast and exercise multi-tile paths.
 CUDA_TEST_KWARGS = {"block_b": 16, "block_n": 32, "block_k": 32}
 
@@ -24,9 +25,13 @@ def cuda_device() -> str:
 
 
 def _make_projector(name: str, input_dim: int, proj_dim: int, seed: int = 0, **kwargs):
-    """Build ``name``; ``identity`` ignores ``proj_dim``; ``cuda`` runs where it can."""
+    """Build ``name``; ``identity`` ignores ``proj_dim``; ``cuda`` and ``sjlt-triton`` run where they can."""
     if name == "identity":
         return build_projector(name, input_dim=input_dim, proj_dim=input_dim, seed=seed, **kwargs)
+    if name == "sjlt-triton":
+        if not cuda_runnable():
+            pytest.skip("sjlt triton kernel: no GPU here; its tests run under TRITON_INTERPRET=1 (subproc)")
+        name, kwargs = "sjlt", {"backend": "triton", "device": cuda_device(), **kwargs}
     if name == "cuda":
         if not cuda_runnable():
             pytest.skip("cuda backend: no GPU here; its tests run under TRITON_INTERPRET=1 in a subprocess")

@@ -19,16 +19,17 @@ from dataflex.projectors.cuda import triton_available
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SUITE = ["test_properties.py", "test_same_matrix.py", "test_errors.py"]
+SUITE = ["test_properties.py", "test_same_matrix.py", "test_errors.py", "test_sjlt.py"]
 
 
 @pytest.mark.skipif(not triton_available(), reason="Triton is not installed")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the suite runs the real kernel")
-def test_cuda_backend_passes_the_suite_under_the_triton_interpreter():
+def test_triton_kernels_pass_the_suite_under_the_triton_interpreter():
+    """The dense ``cuda`` kernel and the ``sjlt`` Triton kernel."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     env.pop("PYTEST_XDIST_WORKER", None)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-    cmd += [str(HERE / name) for name in SUITE] + ["-k", "cuda"]
+    cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider"]
+    cmd += [str(HERE / name) for name in SUITE] + ["-k", "cuda or triton"]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     report = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, report
@@ -37,3 +38,6 @@ def test_cuda_backend_passes_the_suite_under_the_triton_interpreter():
     assert passed, report
     assert int(passed.group(1)) >= 14, report
     assert "no GPU here" not in result.stdout, report
+    # The sjlt kernel ran the property suite and its own tests, not just the dense kernel.
+    sjlt_passed = [line for line in result.stdout.splitlines() if "PASSED" in line and "triton" in line]
+    assert len(sjlt_passed) >= 10, report

@@ -17,8 +17,9 @@ def test_non_positive_proj_dim(projector_name, proj_dim):
         with pytest.raises(ConfigError, match="proj_dim must equal input_dim"):
             build_projector("identity", input_dim=10, proj_dim=proj_dim)
         return
+    name = "sjlt" if projector_name == "sjlt-triton" else projector_name
     with pytest.raises(ConfigError, match="proj_dim must be a positive integer"):
-        build_projector(projector_name, input_dim=10, proj_dim=proj_dim, device="cpu")
+        build_projector(name, input_dim=10, proj_dim=proj_dim, device="cpu")
 
 
 def test_non_floating_dtype_argument():
@@ -88,3 +89,19 @@ def test_auto_uses_the_torch_backend_off_gpu_and_says_so(caplog):
 def test_identity_rejects_a_reduced_dimension():
     with pytest.raises(ConfigError, match=r"proj_dim must equal input_dim.*'rademacher' or 'auto'"):
         build_projector("identity", input_dim=10, proj_dim=4)
+
+
+def test_auto_defaults_to_sjlt_on_every_device_and_says_so(caplog):
+    from dataflex.projectors import SJLTProjector
+
+    with caplog.at_level(logging.INFO, logger="dataflex.projectors.auto"):
+        p = AutoProjector(
+            50, 8, seed=3, cache_bytes=0, block_cols=16, fp32_precision="ieee", nnz_per_column=2
+        )
+    assert isinstance(p.backend, SJLTProjector) and p.backend.nnz == 2
+    assert "using 'sjlt'" in caplog.text
+    assert p.fingerprint() == SJLTProjector(50, 8, seed=3, nnz_per_column=2).fingerprint()
+    x = torch.randn(3, 50)
+    assert torch.equal(p.project(x), SJLTProjector(50, 8, seed=3, nnz_per_column=2).project(x))
+    dense = AutoProjector(50, 8, seed=3, distribution="rademacher", nnz_per_column=2)
+    assert isinstance(dense.backend, RademacherProjector)

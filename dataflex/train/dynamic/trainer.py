@@ -46,6 +46,14 @@ from dataflex.train.dynamic.state import load_selection_state, save_selection_st
 logger = logging.getLogger(__name__)
 
 
+def phase_summary(metadata: dict | None) -> str:
+    """``"; features 1.20s, scoring 0.10s, I/O 0.30s"`` from a selector's timing metadata, or ``""``."""
+    meta = metadata or {}
+    labels = (("time_features_s", "features"), ("time_scoring_s", "scoring"), ("time_io_s", "I/O"))
+    parts = [f"{label} {float(meta[key]):.2f}s" for key, label in labels if key in meta]
+    return "; " + ", ".join(parts) if parts else ""
+
+
 def _value(option: object) -> str:
     return str(getattr(option, "value", option))
 
@@ -306,13 +314,14 @@ class DynamicSelectionMixin:
         self._lrs_since_round = []
         candidates = self.dynamic_sampler.pool_size
         logger.info(
-            "dataflex: round %d at step %d: chose %d of %d candidates in %.2fs%s",
+            "dataflex: round %d at step %d: chose %d of %d candidates in %.2fs%s%s",
             round_,
             step,
             len(selection.indices),
             candidates,
             seconds,
             "" if lr is None else f" (mean lr {lr:.3g})",
+            phase_summary(selection.metadata),
         )
         record = round_record(
             round_=round_,

@@ -68,6 +68,15 @@ def test_a_log_line_per_round(run):
     assert rounds[1].startswith("dataflex: round 1 at step 1: chose 4 of 18 candidates in ")
 
 
+def test_phase_summary_of_the_round_log_line():
+    from dataflex.train.dynamic.trainer import phase_summary
+
+    meta = {"time_features_s": 1.234, "time_scoring_s": 0.05, "time_io_s": 0.3, "selector": "less"}
+    assert phase_summary(meta) == "; features 1.23s, scoring 0.05s, I/O 0.30s"
+    assert phase_summary({"selector": "random"}) == ""
+    assert phase_summary(None) == ""
+
+
 def test_plots_are_written(run):
     _, report_dir, _ = run
     for name in ("loss.png", "composition.png", "scores.png"):

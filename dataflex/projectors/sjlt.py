@@ -1,0 +1,203 @@
+"""``sjlt``: a sparse Johnson–Lindenstrauss transform (CountSketch at ``nnz_per_column=1``).
+
+Each input coordinate ``c`` is added, with a hashed sign, to ``s`` hashed output rows,
+one in each of ``s`` equal blocks of rows (the block construction of Kane & Nelson,
+so a coordinate never hits the same row twice); entries are ``±1/√s``. Cost
+``O(B·n·s)`` per slice of ``n`` coordinates, independent of k; no matrix is stored.
+
+The entries are a pure function of ``(seed, column)`` through the counter-based hash
+of :mod:`dataflex.projectors.hashing` (stream :data:`STREAM_SJLT`)::
+
+    w = word(c, j)                     # j = 0 … s−1, the same word as the dense backends
+    row(c, j)  = j·(k/s) + (w >> 1) mod (k/s)
+    sign(c, j) = −1 if w & 1 else +1
+
+so any slice can be projected anywhere (``offset``), and the torch backend (CPU or
+GPU, ``index_add_``) and the Triton kernel (``backend="triton"``) compute the same P.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import torch
+
+from dataflex.errors import ConfigError
+from dataflex.projectors.base import Projector
+from dataflex.projectors.hashing import (
+    HASH_SCHEME,
+    STREAM_SJLT,
+    column_keys,
+    counter_keys,
+    hash_words,
+    seed_keys,
+)
+from dataflex.registry import register_projector
+
+DEFAULT_NNZ = 4
+"""Default ``nnz_per_column`` (chosen from the fidelity table in ``docs/projectors.md``)."""
+
+DEFAULT_INDEX_CACHE_BYTES = 1 << 30
+"""Default budget (1 GiB) for hashed output indices kept between calls."""
+
+CHUNK_COLUMNS = 1 << 18
+"""Columns hashed (and cached) together; one ``index_add_`` per chunk and nonzero."""
+
+_BACKENDS = ("torch", "triton")
+
+
+def sjlt_indices(seed: int, proj_dim: int, nnz: int, start: int, stop: int, device) -> torch.Tensor:
+    """``(nnz, stop − start)`` int64 indices ``2·row(c, j) + signbit(c, j)`` for columns ``[start, stop)``.
+
+    Index ``i`` addresses a ``(B, 2k)`` accumulator whose even entries collect the
+    positive and odd entries the negative contributions of row ``i // 2``.
+    """
+    k0, k1 = seed_keys(seed, STREAM_SJLT)
+    words = hash_words(column_keys(start, stop, k0, device), counter_keys(0, nnz, k1, device))
+    block = proj_dim // nnz
+    rows = (words >> 1).remainder_(block)
+    rows += torch.arange(nnz, device=device, dtype=torch.int64)[None, :] * block
+    idx = rows.mul_(2).add_(words.bitwise_and_(1))
+    return idx.t().contiguous()
+
+
+@register_projector("sjlt")
+class SJLTProjector(Projector):
+    """Sparse JL projection: ``nnz_per_column`` hashed ±1/√s entries per column; cost independent of k.
+
+    Args:
+        input_dim: D.
+        proj_dim: k; a multiple of ``nnz_per_column``.
+        nnz_per_column: s, nonzeros per column (1 is CountSketch).
+        seed: Seed of the matrix.
+        dtype: Accepted for interface compatibility; inputs are upcast, sums are fp32.
+        device: Device of the outputs (CPU or CUDA for ``backend="torch"``).
+        backend: ``"torch"`` (``index_add_``, any device) or ``"triton"`` (one Triton
+            kernel; a CUDA device, or the CPU under ``TRITON_INTERPRET=1``). Same P.
+        cache_bytes: Budget for hashed indices kept between calls (torch backend;
+            0 hashes every call). Indices take ``8·s`` bytes per cached column.
+
+    Raises:
+        ConfigError: on ``nnz_per_column`` not in ``[1, k]`` or not dividing k, an
+            unknown backend, or ``triton`` without Triton or a CUDA device.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        proj_dim: int,
+        *,
+        nnz_per_column: int = DEFAULT_NNZ,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        backend: str = "torch",
+        cache_bytes: int = DEFAULT_INDEX_CACHE_BYTES,
+    ) -> None:
+        super().__init__(input_dim, proj_dim, seed=seed, dtype=dtype, device=device)
+        s = nnz_per_column
+        if not isinstance(s, int) or isinstance(s, bool) or not 1 <= s <= proj_dim or proj_dim % s:
+            raise ConfigError(
+                f"nnz_per_column must be an integer in [1, proj_dim] dividing proj_dim={proj_dim}, got {s!r}."
+            )
+        if backend not in _BACKENDS:
+            raise ConfigError(f"backend must be one of {_BACKENDS}, got {backend!r}.")
+        if not isinstance(cache_bytes, int) or cache_bytes < 0:
+            raise ConfigError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}.")
+        if backend == "triton":
+            from dataflex.projectors.cuda import interpreting, triton_available
+
+            if not triton_available():
+                raise ConfigError(
+                    "sjlt backend='triton' needs Triton, which is not installed "
+                    "(pip install 'dataflex[gpu]'); "
+                    "backend='torch' computes the same P on any device."
+                )
+            if self.device.type != "cuda" and not interpreting():
+                raise ConfigError(
+                    f"sjlt backend='triton' runs on a CUDA device, got device={self.device}; "
+                    "backend='torch' computes the same P on any device."
+                )
+        self.nnz = s
+        self.backend = backend
+        self.scale = 1.0 / math.sqrt(s)
+        self.cache_bytes = cache_bytes
+        self._keys = seed_keys(self.seed, STREAM_SJLT)
+        self._cache: dict[int, torch.Tensor] = {}
+        self._cache_used = 0
+
+    @property
+    def distribution(self) -> str:
+        return "sjlt"
+
+    def fingerprint(self) -> dict:
+        return {**super().fingerprint(), "nnz_per_column": self.nnz, "hash_scheme": HASH_SCHEME}
+
+    def matrix(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Columns ``[start, stop)`` of P as a dense ``(k, n)`` fp32 tensor (for tests and small D)."""
+        stop = self.input_dim if stop is None else stop
+        idx = sjlt_indices(self.seed, self.proj_dim, self.nnz, start, stop, self.device)
+        out = torch.zeros(self.proj_dim, stop - start, device=self.device)
+        cols = torch.arange(stop - start, device=self.device)
+        for j in range(self.nnz):
+            sign = 1.0 - 2.0 * (idx[j] & 1).float()
+            out[idx[j] >> 1, cols] = sign * self.scale
+        return out
+
+    def _indices(self, chunk: int) -> torch.Tensor:
+        """Hashed indices of chunk ``chunk`` (columns ``chunk·CHUNK_COLUMNS …``), cached while they fit."""
+        cached = self._cache.get(chunk)
+        if cached is not None:
+            return cached
+        start = chunk * CHUNK_COLUMNS
+        stop = min(start + CHUNK_COLUMNS, self.input_dim)
+        idx = sjlt_indices(self.seed, self.proj_dim, self.nnz, start, stop, self.device)
+        size = idx.numel() * idx.element_size()
+        if self._cache_used + size <= self.cache_bytes:
+            self._cache[chunk] = idx
+            self._cache_used += size
+        return idx
+
+    def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        x = x.to(self.device)
+        if x.dtype != torch.float32:
+            x = x.float()
+        if self.backend == "triton":
+            return self._project_triton(x, offset)
+        batch, width = x.shape
+        acc = torch.zeros(batch, 2 * self.proj_dim, device=self.device, dtype=torch.float32)
+        first, last = offset // CHUNK_COLUMNS, (offset + width - 1) // CHUNK_COLUMNS
+        for chunk in range(first, last + 1):
+            c0 = chunk * CHUNK_COLUMNS
+            a, b = max(offset, c0), min(offset + width, c0 + CHUNK_COLUMNS)
+            idx = self._indices(chunk)
+            src = x[:, a - offset : b - offset]
+            for j in range(self.nnz):
+                acc.index_add_(1, idx[j, a - c0 : b - c0], src)
+        pairs = acc.view(batch, self.proj_dim, 2)
+        return (pairs[:, :, 0] - pairs[:, :, 1]).mul_(self.scale)
+
+    def _project_triton(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        kernels = importlib.import_module("dataflex.projectors._triton_kernels")
+        x = x.contiguous()
+        batch, width = x.shape
+        out = torch.zeros(batch, self.proj_dim, device=self.device, dtype=torch.float32)
+        block_b, block_n = 16, 128
+        grid = (-(-width // block_n), -(-batch // block_b))
+        kernels.sjlt_kernel[grid](
+            x,
+            out,
+            batch,
+            width,
+            offset,
+            self.proj_dim // self.nnz,
+            x.stride(0),
+            out.stride(0),
+            self._keys[0],
+            self._keys[1],
+            NNZ=self.nnz,
+            BLOCK_B=block_b,
+            BLOCK_N=block_n,
+        )
+        return out.mul_(self.scale)
