@@ -1,0 +1,132 @@
+"""A lock on an output folder, so two runs never write into the same one.
+
+The lock is a file ``.dataflex.lock`` created with ``O_EXCL`` that names its holder
+(pid, host, start time, command). A second run gets a :class:`~dataflex.errors.ConfigError`
+naming the first. A lock left by a process that no longer runs on this host is taken
+over with a warning. Under ``torchrun`` the launching ``dataflex-cli`` holds the lock
+and passes its token to the ranks in ``DATAFLEX_LOCK_TOKEN``, so they recognise it as
+their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+from dataflex.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".dataflex.lock"
+TOKEN_ENV = "DATAFLEX_LOCK_TOKEN"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class OutputLock:
+    """Exclusive use of ``folder`` by this process (and the ranks it launches).
+
+    Use as a context manager or call :meth:`acquire` / :meth:`release`.
+
+    Args:
+        folder: The output folder (created if absent).
+        key: The config key that named it, for messages (``"output_dir"``).
+    """
+
+    def __init__(self, folder: str | os.PathLike, key: str = "output_dir") -> None:
+        self.folder = Path(folder)
+        self.key = key
+        self.path = self.folder / LOCK_FILE
+        self.token: str | None = None
+
+    def acquire(self) -> OutputLock:
+        """Take the lock.
+
+        Raises:
+            ConfigError: when another live run holds it, naming that run.
+        """
+        inherited = os.environ.get(TOKEN_ENV)
+        if inherited and _read(self.path).get("token") == inherited:
+            return self  # our launcher holds it; it also releases it
+        self.folder.mkdir(parents=True, exist_ok=True)
+        token = uuid.uuid4().hex
+        body = {
+            "token": token,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+        }
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _read(self.path)
+                if self._stale(holder):
+                    logger.warning(
+                        "%s: taking over %s left by pid %s, which no longer runs.",
+                        self.key,
+                        self.path,
+                        holder.get("pid"),
+                    )
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise ConfigError(
+                    f"{self.key}: {str(self.folder)!r} is in use by another dataflex run (pid "
+                    f"{holder.get('pid', '?')} on {holder.get('host', '?')}, started "
+                    f"{holder.get('started', '?')}: {holder.get('command', '?')}). Wait for it to finish "
+                    f"or choose another {self.key}; if no such run exists, delete {self.path}."
+                ) from None
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(body, fh)
+            self.token = token
+            return self
+        raise ConfigError(f"{self.key}: could not take the lock {self.path}; try again.")
+
+    @staticmethod
+    def _stale(holder: dict) -> bool:
+        pid = holder.get("pid")
+        if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
+            return False
+        return pid != os.getpid() and not _alive(pid)
+
+    def release(self) -> None:
+        """Give the lock up (only if this object took it)."""
+        if self.token is not None and _read(self.path).get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+        self.token = None
+
+    def child_env(self) -> dict[str, str]:
+        """Environment entries that let processes launched by this one share the lock."""
+        return {TOKEN_ENV: self.token} if self.token else {}
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

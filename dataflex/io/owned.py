@@ -1,0 +1,87 @@
+"""What dataflex may replace: folders it marked as its own, and names kept inside a folder.
+
+A folder dataflex creates for an export (or another output it may later replace) gets
+a ``.dataflex.json`` marker. Only a marked folder, or an empty one, is ever replaced;
+anything else is refused with the flag that allows it, as ``git`` refuses to clobber.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from dataflex import __version__
+from dataflex.errors import ConfigError
+from dataflex.io.atomic import atomic_write_json
+
+MARKER = ".dataflex.json"
+
+
+def write_marker(folder: str | os.PathLike, kind: str, **extra: Any) -> Path:
+    """Mark ``folder`` as written by dataflex (``kind``: ``"export"``, ``"select"``, ...)."""
+    return atomic_write_json(
+        Path(folder) / MARKER, {"written_by": "dataflex", "version": __version__, "kind": kind, **extra}
+    )
+
+
+def read_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The marker of ``folder``, or ``None`` when it has none (or an unreadable one)."""
+    path = Path(folder) / MARKER
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("written_by") == "dataflex" else None
+
+
+def is_marked(folder: str | os.PathLike, kind: str) -> bool:
+    """Whether ``folder`` carries dataflex's marker of ``kind``."""
+    marker = read_marker(folder)
+    return marker is not None and marker.get("kind") == kind
+
+
+def is_empty_dir(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is an existing folder with no entries."""
+    folder = Path(folder)
+    return folder.is_dir() and not any(folder.iterdir())
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_file_name(name: str, what: str) -> str:
+    """``name`` made safe to use as one file name (no folder part, no hidden name).
+
+    Characters outside ``A-Z a-z 0-9 . _ + -`` become ``_``; a name that would climb
+    out of its folder (``..``, ``../x``, ``/abs``) is refused rather than rewritten.
+
+    Raises:
+        ConfigError: naming ``what`` for an empty name or one that leaves the folder.
+    """
+    text = str(name)
+    parts = re.split(r"[\\/]", text)
+    if not text.strip() or any(p in ("..", ".") for p in parts) or text.startswith(("/", "\\", "~")):
+        raise ConfigError(
+            f"{what}: {text!r} cannot become a file name inside the output folder (it is empty or "
+            "points outside it); rename it."
+        )
+    safe = _UNSAFE.sub("_", text).lstrip(".")
+    if not safe:
+        raise ConfigError(f"{what}: {text!r} has no character usable in a file name; rename it.")
+    return safe
+
+
+def path_inside(folder: str | os.PathLike, name: str, what: str) -> Path:
+    """``folder / name``, refused when it resolves outside ``folder``.
+
+    Raises:
+        ConfigError: naming ``what`` when the path would leave ``folder``.
+    """
+    root = Path(folder).resolve()
+    target = (root / name).resolve()
+    if target != root and root not in target.parents:
+        raise ConfigError(f"{what}: {name!r} would be written outside {str(folder)!r}; refused.")
+    return target
