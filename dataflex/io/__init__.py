@@ -29,6 +29,7 @@ from dataflex.io.integrity import IntegrityError, read_verified, remove_verified
 from dataflex.io.lock import LOCK_FILE, OutputLock
 from dataflex.io.owned import (
     MARKER,
+    check_replaceable,
     is_empty_dir,
     is_marked,
     path_inside,
@@ -48,6 +49,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "canonical_json",
+    "check_replaceable",
     "dir_mode",
     "file_digest",
     "file_mode",

@@ -85,3 +85,29 @@ def path_inside(folder: str | os.PathLike, name: str, what: str) -> Path:
     if target != root and root not in target.parents:
         raise ConfigError(f"{what}: {name!r} would be written outside {str(folder)!r}; refused.")
     return target
+
+
+def check_replaceable(folder: str | os.PathLike, key: str, kind: str, flag: str | None = None) -> None:
+    """Refuse to write into ``folder`` unless it is absent, empty, or dataflex's own ``kind`` output.
+
+    Args:
+        folder: The output folder.
+        key: The config key naming it (for the message).
+        kind: The marker kind of the outputs that may be replaced (``"export"``, ``"select"``).
+        flag: The config key that allows writing anyway, if there is one.
+
+    Raises:
+        ConfigError: naming the folder, a few of its entries and the fix.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{key}: {str(folder)!r} is a file, not a folder.")
+    if not folder.is_dir() or is_empty_dir(folder) or is_marked(folder, kind):
+        return
+    entries = sorted(p.name for p in folder.iterdir())
+    shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+    fix = f"set {flag}: true to replace it, or choose" if flag else "choose"
+    raise ConfigError(
+        f"{key}: {str(folder)!r} is not empty ({shown}) and was not written by dataflex-cli {kind}; "
+        f"dataflex never deletes or overwrites files it did not write. {fix} an empty or new folder."
+    )

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch
 
+from dataflex.io import fingerprint_key
 from dataflex.registry import build_projector
 from dataflex.selectors.base import SelectionContext
-from dataflex.selectors.cache import data_identity, fingerprint_key
+from dataflex.selectors.cache import data_identity
 
 logger = logging.getLogger(__name__)
 

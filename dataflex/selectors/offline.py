@@ -26,6 +26,7 @@ from dataflex.configs.components import load_components
 from dataflex.data.collator import SFTDataCollator
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError
+from dataflex.io import OutputLock, atomic_write_text, check_replaceable, write_marker
 from dataflex.selectors.base import SelectionContext, Selector
 from dataflex.selectors.less import LessSelector
 from dataflex.selectors.offline_config import OfflineSelectConfig
@@ -34,7 +35,6 @@ from dataflex.selectors.offline_data import (
     load_offline_dataset,
     write_jsonl,
     write_subset,
-    write_text_atomic,
 )
 from dataflex.selectors.scoring import composition, summarize, top_n
 
@@ -219,11 +219,23 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
     Outputs: ``scores.jsonl`` (index, dataset, score, subtask_scores for the whole
     pool with ``less``; the chosen rows otherwise), the chosen subset in its
     source's format with a ``dataset_info.json`` entry, and ``selection.json``.
+    ``output_dir`` must be absent, empty or an earlier ``select`` output (dataflex
+    never overwrites a ``dataset_info.json`` it did not write), and is locked while
+    the selection runs.
     """
     t0 = time.perf_counter()
     components = load_components(config.components_cfg_file)
     selector = components.build_selector(config.component_name)
     check_before_work(config, selector)
+    check_replaceable(config.output_dir, "output_dir", "select")
+    if not DistributedView.current().is_main:
+        return _run_offline_select(config, selector, t0)
+    with OutputLock(config.output_dir):
+        write_marker(config.output_dir, "select")  # first, so a failed run's leftovers are ours to replace
+        return _run_offline_select(config, selector, t0)
+
+
+def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: float) -> OfflineResult:
     tokenizer = load_tokenizer(config)
     pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
     pool, val = load_data(config, tokenizer)
@@ -270,5 +282,5 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
         write_jsonl(out / "scores.jsonl", rows)
         report["dataset_info"] = write_subset(pool, indices, out)
         report["indices"] = indices
-        write_text_atomic(out / "selection.json", json.dumps(report, indent=2, default=str))
+        atomic_write_text(out / "selection.json", json.dumps(report, indent=2, default=str))
     return OfflineResult(indices=indices, scores=scores, output_dir=out, report=report)

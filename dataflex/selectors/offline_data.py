@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflex.errors import ConfigError
+from dataflex.io import atomic_write_text, path_inside, safe_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -135,22 +134,9 @@ def load_offline_dataset(
     return out
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
     """Write ``rows`` as JSON lines, atomically."""
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def write_subset(data: OfflineDataset, indices: Sequence[int], output_dir: Path) -> dict[str, Any]:
@@ -158,7 +144,12 @@ def write_subset(data: OfflineDataset, indices: Sequence[int], output_dir: Path)
 
     Each file keeps its source's format (records verbatim, same suffix, same
     ``dataset_info.json`` entry with a new ``file_name``), in the order of
-    ``indices``. Returns the ``dataset_info.json`` written.
+    ``indices``. Dataset names become file names only through
+    :func:`dataflex.io.safe_file_name`, and every path is checked to stay inside
+    ``output_dir``. Returns the ``dataset_info.json`` written.
+
+    Raises:
+        ConfigError: for a dataset name that would leave ``output_dir``.
     """
     per_source: dict[int, list[Any]] = {}
     for i in indices:
@@ -168,13 +159,14 @@ def write_subset(data: OfflineDataset, indices: Sequence[int], output_dir: Path)
     for src, records in per_source.items():
         source = data.sources[src]
         key = f"{source.name}_selected"
-        file_name = f"{key}{source.suffix}"
+        file_name = safe_file_name(key, f"dataset {source.name!r}") + source.suffix
+        target = path_inside(output_dir, file_name, f"dataset {source.name!r}")
         if source.suffix == ".jsonl":
-            write_jsonl(output_dir / file_name, records)
+            write_jsonl(target, records)
         else:
-            write_text_atomic(output_dir / file_name, json.dumps(records, ensure_ascii=False, indent=2))
+            atomic_write_text(target, json.dumps(records, ensure_ascii=False, indent=2))
         entry = copy.deepcopy(source.info)
         entry["file_name"] = file_name
         info[key] = entry
-    write_text_atomic(output_dir / "dataset_info.json", json.dumps(info, indent=2, ensure_ascii=False))
+    atomic_write_text(output_dir / "dataset_info.json", json.dumps(info, indent=2, ensure_ascii=False))
     return info
