@@ -54,12 +54,16 @@ class OutputLock:
     Args:
         folder: The output folder (created if absent).
         key: The config key that named it, for messages (``"output_dir"``).
+        lock_path: Where the lock file goes (default ``folder/.dataflex.lock``); beside the
+            folder for one that is swapped as a whole (an export).
     """
 
-    def __init__(self, folder: str | os.PathLike, key: str = "output_dir") -> None:
+    def __init__(
+        self, folder: str | os.PathLike, key: str = "output_dir", lock_path: str | os.PathLike | None = None
+    ) -> None:
         self.folder = Path(folder)
         self.key = key
-        self.path = self.folder / LOCK_FILE
+        self.path = Path(lock_path) if lock_path is not None else self.folder / LOCK_FILE
         self.token: str | None = None
 
     def acquire(self) -> OutputLock:
@@ -71,7 +75,7 @@ class OutputLock:
         inherited = os.environ.get(TOKEN_ENV)
         if inherited and _read(self.path).get("token") == inherited:
             return self  # our launcher holds it; it also releases it
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         body = {
             "token": token,
