@@ -4,7 +4,8 @@
 * :mod:`~dataflex.io.digest`: canonical JSON fingerprints and content digests of files;
 * :mod:`~dataflex.io.integrity`: SHA-256 sidecars checked on every read-back;
 * :mod:`~dataflex.io.lock`: the output-folder lock;
-* :mod:`~dataflex.io.owned`: the "written by dataflex" marker and safe file names.
+* :mod:`~dataflex.io.owned`: the "written by dataflex" marker and safe file names;
+* :mod:`~dataflex.io.text`: reading a user's text file with a clear error.
 """
 
 from dataflex.io.atomic import (
@@ -25,7 +26,14 @@ from dataflex.io.digest import (
     sha256_hex,
     source_identity,
 )
-from dataflex.io.integrity import IntegrityError, read_verified, remove_verified, verify, write_verified
+from dataflex.io.integrity import (
+    IntegrityError,
+    check_safetensors,
+    read_verified,
+    remove_verified,
+    verify,
+    write_verified,
+)
 from dataflex.io.lock import LOCK_FILE, OutputLock
 from dataflex.io.owned import (
     MARKER,
@@ -37,6 +45,7 @@ from dataflex.io.owned import (
     safe_file_name,
     write_marker,
 )
+from dataflex.io.text import read_user_text
 
 __all__ = [
     "LOCK_FILE",
@@ -50,6 +59,7 @@ __all__ = [
     "atomic_write_text",
     "canonical_json",
     "check_replaceable",
+    "check_safetensors",
     "dir_mode",
     "file_digest",
     "file_mode",
@@ -60,6 +70,7 @@ __all__ = [
     "is_marked",
     "path_inside",
     "read_marker",
+    "read_user_text",
     "read_verified",
     "remove_verified",
     "safe_file_name",

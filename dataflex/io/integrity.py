@@ -97,3 +97,33 @@ def remove_verified(path: str | os.PathLike) -> None:
     path = Path(path)
     path.unlink(missing_ok=True)
     sidecar(path).unlink(missing_ok=True)
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Check that a safetensors file (ours or another tool's) is whole: header and data length.
+
+    Reads only the header, so it is cheap for multi-gigabyte shards.
+
+    Raises:
+        IntegrityError: naming the file when it is truncated, padded or has no valid header.
+    """
+    import json
+
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if not 0 < header_len <= size - 8:
+                raise ValueError(f"header length {header_len} in a {size}-byte file")
+            header = json.loads(fh.read(header_len))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise IntegrityError(
+            f"{path} is not a valid safetensors file ({exc}); it is damaged or truncated."
+        ) from None
+    if 8 + header_len + end != size:
+        raise IntegrityError(
+            f"{path} is truncated or damaged: its header describes {8 + header_len + end} bytes, the file "
+            f"has {size}."
+        )

@@ -32,6 +32,12 @@ from dataflex.errors import ConfigError, DataflexError
 from dataflex.selectors.base import Selection, SelectionContext, Selector
 from dataflex.train.dynamic.plan import check_dynamic_plan
 from dataflex.train.dynamic.reports import SelectionReport, plot_run, round_record
+from dataflex.train.dynamic.resume import (
+    check_checkpoint_files,
+    check_same_run,
+    last_complete_checkpoint,
+    run_fingerprint,
+)
 from dataflex.train.dynamic.sampler import DynamicSelectionSampler
 from dataflex.train.dynamic.schedule import SelectionSchedule
 from dataflex.train.dynamic.state import load_selection_state, save_selection_state
@@ -201,9 +207,18 @@ class DynamicSelectionMixin:
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``, restoring the selection state when resuming."""
         checkpoint = resume_from_checkpoint
-        if isinstance(checkpoint, bool):
-            checkpoint = get_last_checkpoint(self.args.output_dir) if checkpoint else None  # type: ignore[attr-defined]
+        if checkpoint is True:
+            if get_last_checkpoint(self.args.output_dir) is None:  # type: ignore[attr-defined]
+                raise ConfigError(
+                    f"resume_from_checkpoint: true, but output_dir {self.args.output_dir!r} has no "  # type: ignore[attr-defined]
+                    "checkpoint-* folder."
+                )
+            checkpoint = last_complete_checkpoint(self.args.output_dir)  # type: ignore[attr-defined]
+            resume_from_checkpoint = checkpoint  # the Trainer would take the newest, complete or not
+        elif checkpoint is False:
+            checkpoint = None
         if checkpoint:
+            check_checkpoint_files(checkpoint)
             self._restore_selection_state(checkpoint)
         else:
             self.dynamic_sampler.selections = {}
@@ -314,7 +329,19 @@ class DynamicSelectionMixin:
             "lrs_since_last_round": list(self._lrs_since_round),
             "sampler": sampler.state_dict(),
             "report": [self._round_records[r] for r in sorted(self._round_records)],
+            **self._run_fingerprint(),
         }
+
+    def _run_fingerprint(self) -> dict[str, Any]:
+        """Pool, eval set, selector params and optimisation settings (see :mod:`.resume`); computed once."""
+        if getattr(self, "_fingerprint_cache", None) is None:
+            self._fingerprint_cache = run_fingerprint(
+                self.selector,
+                self.train_dataset,  # type: ignore[attr-defined]
+                self.selection_eval_dataset,
+                self.args,  # type: ignore[attr-defined]
+            )
+        return self._fingerprint_cache
 
     def _save_selection_state(self, folder: str | os.PathLike, step: int) -> None:
         save_selection_state(folder, self.selection_state(step))
@@ -335,6 +362,7 @@ class DynamicSelectionMixin:
                     f"cannot resume from {checkpoint}: it was written with {key}={state[key]!r}, "
                     f"this run has {key}={value!r}. Resume with the same settings, or start a fresh run."
                 )
+        check_same_run(state, self._run_fingerprint(), checkpoint)
         sampler.load_state_dict(state["sampler"])
         self._lrs_since_round = [float(x) for x in state["lrs_since_last_round"]]
         self._round_records = {int(r["round"]): r for r in state["report"]}
