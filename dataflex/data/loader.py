@@ -23,9 +23,18 @@ def resolve_datasets(names_or_paths: str | list[str], dataset_dir: str | Path = 
 
 
 def load_attr_examples(
-    attr: DatasetAttr, max_samples: int | None = None, strict: bool = False
+    attr: DatasetAttr,
+    max_samples: int | None = None,
+    strict: bool = False,
+    skipped_out: Counter[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Read and convert the rows of one resolved dataset.
+
+    Args:
+        attr: The resolved dataset.
+        max_samples: Keep at most this many rows (the first ones).
+        strict: Fail on the first bad row instead of skipping it.
+        skipped_out: When given, the skipped rows are counted into it by reason.
 
     Raises:
         ConfigError: the file is not JSON, has no rows, no row has the needed columns,
@@ -56,6 +65,8 @@ def load_attr_examples(
                 ) from None
             skipped[str(exc)] += 1
             first_bad.setdefault(str(exc), index)
+    if skipped_out is not None:
+        skipped_out.update(skipped)
     if skipped:
         detail = ", ".join(f"{n} × {r} (first: row {first_bad[r]})" for r, n in skipped.most_common())
         logger.warning(

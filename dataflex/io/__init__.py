@@ -38,6 +38,7 @@ from dataflex.io.lock import LOCK_FILE, OutputLock
 from dataflex.io.owned import (
     MARKER,
     check_replaceable,
+    check_writable_dir,
     is_empty_dir,
     is_marked,
     path_inside,
@@ -58,8 +59,10 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "canonical_json",
+    "check_inputs_whole",
     "check_replaceable",
     "check_safetensors",
+    "check_writable_dir",
     "dir_mode",
     "file_digest",
     "file_mode",

@@ -127,3 +127,21 @@ def check_safetensors(path: str | os.PathLike) -> None:
             f"{path} is truncated or damaged: its header describes {8 + header_len + end} bytes, the file "
             f"has {size}."
         )
+
+
+def check_inputs_whole(folders: list[str], key: str) -> None:
+    """Every ``*.safetensors`` file in these folders is whole (``""`` entries are skipped).
+
+    Raises:
+        ConfigError: naming ``key`` and the truncated or damaged file.
+    """
+    from dataflex.errors import ConfigError
+
+    for folder in folders:
+        if not folder or not Path(folder).is_dir():
+            continue
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            try:
+                check_safetensors(f)
+            except IntegrityError as exc:
+                raise ConfigError(f"{key}: {exc}") from None

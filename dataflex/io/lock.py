@@ -3,9 +3,7 @@
 The lock is a file ``.dataflex.lock`` created with ``O_EXCL`` that names its holder
 (pid, host, start time, command). A second run gets a :class:`~dataflex.errors.ConfigError`
 naming the first. A lock left by a process that no longer runs on this host is taken
-over with a warning. Under ``torchrun`` the launching ``dataflex-cli`` holds the lock
-and passes its token to the ranks in ``DATAFLEX_LOCK_TOKEN``, so they recognise it as
-their own.
+over with a warning. Under ``torchrun`` rank 0 takes it for all ranks.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from dataflex.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".dataflex.lock"
-TOKEN_ENV = "DATAFLEX_LOCK_TOKEN"
 
 
 def _alive(pid: int) -> bool:
@@ -47,7 +44,7 @@ def _read(path: Path) -> dict:
 
 
 class OutputLock:
-    """Exclusive use of ``folder`` by this process (and the ranks it launches).
+    """Exclusive use of ``folder`` by this process.
 
     Use as a context manager or call :meth:`acquire` / :meth:`release`.
 
@@ -72,9 +69,6 @@ class OutputLock:
         Raises:
             ConfigError: when another live run holds it, naming that run.
         """
-        inherited = os.environ.get(TOKEN_ENV)
-        if inherited and _read(self.path).get("token") == inherited:
-            return self  # our launcher holds it; it also releases it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         body = {
@@ -122,10 +116,6 @@ class OutputLock:
         if self.token is not None and _read(self.path).get("token") == self.token:
             self.path.unlink(missing_ok=True)
         self.token = None
-
-    def child_env(self) -> dict[str, str]:
-        """Environment entries that let processes launched by this one share the lock."""
-        return {TOKEN_ENV: self.token} if self.token else {}
 
     def __enter__(self) -> OutputLock:
         return self.acquire()

@@ -111,3 +111,36 @@ def check_replaceable(folder: str | os.PathLike, key: str, kind: str, flag: str 
         f"{key}: {str(folder)!r} is not empty ({shown}) and was not written by dataflex-cli {kind}; "
         f"dataflex never deletes or overwrites files it did not write. {fix} an empty or new folder."
     )
+
+
+def check_writable_dir(folder: str | os.PathLike, key: str) -> None:
+    """Check that ``folder`` is, or can be created as, a folder this process can write into.
+
+    Nothing is left behind: the probe file is created in the nearest existing folder and
+    removed at once.
+
+    Raises:
+        ConfigError: naming ``key`` when the path is empty, is a file, lies below a file, or
+            its nearest existing folder cannot be written.
+    """
+    import tempfile
+
+    if not str(folder).strip():
+        raise ConfigError(f"{key}: is empty; name the folder to write into.")
+    path = Path(folder).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}: {str(folder)!r} is a file, not a folder.")
+    probe = path.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{key}: {str(folder)!r} cannot be created: {str(probe)!r} is a file.")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".dataflex-write-test-", dir=probe)
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}: {str(folder)!r} is not writable ({exc.strerror} in {str(probe)!r}); choose a folder "
+            "you can write to."
+        ) from None
+    os.close(fd)
+    os.unlink(name)

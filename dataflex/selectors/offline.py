@@ -17,16 +17,25 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
+from dataflex.checks import check_device
 from dataflex.configs.components import load_components
 from dataflex.data.collator import SFTDataCollator
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError
-from dataflex.io import OutputLock, atomic_write_text, check_replaceable, write_marker
+from dataflex.io import (
+    OutputLock,
+    atomic_write_text,
+    check_inputs_whole,
+    check_replaceable,
+    check_writable_dir,
+    write_marker,
+)
 from dataflex.selectors.base import SelectionContext, Selector
 from dataflex.selectors.less import LessSelector
 from dataflex.selectors.offline_config import OfflineSelectConfig
@@ -105,6 +114,11 @@ def check_before_work(config: OfflineSelectConfig, selector: Selector) -> None:
     for ckpt in config.checkpoints:
         if not Path(ckpt).is_dir():
             raise ConfigError(f"checkpoints: {ckpt!r} is not a folder.")
+    check_inputs_whole([*config.checkpoints, config.adapter_name_or_path or ""], "checkpoints")
+    check_device(config.device)
+    if getattr(selector.params, "projector", None) == "cuda":
+        check_device("cuda", "projector")
+    check_writable_dir(config.output_dir, "output_dir")
     if not isinstance(selector, LessSelector):
         return
     if config.eval_dataset is None:
@@ -239,6 +253,8 @@ def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: flo
     tokenizer = load_tokenizer(config)
     pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
     pool, val = load_data(config, tokenizer)
+    if isinstance(selector, LessSelector) and val is not None:
+        selector.subtask_labels(SimpleNamespace(eval_dataset=val.examples))  # before any model loads
     n = config.num_to_select(len(pool))
     if n > len(pool):
         raise ConfigError(
