@@ -28,6 +28,7 @@ from dataflex.io.digest import (
 )
 from dataflex.io.integrity import (
     IntegrityError,
+    check_inputs_whole,
     check_safetensors,
     read_verified,
     remove_verified,

@@ -204,6 +204,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         ConfigError: any bad input, before the model is loaded and before anything is
             written to ``output_dir``.
     """
+    from transformers import set_seed
+
     out = check_output_dir(cfg)
     check_run_inputs(cfg)
     if cfg.plot_loss and importlib.util.find_spec("matplotlib") is None:
@@ -228,24 +230,6 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         )
         check_selection_inputs(cfg, selector, schedule, data.train, data.eval, examples_per_step)
 
-    lock = OutputLock(out) if _is_main_process() else None
-    if lock is not None:
-        lock.acquire()
-    try:
-        if lock is not None:
-            write_marker(out, "train")
-            for folder in stale_checkpoints(cfg):
-                logger.info("overwrite_output_dir: removing the earlier run's %s", folder)
-                shutil.rmtree(folder)
-        return _train(cfg, out, tokenizer, data, training_args)
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-def _train(cfg: TrainConfig, out: Path, tokenizer: Any, data: Any, training_args: Any) -> TrainResult:
-    from transformers import set_seed
-
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(
         cfg.model_name_or_path, dtype=torch_dtype(cfg.bf16, cfg.fp16), trust_remote_code=cfg.trust_remote_code
@@ -260,6 +244,25 @@ def _train(cfg: TrainConfig, out: Path, tokenizer: Any, data: Any, training_args
         adapter_name_or_path=cfg.adapter_name_or_path,
         gradient_checkpointing=cfg.gradient_checkpointing,
     )
+    # Nothing is written to output_dir before here, so a bad input leaves it untouched.
+    lock = OutputLock(out) if _is_main_process() else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        if lock is not None:
+            write_marker(out, "train")
+            for folder in stale_checkpoints(cfg):
+                logger.info("overwrite_output_dir: removing the earlier run's %s", folder)
+                shutil.rmtree(folder)
+        return _train(cfg, out, model, tokenizer, data, training_args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    cfg: TrainConfig, out: Path, model: Any, tokenizer: Any, data: Any, training_args: Any
+) -> TrainResult:
     collator = SFTDataCollator(tokenizer.pad_token_id)
     trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args)
 
