@@ -130,8 +130,8 @@ def check_writable_dir(folder: str | os.PathLike, key: str) -> None:
     path = Path(folder).expanduser()
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{key}: {str(folder)!r} is a file, not a folder.")
-    probe = path.absolute()
-    while not probe.exists():
+    probe = path
+    while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
         raise ConfigError(f"{key}: {str(folder)!r} cannot be created: {str(probe)!r} is a file.")

@@ -42,6 +42,7 @@ from dataflex.selectors.offline_config import OfflineSelectConfig
 from dataflex.selectors.offline_data import (
     OfflineDataset,
     load_offline_dataset,
+    subset_file_name,
     write_jsonl,
     write_subset,
 )
@@ -253,6 +254,8 @@ def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: flo
     tokenizer = load_tokenizer(config)
     pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
     pool, val = load_data(config, tokenizer)
+    for source in pool.sources:
+        subset_file_name(source)  # a name that would leave output_dir is refused before any work
     if isinstance(selector, LessSelector) and val is not None:
         selector.subtask_labels(SimpleNamespace(eval_dataset=val.examples))  # before any model loads
     n = config.num_to_select(len(pool))

@@ -139,6 +139,15 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def subset_file_name(source: SourceDataset) -> str:
+    """The file a source's chosen rows go to (its name made safe; see :func:`dataflex.io.safe_file_name`).
+
+    Raises:
+        ConfigError: for a dataset name that would leave the output folder.
+    """
+    return safe_file_name(f"{source.name}_selected", f"dataset {source.name!r}") + source.suffix
+
+
 def write_subset(data: OfflineDataset, indices: Sequence[int], output_dir: Path) -> dict[str, Any]:
     """Write the chosen examples' raw records, one file per source, plus ``dataset_info.json``.
 
@@ -159,7 +168,7 @@ def write_subset(data: OfflineDataset, indices: Sequence[int], output_dir: Path)
     for src, records in per_source.items():
         source = data.sources[src]
         key = f"{source.name}_selected"
-        file_name = safe_file_name(key, f"dataset {source.name!r}") + source.suffix
+        file_name = subset_file_name(source)
         target = path_inside(output_dir, file_name, f"dataset {source.name!r}")
         if source.suffix == ".jsonl":
             write_jsonl(target, records)
