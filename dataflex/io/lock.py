@@ -62,6 +62,7 @@ class OutputLock:
         self.key = key
         self.path = Path(lock_path) if lock_path is not None else self.folder / LOCK_FILE
         self.token: str | None = None
+        self._created: list[Path] = []
 
     def acquire(self) -> OutputLock:
         """Take the lock.
@@ -69,7 +70,9 @@ class OutputLock:
         Raises:
             ConfigError: when another live run holds it, naming that run.
         """
+        missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._created = missing
         token = uuid.uuid4().hex
         body = {
             "token": token,
@@ -112,10 +115,20 @@ class OutputLock:
         return pid != os.getpid() and not _alive(pid)
 
     def release(self) -> None:
-        """Give the lock up (only if this object took it)."""
+        """Give the lock up (only if this object took it).
+
+        Folders that :meth:`acquire` created and that are still empty are removed, so a
+        run refused after taking the lock leaves no trace.
+        """
         if self.token is not None and _read(self.path).get("token") == self.token:
             self.path.unlink(missing_ok=True)
         self.token = None
+        for folder in self._created:
+            try:
+                folder.rmdir()  # only succeeds when empty
+            except OSError:
+                break
+        self._created = []
 
     def __enter__(self) -> OutputLock:
         return self.acquire()

@@ -246,7 +246,6 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
     if not DistributedView.current().is_main:
         return _run_offline_select(config, selector, t0)
     with OutputLock(config.output_dir):
-        write_marker(config.output_dir, "select")  # first, so a failed run's leftovers are ours to replace
         return _run_offline_select(config, selector, t0)
 
 
@@ -298,6 +297,7 @@ def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: flo
     report["composition"] = composition(pool.examples, indices)
     report["seconds"] = round(time.perf_counter() - t0, 3)
     if DistributedView.current().is_main:
+        write_marker(out, "select")  # first, so a failed write's leftovers are ours to replace
         write_jsonl(out / "scores.jsonl", rows)
         report["dataset_info"] = write_subset(pool, indices, out)
         report["indices"] = indices
