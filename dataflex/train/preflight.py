@@ -54,6 +54,13 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ValueError, ImportError):  # a module blocked in sys.modules, or a broken parent
+        return False
+
+
 def check_report_to(report_to: list[str]) -> None:
     """Each logger in ``report_to`` is installed.
 
@@ -64,9 +71,7 @@ def check_report_to(report_to: list[str]) -> None:
         module = _LOGGER_MODULES.get(name)
         if module is None:
             continue
-        found = importlib.util.find_spec(module) is not None
-        if name == "tensorboard":
-            found = found or importlib.util.find_spec("tensorboardX") is not None
+        found = _installed(module) or (name == "tensorboard" and _installed("tensorboardX"))
         if not found:
             raise ConfigError(
                 f"report_to: {name!r} needs the {module} package, which is not installed: pip install "
