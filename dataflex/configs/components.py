@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflex.configs.validation import format_validation_error
-from dataflex.configs.yaml_files import load_yaml_text
+from dataflex.configs.yaml_files import load_yaml_text, refuse_bools_for_numbers
 from dataflex.errors import ConfigError, RegistryError
 from dataflex.io import read_user_text
 from dataflex.registry import SELECTORS, did_you_mean
@@ -113,5 +113,6 @@ def load_components(path: str | Path | None = None) -> Components:
             cls = SELECTORS.get(spec.name)
         except RegistryError as exc:
             raise ConfigError(f"{where}.name: {exc}") from None
+        refuse_bools_for_numbers(cls.Params, spec.params, f"{where}.params:")
         selectors[key] = (spec.name, cls.validate_params(spec.params, where=f"{where}.params"))
     return Components(path, selectors)

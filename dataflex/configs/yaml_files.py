@@ -135,15 +135,17 @@ def validate_model(schema: type[M], raw: dict[str, Any], where: str) -> M:
         raw: The mapping to validate.
         where: Prefix naming the source (e.g. ``"train.yaml:"``).
     """
-    _refuse_bools_for_numbers(schema, raw, where)
+    refuse_bools_for_numbers(schema, raw, where)
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, schema, where=where)) from None
 
 
-def _refuse_bools_for_numbers(schema: type[BaseModel], raw: dict[str, Any], where: str) -> None:
+def refuse_bools_for_numbers(schema: type[BaseModel], raw: Any, where: str) -> None:
     """Pydantic reads ``true`` as 1 for a number key; a config almost never means that."""
+    if not isinstance(raw, dict):
+        return
     for key, value in raw.items():
         field = schema.model_fields.get(key)
         if field is None or not isinstance(value, bool):

@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".dataflex.lock"
 
+_HELD: dict[Path, int] = {}
+"""Lock files this process holds, with how many reentrant users share each."""
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -53,14 +56,23 @@ class OutputLock:
         key: The config key that named it, for messages (``"output_dir"``).
         lock_path: Where the lock file goes (default ``folder/.dataflex.lock``); beside the
             folder for one that is swapped as a whole (an export).
+        reentrant: Share a lock this process already holds on the folder instead of refusing
+            (the trainer inside ``dataflex-cli train``, which holds it already).
     """
 
     def __init__(
-        self, folder: str | os.PathLike, key: str = "output_dir", lock_path: str | os.PathLike | None = None
+        self,
+        folder: str | os.PathLike,
+        key: str = "output_dir",
+        lock_path: str | os.PathLike | None = None,
+        *,
+        reentrant: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.key = key
         self.path = Path(lock_path) if lock_path is not None else self.folder / LOCK_FILE
+        self.reentrant = reentrant
+        self._shared = False
         self.token: str | None = None
         self._created: list[Path] = []
 
@@ -70,6 +82,11 @@ class OutputLock:
         Raises:
             ConfigError: when another live run holds it, naming that run.
         """
+        held = self.path.absolute()
+        if self.reentrant and held in _HELD:
+            _HELD[held] += 1
+            self._shared = True
+            return self
         missing = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._created = missing
@@ -104,6 +121,7 @@ class OutputLock:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(body, fh)
             self.token = token
+            _HELD[held] = 1
             return self
         raise ConfigError(f"{self.key}: could not take the lock {self.path}; try again.")
 
@@ -120,8 +138,15 @@ class OutputLock:
         Folders that :meth:`acquire` created and that are still empty are removed, so a
         run refused after taking the lock leaves no trace.
         """
-        if self.token is not None and _read(self.path).get("token") == self.token:
-            self.path.unlink(missing_ok=True)
+        held = self.path.absolute()
+        if self._shared:
+            _HELD[held] -= 1
+            self._shared = False
+            return
+        if self.token is not None:
+            _HELD.pop(held, None)
+            if _read(self.path).get("token") == self.token:
+                self.path.unlink(missing_ok=True)
         self.token = None
         for folder in self._created:
             try:

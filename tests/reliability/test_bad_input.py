@@ -145,3 +145,9 @@ def test_offline_select_on_cuda_without_cuda(refused, work):
         "output_dir: sel\ndevice: cuda\n"
     )
     refused("select", "select.yaml", match="device: 'cuda', but no CUDA device is visible")
+
+
+def test_a_boolean_for_a_selector_number_is_refused(refused, work):
+    path = work / "components.yaml"
+    path.write_text(path.read_text().replace("proj_dim: 32", "proj_dim: true"))
+    refused("train", "less.yaml", match="selectors.less.params: proj_dim: expected a number, got true")

@@ -151,3 +151,13 @@ def test_a_lock_held_elsewhere_is_not_taken_over(tmp_path):
     with pytest.raises(ConfigError, match="in use by another dataflex run \\(pid 1 on another-host"):
         OutputLock(tmp_path).acquire()
     assert (tmp_path / LOCK_FILE).exists()
+
+
+def test_the_trainer_shares_the_lock_its_own_process_holds(tmp_path):
+    with OutputLock(tmp_path):  # dataflex-cli train
+        with OutputLock(tmp_path, reentrant=True):  # the DynamicSelectTrainer inside it
+            pass
+        assert (tmp_path / LOCK_FILE).exists()  # still held by the outer one
+        with pytest.raises(ConfigError, match="in use by another dataflex run"):
+            OutputLock(tmp_path).acquire()  # a second run is still refused
+    assert not (tmp_path / LOCK_FILE).exists()

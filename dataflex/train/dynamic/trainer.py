@@ -29,6 +29,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError, DataflexError
+from dataflex.io import OutputLock
 from dataflex.selectors.base import Selection, SelectionContext, Selector
 from dataflex.train.dynamic.plan import check_dynamic_plan
 from dataflex.train.dynamic.reports import SelectionReport, plot_run, round_record
@@ -205,7 +206,18 @@ class DynamicSelectionMixin:
         return self.dynamic_sampler
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """``Trainer.train``, restoring the selection state when resuming."""
+        """``Trainer.train``, restoring the selection state when resuming.
+
+        The main process holds the output-folder lock (:class:`dataflex.io.OutputLock`) for
+        the whole run, so two runs never interleave their files (``dataflex-cli train``
+        holds it already; it is shared).
+        """
+        if not self.is_world_process_zero():  # type: ignore[attr-defined]
+            return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
+        with OutputLock(self.args.output_dir, reentrant=True):  # type: ignore[attr-defined]
+            return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
+
+    def _train_with_selection(self, resume_from_checkpoint: Any, *args: Any, **kwargs: Any) -> Any:
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
             if get_last_checkpoint(self.args.output_dir) is None:  # type: ignore[attr-defined]
