@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dataflex.errors import ConfigError
-from dataflex.io import OutputLock, apply_default_modes, check_replaceable, write_marker
+from dataflex.io import OutputLock, apply_default_modes, check_replaceable, check_writable_dir, write_marker
 from dataflex.train.config import ExportConfig
 from dataflex.train.model import check_model_path, load_model, load_tokenizer
 
@@ -30,6 +30,7 @@ def check_export(cfg: ExportConfig) -> Path:
     export_dir = Path(cfg.export_dir).expanduser().resolve()
     if export_dir.exists() and not export_dir.is_dir():
         raise ConfigError(f"export_dir: {cfg.export_dir!r} is a file, not a folder.")
+    check_writable_dir(cfg.export_dir, "export_dir")
     if not cfg.overwrite_export_dir:
         check_replaceable(export_dir, "export_dir", "export", flag="overwrite_export_dir")
     sources = [Path(a).expanduser().resolve() for a in cfg.adapter_name_or_path or []]

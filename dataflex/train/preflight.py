@@ -112,11 +112,10 @@ def check_run_inputs(cfg: Any) -> None:
     """Everything about a training config that needs neither data nor model.
 
     Raises:
-        ConfigError: an unwritable or empty ``output_dir``, a missing logger package, a
-            ``max_steps`` that the selection schedule would override, or a LoRA checkpoint
-            to resume from with other LoRA settings.
+        ConfigError: a missing logger package, a ``max_steps`` that the selection schedule
+            would override, or a LoRA checkpoint to resume from with other LoRA settings
+            (``output_dir`` itself is checked by :func:`dataflex.train.runner.check_output_dir`).
     """
-    check_writable_dir(cfg.output_dir, "output_dir")
     check_report_to(list(cfg.report_to))
     total = cfg.dynamic_total_steps
     if total is not None and cfg.max_steps > 0 and cfg.max_steps != total:
