@@ -38,6 +38,7 @@ from dataflex.io import (
 )
 from dataflex.selectors.base import SelectionContext, Selector
 from dataflex.selectors.less import LessSelector
+from dataflex.selectors.less_features import check_feature_budget
 from dataflex.selectors.offline_config import OfflineSelectConfig
 from dataflex.selectors.offline_data import (
     OfflineDataset,
@@ -255,8 +256,11 @@ def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: flo
     pool, val = load_data(config, tokenizer)
     for source in pool.sources:
         subset_file_name(source)  # a name that would leave output_dir is refused before any work
-    if isinstance(selector, LessSelector) and val is not None:
-        selector.subtask_labels(SimpleNamespace(eval_dataset=val.examples))  # before any model loads
+    if isinstance(selector, LessSelector) and val is not None:  # before any model loads
+        selector.subtask_labels(SimpleNamespace(eval_dataset=val.examples))
+        check_feature_budget(
+            "less", selector.params, len(pool), len(val), selector.cache_dir(SimpleNamespace(cache_dir=None))
+        )
     n = config.num_to_select(len(pool))
     if n > len(pool):
         raise ConfigError(

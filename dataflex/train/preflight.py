@@ -13,14 +13,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from dataflex.errors import ConfigError
 from dataflex.io import check_writable_dir
+from dataflex.selectors.less_features import available_memory, gib
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +39,6 @@ _LOGGER_MODULES = {
 
 _INDEX_BYTES = 40
 """Memory of one selected index in the warm-up's list (a Python int and its slot)."""
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux/macOS), or ``None`` when unknown."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB"
 
 
 def _installed(module: str) -> bool:
@@ -165,7 +152,7 @@ def check_selection_inputs(
     if memory is not None and warmup * _INDEX_BYTES > memory // 2:
         raise ConfigError(
             f"warmup_step: {schedule.warmup_step} steps x {examples_per_step} examples = {warmup} warm-up "
-            f"indices, about {_gib(warmup * _INDEX_BYTES)} of memory ({_gib(memory)} available); lower "
+            f"indices, about {gib(warmup * _INDEX_BYTES)} of memory ({gib(memory)} available); lower "
             "warmup_step."
         )
     _check_feature_size(cfg, selector, pool, len(eval_dataset) if eval_dataset is not None else 0)
@@ -173,33 +160,13 @@ def check_selection_inputs(
 
 
 def _check_feature_size(cfg: Any, selector: Any, pool: int, num_eval: int) -> None:
+    from dataflex.selectors.less_features import check_feature_budget
+
     params = getattr(selector, "params", None)
-    proj_dim = getattr(params, "proj_dim", None)
-    if proj_dim is None or getattr(params, "projector", None) == "identity":
+    if getattr(params, "proj_dim", None) is None:
         return
     name = getattr(selector, "registry_name", type(selector).__name__)
-    candidates = pool
-    if getattr(params, "max_candidates", None):
-        candidates = min(candidates, params.max_candidates)
-    itemsize = 2 if getattr(params, "feature_dtype", "float32") == "float16" else 4
-    size = (candidates + num_eval) * proj_dim * itemsize
-    memory = available_memory()
-    if memory is not None and size * 2 > memory:  # stored features, and their fp32 copy when read
-        raise ConfigError(
-            f"{name}: proj_dim: {proj_dim} makes the round's features ({candidates} candidates + "
-            f"{num_eval} eval examples) x {proj_dim} x {itemsize} bytes = {_gib(size)}, more than half the "
-            f"{_gib(memory)} of memory available; lower proj_dim (LESS uses 8192) or max_candidates."
-        )
-    cache = _cache_dir(cfg, selector)
-    probe = cache.absolute()
-    while not probe.exists():
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if size > free:
-        raise ConfigError(
-            f"{name}: the round's features need {_gib(size)} on disk in {str(cache)!r} but only {_gib(free)} "
-            "are free; lower proj_dim or max_candidates, or set cache_dir to a larger disk."
-        )
+    check_feature_budget(name, params, pool, num_eval, _cache_dir(cfg, selector))
 
 
 def _cache_dir(cfg: Any, selector: Any) -> Path:

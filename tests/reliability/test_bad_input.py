@@ -151,3 +151,16 @@ def test_a_boolean_for_a_selector_number_is_refused(refused, work):
     path = work / "components.yaml"
     path.write_text(path.read_text().replace("proj_dim: 32", "proj_dim: true"))
     refused("train", "less.yaml", match="selectors.less.params: proj_dim: expected a number, got true")
+
+
+def test_offline_proj_dim_too_large_for_memory(refused, work):
+    text = (work / "components.yaml").read_text()
+    (work / "components.yaml").write_text(
+        text.replace("proj_dim: 32", "proj_dim: 100000000000\n      gradient_type: sgd")
+    )
+    (work / "select.yaml").write_text(
+        "model_name_or_path: model\ndataset: quickstart_train\neval_dataset: quickstart_valid\n"
+        "dataset_dir: data\ncomponent_name: less\ncomponents_cfg_file: components.yaml\n"
+        "select_count: 4\noutput_dir: sel\nmax_samples: 24\ncutoff_len: 64\n"
+    )
+    refused("select", "select.yaml", match="less: proj_dim: 100000000000 makes the round's features")
