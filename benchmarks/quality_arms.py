@@ -38,18 +38,18 @@ selectors:
     params:
       gradient_type: adam
       proj_dim: 512
-      replacement: true     # an example may be picked again in a later round
+      repeat_across_rounds: true     # an example may be picked again in a later round
       batch_size: 16
   loss:
     name: loss
     params:
       focus: high
-      replacement: true
+      repeat_across_rounds: true
       batch_size: 16
   random:
     name: random
     params:
-      replacement: true
+      repeat_within_round: true
 """
 
 
@@ -221,8 +221,8 @@ def _full(setting: Setting, target: Target, seed: int, out: Path) -> ArmResult:
 
 
 def _offline(setting: Setting, target: Target, seed: int, out: Path) -> ArmResult:
-    from dataflex.selectors.offline import run_offline_select
-    from dataflex.selectors.offline_config import OfflineSelectConfig
+    from dataflex.offline.config import OfflineSelectConfig
+    from dataflex.offline.select import run_offline_select
 
     components = _components(setting)
     warm = out.parent / f"{out.name}_warmup"

@@ -53,7 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _setup_logging()
     cfg = load_train_config(args.config, args.overrides)
-    from dataflex.train.dynamic.launch import maybe_relaunch_with_torchrun
+    from dataflex.launch import maybe_relaunch_with_torchrun
 
     # FORCE_TORCHRUN=1 (or several GPUs): rerun this command under torchrun once the config is valid
     code = maybe_relaunch_with_torchrun(["train", args.config, *args.overrides])
@@ -81,8 +81,8 @@ def _close_process_group() -> None:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from dataflex.selectors.offline import run_offline_select
-    from dataflex.selectors.offline_config import load_offline_config
+    from dataflex.offline.config import load_offline_config
+    from dataflex.offline.select import run_offline_select
 
     _setup_logging()
     config = load_offline_config(args.config, args.overrides)

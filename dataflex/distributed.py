@@ -76,11 +76,6 @@ class DistributedView:
         dist.broadcast_object_list(box, src=src)
         return box[0]
 
-    def barrier(self) -> None:
-        """Wait for every rank."""
-        if self.world_size > 1:
-            dist.barrier()
-
     def all_equal(self, values: Sequence[Any]) -> bool:
         """True when ``values`` is the same on every rank (a cheap consistency check)."""
         gathered = self.all_gather_object(list(values))

@@ -12,9 +12,13 @@ import fnmatch
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from dataflex.errors import RegistryError
+
+if TYPE_CHECKING:
+    from dataflex.projectors.base import Projector
+    from dataflex.selectors.base import Selector
 
 T = TypeVar("T")
 
@@ -125,7 +129,7 @@ class Registry(Generic[T]):
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
 
-    def build(self, name: str, *args: Any, **params: Any) -> T:
+    def build(self, name: str, *args: object, **params: object) -> T:
         """Instantiate the class registered as ``name`` with ``args`` and ``params``."""
         return self.get(name)(*args, **params)
 
@@ -135,10 +139,10 @@ class Registry(Generic[T]):
         return doc.splitlines()[0] if doc else ""
 
 
-SELECTORS: Registry[Any] = Registry(
+SELECTORS: Registry[Selector] = Registry(
     "selector", base="dataflex.selectors.base:Selector", builtins="dataflex.selectors"
 )
-PROJECTORS: Registry[Any] = Registry(
+PROJECTORS: Registry[Projector] = Registry(
     "projector", base="dataflex.projectors.base:Projector", builtins="dataflex.projectors"
 )
 
@@ -153,12 +157,12 @@ def register_projector(name: str) -> Callable[[type[T]], type[T]]:
     return PROJECTORS.register(name)
 
 
-def get_selector(name: str) -> type:
+def get_selector(name: str) -> type[Selector]:
     """The selector class registered as ``name``."""
     return SELECTORS.get(name)
 
 
-def get_projector(name: str) -> type:
+def get_projector(name: str) -> type[Projector]:
     """The projector class registered as ``name``."""
     return PROJECTORS.get(name)
 
@@ -173,12 +177,12 @@ def list_projectors(pattern: str | None = None) -> list[str]:
     return PROJECTORS.names(pattern)
 
 
-def build_selector(name: str, **params: Any) -> Any:
+def build_selector(name: str, **params: object) -> Selector:
     """Validate ``params`` with the selector's ``Params`` model and build it."""
     cls = SELECTORS.get(name)
     return cls.from_params(params)
 
 
-def build_projector(name: str, **kwargs: Any) -> Any:
+def build_projector(name: str, **kwargs: object) -> Projector:
     """Build the projector registered as ``name`` (kwargs go to its constructor)."""
     return PROJECTORS.build(name, **kwargs)

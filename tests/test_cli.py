@@ -23,6 +23,7 @@ def test_list_filters_by_kind_and_pattern(capsys):
     assert main(["list", "selectors", "--pattern", "r*"]) == 0
     out = capsys.readouterr().out
     assert "random" in out and "projectors:" not in out
+    assert "less" not in out and "loss" not in out  # the pattern excludes what it does not match
 
 
 @pytest.mark.parametrize("argv", [[], ["frobnicate"], ["list", "--bogus"]])

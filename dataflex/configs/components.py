@@ -12,7 +12,7 @@ Shape (the seed guide's)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -21,6 +21,9 @@ from dataflex.configs.yaml_files import load_yaml_text, refuse_bools_for_numbers
 from dataflex.errors import ConfigError, RegistryError
 from dataflex.io import read_user_text
 from dataflex.registry import SELECTORS, did_you_mean
+
+if TYPE_CHECKING:
+    from dataflex.selectors.base import Selector
 
 SHIPPED_COMPONENTS = Path(__file__).with_name("components.yaml")
 
@@ -62,7 +65,7 @@ class Components:
         """The selector keys defined in the file."""
         return sorted(self.selectors)
 
-    def build_selector(self, key: str) -> Any:
+    def build_selector(self, key: str) -> Selector:
         """Instantiate the selector configured under ``selectors.<key>``.
 
         Raises:
@@ -116,3 +119,21 @@ def load_components(path: str | Path | None = None) -> Components:
         refuse_bools_for_numbers(cls.Params, spec.params, f"{where}.params:")
         selectors[key] = (spec.name, cls.validate_params(spec.params, where=f"{where}.params"))
     return Components(path, selectors)
+
+
+def selector_from_components(components_cfg_file: str | Path | None, component_name: str) -> Selector:
+    """Build the selector a training config names (``component_name`` in ``components_cfg_file``).
+
+    Raises:
+        ConfigError: for a missing file (``components_cfg_file``) or an unknown key
+            (``component_name``), naming the closest keys.
+    """
+    if not isinstance(component_name, str) or not component_name:
+        raise ConfigError(
+            f"component_name must name a selector key of the components file, got {component_name!r}."
+        )
+    components = load_components(components_cfg_file)
+    try:
+        return components.build_selector(component_name)
+    except ConfigError as exc:
+        raise ConfigError(f"component_name: {exc}") from None

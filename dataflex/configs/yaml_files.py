@@ -6,6 +6,7 @@ them read files, type overrides and report errors the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +59,20 @@ def load_yaml_text(text: str, path: str | Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
+def split_names(value: str | Sequence[str]) -> list[str]:
+    """``"a, b"`` or ``["a", " b", ""]`` → ``["a", "b"]``: entries stripped, empty ones dropped."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def comma_separated(value: object) -> object:
+    """Pydantic ``mode="before"`` validator of a list key: a string is split into names.
+
+    Anything else is returned as it is, for the field's type to accept or reject.
+    """
+    return split_names(value) if isinstance(value, str) else value
+
+
 def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """Parse ``path`` (safe YAML) into a mapping; an empty file is an empty mapping.
 
@@ -90,7 +105,7 @@ def _override_list(value: str, parsed: Any) -> Any:
     """A list key's override: a YAML list (``[a, b]``), ``null``, or comma-separated text."""
     if parsed is None or isinstance(parsed, list):
         return parsed
-    return [part.strip() for part in value.split(",") if part.strip()]
+    return split_names(value)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str], schema: type[BaseModel]) -> dict[str, Any]:

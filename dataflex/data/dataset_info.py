@@ -106,14 +106,6 @@ class _InfoEntry(BaseModel):
     tags: Tags = Field(default_factory=Tags)
 
 
-def split_names(names: str | list[str] | None) -> list[str]:
-    """``"a, b"`` or ``["a", "b"]`` → ``["a", "b"]`` (empty entries dropped)."""
-    if names is None:
-        return []
-    parts = names.split(",") if isinstance(names, str) else list(names)
-    return [p.strip() for p in parts if p and p.strip()]
-
-
 def load_dataset_info(dataset_dir: str | Path) -> dict[str, dict]:
     """Read ``<dataset_dir>/dataset_info.json`` (an empty dict if the file is absent)."""
     info_path = Path(dataset_dir) / "dataset_info.json"

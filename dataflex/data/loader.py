@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataflex.data.dataset_info import DatasetAttr, resolve_dataset, split_names
+from dataflex.configs.yaml_files import split_names
+from dataflex.data.dataset_info import DatasetAttr, resolve_dataset
 from dataflex.data.readers import RowError, convert_row, read_rows, required_columns
 from dataflex.errors import ConfigError
 
@@ -16,10 +18,25 @@ logger = logging.getLogger(__name__)
 
 def resolve_datasets(names_or_paths: str | list[str], dataset_dir: str | Path = "data") -> list[DatasetAttr]:
     """Resolve every name of a comma-separated list (all checked before any file is read)."""
-    names = split_names(names_or_paths)
+    names = split_names(names_or_paths or [])
     if not names:
         raise ConfigError("no dataset given: set dataset to a dataset_info.json name or a .json/.jsonl path.")
     return [resolve_dataset(name, dataset_dir) for name in names]
+
+
+@dataclass
+class AttrRows:
+    """The rows of one dataset file and the conversations made from them.
+
+    Attributes:
+        rows: The raw records, as stored (after ``max_samples``).
+        examples: The conversations of the usable rows, in order.
+        positions: For each example, the position of its row in ``rows``.
+    """
+
+    rows: list[Any]
+    examples: list[dict[str, Any]]
+    positions: list[int]
 
 
 def load_attr_examples(
@@ -28,7 +45,17 @@ def load_attr_examples(
     strict: bool = False,
     skipped_out: Counter[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Read and convert the rows of one resolved dataset.
+    """Read and convert the rows of one resolved dataset (see :func:`read_attr_rows`)."""
+    return read_attr_rows(attr, max_samples, strict, skipped_out).examples
+
+
+def read_attr_rows(
+    attr: DatasetAttr,
+    max_samples: int | None = None,
+    strict: bool = False,
+    skipped_out: Counter[str] | None = None,
+) -> AttrRows:
+    """Read and convert the rows of one resolved dataset, remembering which row made which example.
 
     Args:
         attr: The resolved dataset.
@@ -53,10 +80,11 @@ def load_attr_examples(
             f"{attr.formatting} formatting needs; the rows have {found}. Map them with 'columns' "
             "(and 'formatting') in the dataset's dataset_info.json entry."
         )
-    examples, skipped, first_bad = [], Counter(), {}
+    examples, positions, skipped, first_bad = [], [], Counter(), {}
     for index, row in enumerate(rows):
         try:
             examples.append(convert_row(row, attr))
+            positions.append(index)
         except RowError as exc:
             if strict:
                 raise ConfigError(
@@ -77,7 +105,7 @@ def load_attr_examples(
             f"dataset {attr.name!r} ({attr.path}): all {len(rows)} rows are unusable "
             f"({', '.join(f'{n} × {r}' for r, n in skipped.most_common())})."
         )
-    return examples
+    return AttrRows(rows, examples, positions)
 
 
 def load_dataset_examples(

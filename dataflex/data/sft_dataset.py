@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch.utils.data import Dataset
+
+MISSING = "?"
+
+
+def composition(
+    examples: Sequence[Mapping[str, Any]], indices: Sequence[int] | None = None, key: str = "dataset"
+) -> dict[str, int] | None:
+    """How many of ``examples[indices]`` (all when ``indices`` is None) have each value of ``key``.
+
+    Returns the counts sorted by value, examples without ``key`` counted under ``"?"``,
+    or ``None`` when none of them has ``key`` (the data carries no such metadata);
+    ``{}`` for no examples.
+    """
+    chosen = [examples[int(i)] for i in indices] if indices is not None else list(examples)
+    if not chosen:
+        return {}
+    if not any(isinstance(e, Mapping) and e.get(key) is not None for e in chosen):
+        return None
+    counts = Counter(str(e[key]) if e.get(key) is not None else MISSING for e in chosen)
+    return dict(sorted(counts.items()))
 
 
 class SFTDataset(Dataset):
@@ -27,7 +47,7 @@ class SFTDataset(Dataset):
 
     def composition(self, key: str = "dataset") -> dict[str, int]:
         """How many examples have each value of metadata ``key`` (e.g. per source dataset)."""
-        return dict(sorted(Counter(str(e.get(key, "?")) for e in self.examples).items()))
+        return composition(self.examples, key=key) or {}
 
     def num_tokens(self) -> tuple[int, int]:
         """(total tokens, trained-on tokens) over the dataset."""

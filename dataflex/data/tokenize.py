@@ -40,11 +40,19 @@ def infer_seqlen(source_len: int, target_len: int, cutoff_len: int) -> tuple[int
 
 @dataclass
 class TokenizeStats:
-    """What tokenisation did: kept rows, truncations, and skipped rows by reason."""
+    """What tokenisation did: kept rows, truncations, and skipped rows by reason.
+
+    Attributes:
+        kept: Examples tokenised.
+        truncated: Examples cut to ``cutoff_len``.
+        skipped: Skipped examples by reason.
+        kept_indices: Position in the input of each tokenised example, in order.
+    """
 
     kept: int = 0
     truncated: int = 0
     skipped: Counter = field(default_factory=Counter)
+    kept_indices: list[int] = field(default_factory=list)
 
     def merge(self, other: TokenizeStats) -> None:
         self.kept += other.kept
@@ -172,6 +180,7 @@ def tokenize_examples(
                     )
                 continue
             tokenised.append(out)
+            stats.kept_indices.append(offset + i)
     if stats.truncated:
         logger.info(
             "%s: %d of %d examples were truncated to cutoff_len=%d tokens.",

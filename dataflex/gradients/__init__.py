@@ -1,7 +1,7 @@
 """Per-example gradient features: one batched backward, transforms, streaming projection, storage."""
 
 from dataflex.gradients.dataset_pass import compute_features
-from dataflex.gradients.features import FeaturePlan, num_trainable, per_example_features, per_example_losses
+from dataflex.gradients.features import num_trainable, per_example_features, per_example_losses
 from dataflex.gradients.store import FeatureStore, FeatureStoreError
 from dataflex.gradients.transforms import TRANSFORMS, AdamMoments, AdamState
 from dataflex.io import fingerprint_key  # the one fingerprint key, re-exported for store users
@@ -10,7 +10,6 @@ __all__ = [
     "TRANSFORMS",
     "AdamMoments",
     "AdamState",
-    "FeaturePlan",
     "FeatureStore",
     "FeatureStoreError",
     "compute_features",

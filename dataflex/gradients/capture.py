@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from einops import einsum, rearrange
 from torch import nn
 
 from dataflex.gradients.functional import per_example_module_grads
@@ -189,8 +190,8 @@ class GradientCapture:
             )
         if owner.kind == "linear":
             x = call.args[0].float() if call.args else call.kwargs["input"].float()
-            x = x.reshape(batch, -1, x.shape[-1])
-            gy = gy.reshape(batch, -1, gy.shape[-1])
+            x = rearrange(x, "batch ... inp -> batch (...) inp", batch=batch)
+            gy = rearrange(gy, "batch ... out -> batch (...) out", batch=batch)
             if mask is not None and x.shape[1] == mask.shape[1]:
                 # Padding contributes exactly nothing (its output-gradient is zero), but a
                 # non-finite activation there would turn 0 into NaN: clear both.
@@ -199,7 +200,7 @@ class GradientCapture:
                 if not bool(torch.isfinite(x[pad]).all()):
                     x = x.masked_fill(pad[:, :, None], 0.0)
             if attr == "weight":
-                return torch.einsum("bto,bti->boi", gy, x)
+                return einsum(gy, x, "batch token out, batch token inp -> batch out inp")
             return gy.sum(dim=1)
         if owner.kind == "embedding":
             module: nn.Embedding = owner.module  # type: ignore[assignment]

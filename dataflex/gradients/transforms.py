@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dataflex.errors import ConfigError
+from dataflex.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +181,6 @@ def apply_transform(transform: str, grads: torch.Tensor, moments: AdamMoments | 
 
 def check_transform(transform: object) -> str:
     """Validate a transform name, with a "did you mean" on typos."""
-    from dataflex.registry import did_you_mean
-
     if not isinstance(transform, str) or transform not in TRANSFORMS:
         hint = did_you_mean(str(transform), list(TRANSFORMS))
         raise ConfigError(f"transform must be one of {', '.join(TRANSFORMS)}; got {transform!r}.{hint}")

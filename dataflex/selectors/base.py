@@ -6,14 +6,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dataflex.configs.validation import format_validation_error
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError
+from dataflex.gradients.transforms import AdamState
+from dataflex.selectors.scoring import aggregate
 
 
 class SelectorParams(BaseModel):
@@ -57,6 +60,8 @@ class SelectionContext:
     cache_dir: Path | None = None
     seed: int = 0
     device: torch.device | str = "cpu"
+    adam_state: AdamState | None = None
+    """Adam moments to use when there is no live optimizer (offline, read from a checkpoint)."""
 
 
 @dataclass
@@ -82,6 +87,45 @@ class Selection:
                 raise ValueError(f"Selection has {len(self.indices)} indices but {len(self.scores)} scores.")
 
 
+@dataclass
+class CandidateScores:
+    """Scores of a set of candidates, per target subtask.
+
+    Attributes:
+        per_subtask: ``(n_candidates, n_subtasks)`` scores.
+        subtasks: The subtask of each column.
+        metadata: Small JSON-serialisable facts (transform, timings, cache hit...).
+    """
+
+    per_subtask: torch.Tensor
+    subtasks: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """``(n_candidates,)``: the max over subtasks (LESS's matching step)."""
+        return aggregate(self.per_subtask)
+
+
+@runtime_checkable
+class ScoresCandidates(Protocol):
+    """The capability of a selector that scores every candidate it is given.
+
+    Offline selection (``dataflex-cli select``) uses it to score the whole pool under
+    each checkpoint and combine the scores with learning-rate weights; a selector
+    without it makes one :meth:`Selector.select` call on the last checkpoint.
+    """
+
+    @property
+    def needs_optimizer_state(self) -> bool:
+        """True when scores use the optimizer's moments (then checkpoints need optimizer.pt)."""
+        ...
+
+    def score_candidates(self, ctx: SelectionContext, candidates: np.ndarray) -> CandidateScores:
+        """Score ``candidates`` (indices of ``ctx.train_dataset``); identical on every rank."""
+        ...
+
+
 class Selector(ABC):
     """Chooses which training examples the next optimizer steps train on.
 
@@ -104,7 +148,7 @@ class Selector(ABC):
     requires_eval_dataset: ClassVar[bool] = False
     """True for selectors that score candidates against a target set (LESS)."""
 
-    def __init__(self, params: BaseModel | None = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         if params is not None and kwargs:
             raise TypeError("Pass either a Params instance or keyword params, not both.")
         self.params = params if params is not None else self.validate_params(kwargs)
@@ -117,6 +161,15 @@ class Selector(ABC):
             raw: The params mapping (e.g. from ``components.yaml``).
             where: Prefix naming the source, e.g. ``"components.yaml: selectors.less.params"``.
         """
+        fields = cls.Params.model_fields
+        if "replacement" in raw and "replacement" not in fields:
+            ours = [f for f in ("repeat_within_round", "repeat_across_rounds") if f in fields]
+            raise ConfigError(
+                f"{where + '.' if where else ''}replacement: this key was split in two: "
+                "repeat_within_round (an example may appear more than once in one round) and "
+                "repeat_across_rounds (an example chosen in an earlier round may be chosen again); "
+                f"{cls.__name__} takes {' and '.join(ours) if ours else 'neither'}."
+            )
         try:
             return cls.Params.model_validate(dict(raw))
         except ValidationError as exc:
@@ -134,25 +187,37 @@ class Selector(ABC):
         Must return the same :class:`Selection` on every rank.
         """
 
+    @property
+    def repeats_within_round(self) -> bool:
+        """True when one round's selection may hold an example more than once."""
+        return bool(getattr(self.params, "repeat_within_round", False))
+
     def check_budget(self, pool_size: int, num_samples: int) -> None:
         """Raise before any work if ``num_samples`` cannot be drawn from ``pool_size``.
 
-        Selectors whose Params have ``replacement: true`` may repeat examples.
+        The one budget rule of every selector: a round may ask for more examples than
+        the pool holds only when it may repeat examples within the round
+        (:attr:`repeats_within_round`, the ``repeat_within_round`` param).
 
         Raises:
             ConfigError: for a non-positive request, an empty pool, or a request larger
-                than the pool without replacement.
+                than the pool without repeats.
         """
+        name = getattr(self, "registry_name", type(self).__name__)
         if num_samples <= 0:
-            raise ConfigError(f"{type(self).__name__}: num_samples must be positive, got {num_samples}.")
+            raise ConfigError(f"{name}: num_samples must be positive, got {num_samples}.")
         if pool_size <= 0:
-            raise ConfigError(f"{type(self).__name__}: the candidate pool is empty.")
-        if num_samples > pool_size and not getattr(self.params, "replacement", False):
+            raise ConfigError(f"{name}: the candidate pool is empty.")
+        if num_samples > pool_size and not self.repeats_within_round:
+            fix = (
+                ", add data, or set repeat_within_round: true"
+                if "repeat_within_round" in type(self).Params.model_fields
+                else " or add data"
+            )
             raise ConfigError(
-                f"{type(self).__name__}: asked for {num_samples} examples from a pool of "
-                f"{pool_size} without replacement. Lower the per-round budget "
-                "(per-device batch x gradient accumulation x world size x update_step), "
-                "add data, or set replacement: true."
+                f"{name}: asked for {num_samples} examples from a pool of {pool_size} without "
+                "replacement (a round picks distinct examples). Lower the per-round budget "
+                f"(per-device batch x gradient accumulation x world size x update_step){fix}."
             )
 
     def state_dict(self) -> dict[str, Any]:

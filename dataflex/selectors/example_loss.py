@@ -12,9 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from dataflex.data.collator import IGNORE_INDEX
+from dataflex.gradients import per_example_losses
 
 
 def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -28,7 +27,8 @@ def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) 
         ``(B,)`` fp32 losses.
 
     Raises:
-        ValueError: if a row has no completion token (its loss is undefined).
+        ValueError: if a row has no completion token (its loss is undefined; ranking it as
+            loss 0, as the gradient code's zero feature does, would be wrong here).
     """
     input_ids = batch["input_ids"]
     mask = batch.get("attention_mask")
@@ -38,16 +38,11 @@ def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) 
     position_ids = (mask.long().cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
-    target = labels[:, 1:]
-    valid = target != IGNORE_INDEX
-    counts = valid.sum(dim=1)
+    losses, counts = per_example_losses(logits, labels)
     if bool((counts == 0).any()):
         rows = torch.nonzero(counts == 0).flatten().tolist()
         raise ValueError(f"Rows {rows} of the batch have no completion token (all labels are -100).")
-    token_loss = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), target.clamp_min(0), reduction="none"
-    )
-    return (token_loss * valid).sum(dim=1) / counts
+    return losses
 
 
 def dataset_losses(

@@ -17,23 +17,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from dataflex.errors import ConfigError
-from dataflex.gradients import num_trainable
+from dataflex.gradients import AdamState, num_trainable
+from dataflex.projectors.base import Projector
 from dataflex.registry import PROJECTORS, did_you_mean, register_selector
-from dataflex.selectors.base import Selection, SelectionContext
+from dataflex.selectors.base import CandidateScores, Selection, SelectionContext
 from dataflex.selectors.cache import adam_identity, data_identity, model_identity
 from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_projector
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.scoring import (
     ScoreAccumulator,
-    aggregate,
     subtask_groups,
     subtask_scores,
     summarize,
@@ -44,35 +44,13 @@ from dataflex.selectors.scoring import (
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class RoundScores:
-    """One round's LESS scores of a set of candidates.
-
-    Attributes:
-        per_subtask: ``(C, S)`` mean cosine of each candidate to each validation subtask.
-        subtasks: The ``S`` subtask names, in column order.
-        transform: The candidates' gradient transform actually used (``adam``/``sgd``/``sign``).
-        cache_hit: Whether the scores came from the cache.
-        time_features_s: Seconds spent computing gradient features.
-        time_scoring_s: Seconds spent computing similarities.
-    """
-
-    per_subtask: torch.Tensor
-    subtasks: list[str]
-    transform: str
-    cache_hit: bool = False
-    time_features_s: float = 0.0
-    time_scoring_s: float = 0.0
-
-    @property
-    def scores(self) -> torch.Tensor:
-        """``(C,)`` round scores s_i: the max over subtasks."""
-        return aggregate(self.per_subtask)
-
-
 @register_selector("less")
 class LessSelector(PoolSelector):
-    """LESS: Adam-preconditioned gradient similarity to a target validation set."""
+    """LESS: Adam-preconditioned gradient similarity to a target validation set.
+
+    It has the :class:`~dataflex.selectors.base.ScoresCandidates` capability, so
+    offline selection combines its scores over checkpoints.
+    """
 
     requires_eval_dataset = True
 
@@ -99,14 +77,14 @@ class LessSelector(PoolSelector):
         @field_validator("projector")
         @classmethod
         def _known_projector(cls, value: str) -> str:
-            if value not in ("auto", "identity") and value not in PROJECTORS:
+            if value not in PROJECTORS:
                 raise ValueError(f"unknown projector {value!r}." + did_you_mean(value, PROJECTORS.names()))
             return value
 
-    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.accumulator: ScoreAccumulator | None = None
-        self._projector: tuple[tuple, Any] | None = None
+        self._projector: tuple[tuple, Projector] | None = None
 
     # -- checks -----------------------------------------------------------------------------
     def subtask_labels(self, ctx: SelectionContext) -> list[str]:
@@ -153,16 +131,22 @@ class LessSelector(PoolSelector):
             )
 
     # -- feature transform ------------------------------------------------------------------
-    def candidate_transform(self, ctx: SelectionContext) -> tuple[str, Any]:
+    @property
+    def needs_optimizer_state(self) -> bool:
+        """True for ``gradient_type: adam``."""
+        return self.params.gradient_type == "adam"
+
+    def candidate_transform(self, ctx: SelectionContext) -> tuple[str, AdamState | None]:
         """The transform for candidates this round and its Adam state (or ``None``).
 
+        The state is ``ctx.adam_state`` when given, else read from ``ctx.optimizer``;
         ``adam`` before the first optimizer step falls back to ``sgd`` with a log line.
         """
         kind = self.params.gradient_type
         if kind != "adam":
             return kind, None
-        from dataflex.gradients import AdamState
-
+        if ctx.adam_state is not None:
+            return "adam", ctx.adam_state
         opt = ctx.optimizer
         if opt is None or not any(len(s) for s in opt.state.values()):
             logger.warning(
@@ -174,7 +158,7 @@ class LessSelector(PoolSelector):
             return "sgd", None
         return "adam", AdamState.from_optimizer(ctx.model, opt)
 
-    def projector_for(self, ctx: SelectionContext) -> Any:
+    def projector_for(self, ctx: SelectionContext) -> Projector:
         """The round's projector, reused across rounds while its shape, seed and device hold.
 
         Reuse keeps the torch backends' generated blocks of P between rounds.
@@ -187,20 +171,17 @@ class LessSelector(PoolSelector):
         return self._projector[1]
 
     # -- scoring ----------------------------------------------------------------------------
-    def score_candidates(
-        self,
-        ctx: SelectionContext,
-        candidates: np.ndarray,
-        *,
-        transform: str,
-        adam_state: Any = None,
-    ) -> RoundScores:
+    def score_candidates(self, ctx: SelectionContext, candidates: np.ndarray) -> CandidateScores:
         """One round's per-subtask scores of ``candidates`` (pool indices) under ``ctx.model``.
 
-        Every rank computes the features of its shard of the validation set and of
-        the candidates; validation features and candidate scores are gathered, so
-        every rank returns the same result. Scores are cached under ``cache_dir``.
+        ``per_subtask[c, s]`` is the mean cosine of candidate ``c`` to validation subtask
+        ``s``; ``metadata`` holds the transform actually used, ``cache_hit`` and the
+        seconds spent on features and on scoring. Every rank computes the features of
+        its shard of the validation set and of the candidates; validation features and
+        candidate scores are gathered, so every rank returns the same result. Scores are
+        cached under ``cache_dir``.
         """
+        transform, adam_state = self.candidate_transform(ctx)
         p = self.params
         model = ctx.model
         labels = self.subtask_labels(ctx)
@@ -209,7 +190,7 @@ class LessSelector(PoolSelector):
         identity = {
             "model": model_identity(model),
             "step": ctx.step,
-            "projector": projector.fingerprint() if projector is not None else {"kind": "identity"},
+            "projector": projector.fingerprint(),
             "dtype": p.feature_dtype,
         }
         fingerprint = {
@@ -224,12 +205,22 @@ class LessSelector(PoolSelector):
         cache = self.cache(ctx, "less-scores")
         hit = self.cached(ctx, cache, fingerprint)
         if hit is not None:
-            return RoundScores(hit["per_subtask"], [str(n) for n in names], transform, cache_hit=True)
+            return CandidateScores(
+                hit["per_subtask"],
+                [str(n) for n in names],
+                {"transform": transform, "cache_hit": True, "time_features_s": 0.0, "time_scoring_s": 0.0},
+            )
 
         timing = {"features": 0.0, "scoring": 0.0}
         feature_dir = self.cache_dir(ctx)
 
-        def rows(dataset: Any, indices: list[int], kind: str, state: Any, role: str) -> torch.Tensor:
+        def rows(
+            dataset: Sequence[Mapping[str, Any]],
+            indices: list[int],
+            kind: str,
+            state: AdamState | None,
+            role: str,
+        ) -> torch.Tensor:
             t0 = time.perf_counter()
             request = FeatureRequest(
                 dataset=dataset,
@@ -271,27 +262,29 @@ class LessSelector(PoolSelector):
 
         per_subtask = self.sharded(ctx, len(cand_list), work)
         self.store(ctx, cache, fingerprint, {"per_subtask": per_subtask})
-        return RoundScores(
+        return CandidateScores(
             per_subtask,
             [str(n) for n in names],
-            transform,
-            time_features_s=timing["features"],
-            time_scoring_s=timing["scoring"],
+            {
+                "transform": transform,
+                "cache_hit": False,
+                "time_features_s": timing["features"],
+                "time_scoring_s": timing["scoring"],
+            },
         )
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
         self.check_context(ctx)
         available = self.check_request(ctx, num_samples)
         cands = self.draw_candidates(ctx, available, num_samples)
-        transform, adam_state = self.candidate_transform(ctx)
-        result = self.score_candidates(ctx, cands, transform=transform, adam_state=adam_state)
+        result = self.score_candidates(ctx, cands)
         return self.choose(ctx, cands, result, num_samples, weight=float(ctx.learning_rate))
 
     def choose(
         self,
         ctx: SelectionContext,
         candidates: np.ndarray,
-        result: RoundScores,
+        result: CandidateScores,
         num_samples: int,
         weight: float,
     ) -> Selection:
@@ -306,13 +299,13 @@ class LessSelector(PoolSelector):
             indices,
             result.scores,
             len(candidates),
-            transform=result.transform,
+            transform=result.metadata["transform"],
             subtasks=result.subtasks,
             score_accumulation=acc.mode,
             selected_scores=summarize(totals[pos]),
-            cache_hit=result.cache_hit,
-            time_features_s=round(result.time_features_s, 4),
-            time_scoring_s=round(result.time_scoring_s, 4),
+            cache_hit=result.metadata["cache_hit"],
+            time_features_s=round(result.metadata["time_features_s"], 4),
+            time_scoring_s=round(result.metadata["time_scoring_s"], 4),
         )
         return Selection(indices=indices, scores=totals[pos].tolist(), metadata=meta)
 
@@ -332,7 +325,7 @@ class LessSelector(PoolSelector):
         state["scores"] = self.accumulator.state_dict() if self.accumulator is not None else None
         return state
 
-    def load_state_dict(self, state: Any) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         state = dict(state)
         scores = state.pop("scores", None)
         super().load_state_dict(state)

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 
 from dataflex.errors import ConfigError
+from dataflex.gradients import AdamState, FeatureStore, compute_features, num_trainable
 from dataflex.io import fingerprint_key
+from dataflex.projectors.base import Projector
 from dataflex.registry import build_projector
 from dataflex.selectors.base import SelectionContext
 from dataflex.selectors.cache import data_identity
@@ -71,21 +73,18 @@ def check_feature_budget(name: str, params: Any, pool: int, num_eval: int, cache
 
 def make_projector(
     model: torch.nn.Module, name: str, proj_dim: int, seed: int, device: torch.device | str
-) -> Any | None:
-    """The projector for this model's trainable parameters.
+) -> Projector:
+    """The registered projector ``name`` for this model's trainable parameters.
 
     ``identity`` keeps every coordinate (k = number of trainable parameters) and
-    ignores ``proj_dim``; it is returned as ``None``, which the gradient code reads
-    as "no projection". A random projector with ``proj_dim`` above the number of
+    ignores ``proj_dim``. A random projector with ``proj_dim`` above the number of
     trainable parameters is allowed but logged as a warning: it costs more than no
     projection and is still only an approximation.
     """
-    from dataflex.gradients import num_trainable
-
     dim = num_trainable(model)
     if name == "identity":
-        return None
-    if proj_dim > dim:
+        proj_dim = dim
+    elif proj_dim > dim:
         logger.warning(
             "less: proj_dim=%d is larger than the %d trainable parameters. A random projection to more "
             "dimensions than the gradient has does not compress anything: it costs more than no "
@@ -105,7 +104,7 @@ class FeatureRequest:
     dataset: Sequence[Mapping[str, Any]]
     indices: list[int]
     transform: str
-    adam_state: Any
+    adam_state: AdamState | None
     role: str
     identity: Mapping[str, Any]
 
@@ -113,7 +112,7 @@ class FeatureRequest:
 def compute_rows(
     model: torch.nn.Module,
     request: FeatureRequest,
-    projector: Any,
+    projector: Projector,
     ctx: SelectionContext,
     *,
     batch_size: int,
@@ -126,9 +125,7 @@ def compute_rows(
     :class:`~dataflex.gradients.FeatureStore` keyed by the model identity, step,
     projector, transform, role and data, so a rerun of the same round reuses them.
     """
-    from dataflex.gradients import FeatureStore, compute_features, num_trainable
-
-    dim = projector.proj_dim if projector is not None else num_trainable(model)
+    dim = projector.proj_dim
     if not request.indices:
         return torch.zeros(0, dim)
     store = None

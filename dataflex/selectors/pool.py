@@ -3,7 +3,7 @@
 A :class:`PoolSelector` scores a seeded part of the pool each round (all of it by
 default), splits the per-example work across ranks with ``ctx.dist.shard``,
 gathers the results so that every rank holds the same scores, and remembers
-which examples earlier rounds chose (for ``replacement: false``).
+which examples earlier rounds chose (for ``repeat_across_rounds: false``).
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import BaseModel, Field
 
+from dataflex.data.sft_dataset import composition
 from dataflex.errors import ConfigError
 from dataflex.selectors.base import SelectionContext, Selector, SelectorParams
 from dataflex.selectors.cache import ScoreCache
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import candidate_indices, composition, summarize
+from dataflex.selectors.scoring import candidate_indices, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class PoolParams(SelectorParams):
     max_candidates: int | None = Field(
         default=None, ge=1, description="Upper bound on the number of examples scored each round."
     )
-    replacement: bool = Field(
+    repeat_across_rounds: bool = Field(
         default=False, description="May an example chosen in an earlier round be chosen again."
     )
     batch_size: int = Field(default=8, ge=1, description="Examples per forward/backward pass.")
@@ -53,7 +54,7 @@ class PoolSelector(Selector):
 
     Params = PoolParams
 
-    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.chosen: set[int] = set()
 
@@ -61,23 +62,6 @@ class PoolSelector(Selector):
     def seed_for(self, ctx: SelectionContext) -> int:
         """The configured seed, or the run's seed when ``seed`` is null."""
         return ctx.seed if self.params.seed is None else int(self.params.seed)
-
-    def check_budget(self, pool_size: int, num_samples: int) -> None:
-        """Like :meth:`Selector.check_budget`, but ``replacement`` does not lift the pool bound.
-
-        A round of a pool selector picks distinct examples (``replacement`` only lets an
-        example chosen in an earlier round be chosen again).
-
-        Raises:
-            ConfigError: when ``num_samples`` exceeds the pool, with the fix.
-        """
-        if num_samples > pool_size > 0:
-            raise ConfigError(
-                f"{self.registry_name}: asked for {num_samples} examples from a pool of {pool_size}; a "
-                "round picks distinct examples. Lower the per-round budget (per-device batch x gradient "
-                "accumulation x world size x update_step) or add data."
-            )
-        super().check_budget(pool_size, num_samples)
 
     def check_request(self, ctx: SelectionContext, num_samples: int) -> np.ndarray:
         """Validate the request and return the pool indices that may be chosen this round.
@@ -88,19 +72,15 @@ class PoolSelector(Selector):
         """
         pool = len(ctx.train_dataset)
         name = self.registry_name
-        if num_samples <= 0:
-            raise ConfigError(f"{name}: num_samples must be positive, got {num_samples}.")
-        if pool == 0:
-            raise ConfigError(f"{name}: the candidate pool (train_dataset) is empty.")
         self.check_budget(pool, num_samples)
         available = np.arange(pool, dtype=np.int64)
-        if not self.params.replacement and self.chosen:
+        if not self.params.repeat_across_rounds and self.chosen:
             available = np.setdiff1d(available, np.fromiter(self.chosen, dtype=np.int64))
             if num_samples > len(available):
                 raise ConfigError(
                     f"{name}: asked for {num_samples} examples but only {len(available)} of the "
-                    f"{pool} were not chosen in earlier rounds (replacement: false). Set "
-                    "replacement: true, lower the per-round budget, or add data."
+                    f"{pool} were not chosen in earlier rounds (repeat_across_rounds: false). Set "
+                    "repeat_across_rounds: true, lower the per-round budget, or add data."
                 )
         return available
 
@@ -168,12 +148,12 @@ class PoolSelector(Selector):
 
     # -- bookkeeping ------------------------------------------------------------------------
     def remember(self, indices: list[int]) -> None:
-        """Record a round's choice (excluded later when ``replacement`` is false)."""
+        """Record a round's choice (excluded later when ``repeat_across_rounds`` is false)."""
         self.chosen.update(int(i) for i in indices)
 
     @staticmethod
     def report(
-        ctx: SelectionContext, indices: list[int], scores: torch.Tensor, candidates: int, **extra: Any
+        ctx: SelectionContext, indices: list[int], scores: torch.Tensor, candidates: int, **extra: object
     ) -> dict[str, Any]:
         """The metadata every scoring selector reports."""
         meta: dict[str, Any] = {

@@ -20,8 +20,8 @@ class RandomSelector(Selector):
 
     class Params(SelectorParams):
         seed: int | None = Field(default=None, description="Seed of the draw; None uses the run's seed.")
-        replacement: bool = Field(
-            default=False, description="Draw with replacement (an example may repeat in a round)."
+        repeat_within_round: bool = Field(
+            default=False, description="Draw with replacement: an example may repeat within a round."
         )
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
@@ -29,11 +29,15 @@ class RandomSelector(Selector):
         self.check_budget(pool, num_samples)
         seed = ctx.seed if self.params.seed is None else self.params.seed
         rng = round_rng(seed, ctx.round)
-        if self.params.replacement:
+        if self.params.repeat_within_round:
             indices = rng.integers(0, pool, size=num_samples)
         else:
             indices = rng.choice(pool, size=num_samples, replace=False)
         return Selection(
             indices=indices.tolist(),
-            metadata={"candidates": pool, "seed": seed, "replacement": self.params.replacement},
+            metadata={
+                "candidates": pool,
+                "seed": seed,
+                "repeat_within_round": self.params.repeat_within_round,
+            },
         )

@@ -166,16 +166,3 @@ def summarize(values: torch.Tensor | np.ndarray) -> dict[str, float]:
         "max": float(v.max()),
         "std": float(v.std(unbiased=False)),
     }
-
-
-def composition(examples: Sequence[Mapping[str, Any]], indices: Sequence[int], field: str = "dataset"):
-    """Count of chosen examples per value of ``field`` (``None`` when no example has it)."""
-    counts: dict[str, int] = {}
-    seen = False
-    for i in indices:
-        value = examples[int(i)].get(field)
-        if value is not None:
-            seen = True
-        key = str(value)
-        counts[key] = counts.get(key, 0) + 1
-    return dict(sorted(counts.items())) if seen else None

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dataflex.configs.components import SHIPPED_COMPONENTS, load_components
-from dataflex.configs.yaml_files import apply_overrides, read_yaml_mapping, validate_model
+from dataflex.configs.yaml_files import apply_overrides, comma_separated, read_yaml_mapping, validate_model
 from dataflex.data.templates import check_template_name
 from dataflex.errors import ConfigError
 from dataflex.registry import SELECTORS, did_you_mean
@@ -40,13 +40,6 @@ TRAIN_SECTIONS = {
     "per_device_train_batch_size": "train",
     "train_type": "dynamic_train",
 }
-
-
-def split_names(value: Any) -> Any:
-    """Comma-separated string → list of stripped names (lists pass through)."""
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return value
 
 
 class TrainConfig(BaseModel):
@@ -150,7 +143,7 @@ class TrainConfig(BaseModel):
 
     _normalise_lists = field_validator(
         "dataset", "eval_dataset", "lora_target", "report_to", "plugins", mode="before"
-    )(split_names)
+    )(comma_separated)
 
     @field_validator("eval_strategy", mode="before")
     @classmethod
@@ -193,7 +186,7 @@ class ExportConfig(BaseModel):
     export_device: Literal["cpu", "auto"] = Field("cpu", description="Where the merge runs: cpu or auto.")
     export_legacy_format: bool = Field(False, description="Must be false: dataflex writes safetensors only.")
 
-    _normalise_lists = field_validator("adapter_name_or_path", mode="before")(split_names)
+    _normalise_lists = field_validator("adapter_name_or_path", mode="before")(comma_separated)
 
 
 def _check_train(cfg: TrainConfig, where: str) -> None:

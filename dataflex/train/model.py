@@ -14,8 +14,19 @@ from dataflex.registry import did_you_mean
 logger = logging.getLogger(__name__)
 
 
-def _looks_local(name: str) -> bool:
+def looks_local(name: str) -> bool:
+    """True for a value that can only be a local path: a hub id is ``name`` or ``org/name``."""
     return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1
+
+
+def check_local_path(value: str, key: str) -> None:
+    """Refuse a value of ``key`` that looks like a local path but does not exist.
+
+    Raises:
+        ConfigError: naming ``key`` and the missing path.
+    """
+    if looks_local(value) and not Path(value).expanduser().exists():
+        raise ConfigError(f"{key}: the path {value!r} does not exist.")
 
 
 def check_model_path(name: str, trust_remote_code: bool = False, key: str = "model_name_or_path") -> Any:
@@ -31,7 +42,7 @@ def check_model_path(name: str, trust_remote_code: bool = False, key: str = "mod
     if path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"{key}: {name!r} has no config.json; point it at a model folder.")
-    elif _looks_local(name):
+    elif looks_local(name):
         raise ConfigError(f"{key}: the model path {name!r} does not exist.")
     try:
         return AutoConfig.from_pretrained(
@@ -86,6 +97,27 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
     return sorted(names)
 
 
+def load_adapter(model: Any, adapter: str) -> Any:
+    """Wrap ``model`` with the LoRA adapter in folder ``adapter``, its weights trainable and float32.
+
+    Raises:
+        ConfigError: when the folder has no ``adapter_config.json``.
+    """
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ConfigError(f"adapter_name_or_path: {adapter!r} has no adapter_config.json.")
+    model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    _trainable_in_float32(model)
+    return model
+
+
+def _trainable_in_float32(model: Any) -> None:
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
 def apply_finetuning(
     model: Any,
     finetuning_type: str,
@@ -106,7 +138,7 @@ def apply_finetuning(
         ConfigError: a ``lora_target`` module the model does not have (closest names
             suggested), or an adapter folder without ``adapter_config.json``.
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
 
     if finetuning_type == "full":
         if adapter_name_or_path:
@@ -114,11 +146,7 @@ def apply_finetuning(
         model.requires_grad_(True)
     else:
         if adapter_name_or_path:
-            if not (Path(adapter_name_or_path) / "adapter_config.json").is_file():
-                raise ConfigError(
-                    f"adapter_name_or_path: {adapter_name_or_path!r} has no adapter_config.json."
-                )
-            model = PeftModel.from_pretrained(model, adapter_name_or_path, is_trainable=True)
+            model = load_adapter(model, adapter_name_or_path)
         else:
             valid = linear_module_names(model)
             if lora_target != ["all"]:
@@ -138,9 +166,7 @@ def apply_finetuning(
             model = get_peft_model(model, config)
         if gradient_checkpointing:
             model.enable_input_require_grads()
-    for param in model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
+    _trainable_in_float32(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / max(total, 1))

@@ -137,15 +137,15 @@ def check_selection_inputs(
         )
     pool = len(train_dataset)
     budget = examples_per_step * schedule.update_step
-    if isinstance(selector, PoolSelector) and not params.replacement:
+    if isinstance(selector, PoolSelector) and not params.repeat_across_rounds:
         needed = budget * schedule.update_times
         if needed > pool:
             dry = pool // budget + 1
             raise ConfigError(
                 f"{name}: {schedule.update_times} rounds x {budget} examples = {needed} distinct examples, "
-                f"but the pool has {pool} and replacement: false never picks an example twice, so round "
-                f"{dry} would run dry. Set replacement: true in the selector's params, lower update_times "
-                "or the per-round budget, or add data."
+                f"but the pool has {pool} and repeat_across_rounds: false never picks an example twice, so "
+                f"round {dry} would run dry. Set repeat_across_rounds: true in the selector's params, lower "
+                "update_times or the per-round budget, or add data."
             )
     warmup = schedule.warmup_step * examples_per_step
     memory = available_memory()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataflex.configs.components import selector_from_components
 from dataflex.data.collator import SFTDataCollator
 from dataflex.errors import ConfigError
 from dataflex.io import (
@@ -27,8 +28,12 @@ from dataflex.io import (
     is_marked,
     write_marker,
 )
+from dataflex.selectors.base import Selector
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import prepare_datasets
+from dataflex.train.dynamic.sampler import check_dynamic_plan
+from dataflex.train.dynamic.schedule import SelectionSchedule
+from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_training_args, global_batch_size
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
 from dataflex.train.preflight import check_run_inputs, check_selection_inputs
@@ -169,6 +174,35 @@ def build_training_args(cfg: TrainConfig) -> Any:
         raise ConfigError(f"invalid training arguments: {exc}") from None
 
 
+@dataclass(frozen=True)
+class DynamicPlan:
+    """The schedule and the selector of a ``dynamic_select`` run, built once and checked."""
+
+    schedule: SelectionSchedule
+    selector: Selector
+
+
+def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Any) -> DynamicPlan:
+    """Build and check the selection plan of a ``dynamic_select`` config, before the model loads.
+
+    Raises:
+        ConfigError: for a bad schedule, an unknown component or missing components file,
+            a per-round budget larger than the pool, or training arguments that
+            contradict the schedule.
+    """
+    schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)  # type: ignore[arg-type]
+    selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "")
+    check_dynamic_plan(
+        schedule,
+        selector,
+        pool_size,
+        global_batch_size(training_args),
+        has_eval_dataset=bool(cfg.eval_dataset),
+    )
+    check_training_args(training_args, schedule)
+    return DynamicPlan(schedule, selector)
+
+
 def build_trainer(
     cfg: TrainConfig,
     model: Any,
@@ -177,8 +211,12 @@ def build_trainer(
     eval_dataset: Any,
     collator: Any,
     training_args: Any,
+    plan: DynamicPlan | None = None,
 ) -> Any:
-    """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one."""
+    """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one.
+
+    A ``dynamic_select`` run passes the ``plan`` :func:`plan_dynamic_selection` built.
+    """
     trainer_kwargs = {
         "model": model,
         "args": training_args,
@@ -188,10 +226,16 @@ def build_trainer(
         "processing_class": tokenizer,
     }
     if cfg.train_type == "dynamic_select":
-        from dataflex.train.dynamic import build_dynamic_trainer
-
-        # The selector scores against eval_dataset even when the Trainer does not evaluate.
-        return build_dynamic_trainer(cfg, selection_eval_dataset=eval_dataset, **trainer_kwargs)
+        if plan is None:
+            raise ValueError("a dynamic_select run needs its DynamicPlan (plan_dynamic_selection).")
+        return DynamicSelectTrainer(
+            **trainer_kwargs,
+            selector=plan.selector,
+            schedule=plan.schedule,
+            # the selector scores against eval_dataset even when the Trainer does not evaluate
+            selection_eval_dataset=eval_dataset,
+            plots=cfg.plot_loss,
+        )
     from transformers import Trainer
 
     return Trainer(**trainer_kwargs)
@@ -218,17 +262,13 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     training_args = build_training_args(cfg)
     if data.eval is not None and cfg.eval_strategy == "no" and cfg.train_type == "static":
         logger.info("eval_dataset is checked but not evaluated (eval_strategy: no)")
+    plan = None
     if cfg.train_type == "dynamic_select":
-        # schedule, selector, per-round budget vs. pool: checked before the model loads
-        from dataflex.train.dynamic import check_dynamic_config
-
-        schedule, selector = check_dynamic_config(cfg, len(data.train), training_args)
-        examples_per_step = (
-            training_args.per_device_train_batch_size
-            * training_args.gradient_accumulation_steps
-            * training_args.world_size
+        # schedule, selector, per-round budget vs. pool: built and checked before the model loads
+        plan = plan_dynamic_selection(cfg, len(data.train), training_args)
+        check_selection_inputs(
+            cfg, plan.selector, plan.schedule, data.train, data.eval, global_batch_size(training_args)
         )
-        check_selection_inputs(cfg, selector, schedule, data.train, data.eval, examples_per_step)
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(
@@ -254,17 +294,23 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             for folder in stale_checkpoints(cfg):
                 logger.info("overwrite_output_dir: removing the earlier run's %s", folder)
                 shutil.rmtree(folder)
-        return _train(cfg, out, model, tokenizer, data, training_args)
+        return _train(cfg, out, model, tokenizer, data, training_args, plan)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _train(
-    cfg: TrainConfig, out: Path, model: Any, tokenizer: Any, data: Any, training_args: Any
+    cfg: TrainConfig,
+    out: Path,
+    model: Any,
+    tokenizer: Any,
+    data: Any,
+    training_args: Any,
+    plan: DynamicPlan | None,
 ) -> TrainResult:
     collator = SFTDataCollator(tokenizer.pad_token_id)
-    trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args)
+    trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args, plan)
 
     output = trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
     trainer.save_model()

@@ -6,40 +6,34 @@ config, or import it in your own script.
 
 from __future__ import annotations
 
-from typing import Any
-
+import torch
 from pydantic import Field
 
-from dataflex.selectors import Selection, SelectionContext, Selector, SelectorParams, register_selector
+from dataflex.selectors import PoolParams, PoolSelector, Selection, SelectionContext, register_selector
 
 
 @register_selector("longest_answer")
-class LongestAnswer(Selector):
+class LongestAnswer(PoolSelector):
     """Prefer the examples with the most answer tokens, each at most once per run."""
 
-    class Params(SelectorParams):  # strict: an unknown key in components.yaml is an error
+    # strict: an unknown key in components.yaml is an error. PoolParams adds seed,
+    # cache_dir, candidate_fraction, max_candidates, repeat_across_rounds and batch_size.
+    class Params(PoolParams):
         min_tokens: int = Field(default=1, ge=1, description="Never choose shorter answers.")
 
-    def __init__(self, params: Any = None, **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
-        self.chosen: set[int] = set()  # state across rounds, saved in every checkpoint
-
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
-        answer_tokens = [sum(t != -100 for t in ex["labels"]) for ex in ctx.train_dataset]
-        eligible = [
-            i for i, n in enumerate(answer_tokens) if n >= self.params.min_tokens and i not in self.chosen
-        ]
-        self.check_budget(len(eligible), num_samples)  # a clear error before any work
-        chosen = sorted(eligible, key=lambda i: (-answer_tokens[i], i))[:num_samples]
-        self.chosen.update(chosen)
-        return Selection(
-            indices=chosen,
-            scores=[float(answer_tokens[i]) for i in chosen],
-            metadata={"round": ctx.round, "eligible": len(eligible)},
-        )
+        available = self.check_request(ctx, num_samples)  # the pool less earlier rounds' picks
+        candidates = self.draw_candidates(ctx, available, num_samples)  # seeded, same on every rank
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"chosen": sorted(self.chosen)}
+        def answer_tokens(shard: range) -> torch.Tensor:  # each rank counts its own shard
+            labels = [ctx.train_dataset[int(candidates[i])]["labels"] for i in shard]
+            return torch.tensor([float(sum(t != -100 for t in ls)) for ls in labels])
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.chosen = {int(i) for i in state.get("chosen", [])}
+        tokens = self.sharded(ctx, len(candidates), answer_tokens).tolist()  # gathered: all ranks
+        eligible = [j for j, n in enumerate(tokens) if n >= self.params.min_tokens]
+        self.check_budget(len(eligible), num_samples)  # a clear error naming the fix
+        best = sorted(eligible, key=lambda j: (-tokens[j], int(candidates[j])))[:num_samples]
+        chosen = [int(candidates[j]) for j in best]
+        self.remember(chosen)  # excluded from later rounds (state saved in every checkpoint)
+        meta = self.report(ctx, chosen, torch.tensor(tokens), len(candidates), eligible=len(eligible))
+        return Selection(indices=chosen, scores=[tokens[j] for j in best], metadata=meta)

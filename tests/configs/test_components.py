@@ -1,9 +1,11 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dataflex.configs import SHIPPED_COMPONENTS, load_components
 from dataflex.errors import ConfigError
+from dataflex.registry import SELECTORS
 from dataflex.selectors import RandomSelector
 
 
@@ -17,16 +19,22 @@ def test_shipped_file_loads_and_builds_every_entry():
     comps = load_components()
     assert comps.path == SHIPPED_COMPONENTS
     assert "random" in comps.selector_names()
+    raw = yaml.safe_load(SHIPPED_COMPONENTS.read_text())["selectors"]
+    assert comps.selector_names() == sorted(raw)
     for key in comps.selector_names():
-        assert comps.build_selector(key) is not None
+        sel = comps.build_selector(key)
+        assert type(sel) is SELECTORS.get(raw[key]["name"]), key
+        for param, value in raw[key]["params"].items():  # every value in the file reaches the selector
+            assert getattr(sel.params, param) == value, (key, param)
     assert isinstance(comps.build_selector("random"), RandomSelector)
 
 
 def test_valid_file_builds_with_params(tmp_path):
-    path = write(tmp_path, "selectors:\n  rnd:\n    name: random\n    params: {seed: 7, replacement: true}\n")
+    params = "{seed: 7, repeat_within_round: true}"
+    path = write(tmp_path, f"selectors:\n  rnd:\n    name: random\n    params: {params}\n")
     sel = load_components(path).build_selector("rnd")
     assert sel.params.seed == 7
-    assert sel.params.replacement is True
+    assert sel.params.repeat_within_round is True
 
 
 # Each bad file maps to the exact message it must give (a regex over the whole message).

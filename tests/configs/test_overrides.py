@@ -6,7 +6,7 @@ import pytest
 
 from dataflex.configs.yaml_files import apply_overrides, validate_model
 from dataflex.errors import ConfigError
-from dataflex.selectors.offline_config import OfflineSelectConfig
+from dataflex.offline.config import OfflineSelectConfig
 from dataflex.train.config import TrainConfig
 
 BASE = {"model_name_or_path": "m", "dataset": "pool", "output_dir": "out", "select_count": 4}

@@ -89,11 +89,23 @@ def test_missing_dataset_info_and_missing_file(tmp_path, write_dataset):
         load_dataset_examples("toy", d)
 
 
-def test_hub_only_and_ranking_entries_are_refused(shared_data):
+def test_hub_only_and_ranking_entries_are_refused(tmp_path):
+    # the entries of LLaMA-Factory's data/dataset_info.json, written here so the check runs anywhere
+    info = {
+        "alpaca_en": {"hf_hub_url": "llamafactory/alpaca_en", "ms_hub_url": "llamafactory/alpaca_en"},
+        "dpo_en_demo": {
+            "file_name": "dpo_en_demo.json",
+            "ranking": True,
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"},
+        },
+    }
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    (tmp_path / "dpo_en_demo.json").write_text("[]")
     with pytest.raises(ConfigError, match=r"'alpaca_en' .* has no 'file_name' \(it points at the hub"):
-        load_dataset_examples("alpaca_en", shared_data)
+        load_dataset_examples("alpaca_en", tmp_path)
     with pytest.raises(ConfigError, match=r"preference \(ranking\) dataset"):
-        load_dataset_examples("dpo_en_demo", shared_data)
+        load_dataset_examples("dpo_en_demo", tmp_path)
 
 
 def test_wrong_columns_name_what_was_found(write_dataset):
@@ -162,9 +174,11 @@ def test_max_samples_must_be_positive(write_dataset):
         load_dataset_examples("toy", write_dataset("toy", ALPACA), max_samples=0)
 
 
-def test_multimodal_and_preference_columns_are_refused(shared_data, write_dataset):
+def test_multimodal_and_preference_columns_are_refused(write_dataset):
+    mllm = {"formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"}}
+    d = write_dataset("mllm_demo", [{"messages": [], "images": []}], mllm)
     with pytest.raises(ConfigError, match=r"'mllm_demo' has \['images'\] columns \(multimodal or preference"):
-        load_dataset_examples("mllm_demo", shared_data)
+        load_dataset_examples("mllm_demo", d)
     d = write_dataset("toy", ALPACA, {"columns": {"promt": "instruction"}})
     with pytest.raises(ConfigError, match=r"toy.columns.promt: unknown key 'promt'. Did you mean 'prompt'"):
         load_dataset_examples("toy", d)

@@ -84,3 +84,32 @@ def test_adam_argument_errors(llama, examples):
     sgd = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ConfigError, match=r"needs an Adam-like optimizer.*has no 'betas'"):
         per_example_features(model, batch, transform="adam", optimizer=sgd)
+
+
+def test_each_param_group_uses_its_own_betas_and_eps(llama, examples):
+    """Two groups with different (β₁, β₂, ε): every parameter's feature uses its group's values."""
+    model = llama("lora")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": trainable[::2], "betas": (0.5, 0.6), "eps": 1e-2},
+        {"params": trainable[1::2], "betas": (0.9, 0.99), "eps": 1e-6},
+    ]
+    opt = torch.optim.AdamW(groups, lr=1e-2)
+    collate = SFTDataCollator(0)
+    for s in range(2):
+        opt.zero_grad()
+        model(**collate(examples(4, seed=30 + s))).loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    batch = collate(examples(3, seed=40))
+    g = per_example_features(model, batch, transform="sgd")
+    got = per_example_features(model, batch, transform="adam", optimizer=opt)
+    hyper = {id(p): (gr["betas"][0], gr["betas"][1], gr["eps"]) for gr in groups for p in gr["params"]}
+    parts, offset = [], 0
+    for p in trainable:  # features run over the trainable parameters in model order
+        b1, b2, eps = hyper[id(p)]
+        gp = g[:, offset : offset + p.numel()]
+        m, v = opt.state[p]["exp_avg"].flatten(), opt.state[p]["exp_avg_sq"].flatten()
+        parts.append((b1 * m + (1 - b1) * gp) / (torch.sqrt(b2 * v + (1 - b2) * gp**2) + eps))
+        offset += p.numel()
+    torch.testing.assert_close(got, torch.cat(parts, dim=1), atol=1e-5, rtol=1e-5)

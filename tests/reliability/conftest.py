@@ -33,7 +33,7 @@ selectors:
       seed: 123
       subtask_field: {subtask_field}
       projector: {projector}
-      replacement: {replacement}
+      repeat_across_rounds: {replacement}
   random:
     name: random
     params: {{}}
@@ -123,7 +123,7 @@ def refused(work, monkeypatch):
         raise AssertionError("the model was loaded before the bad input was found")
 
     monkeypatch.setattr("dataflex.train.runner.load_model", model_loaded)
-    monkeypatch.setattr("dataflex.selectors.offline.load_model", model_loaded)
+    monkeypatch.setattr("dataflex.offline.select.load_model", model_loaded)
 
     def check(*argv: str, match: str) -> str:
         before = snapshot(work)

@@ -67,7 +67,7 @@ def test_pool_with_replacement_does_not_run_dry(work):
     schedule = SelectionSchedule(warmup_step=1, update_step=1, update_times=3)
     cfg = SimpleNamespace(output_dir="out")
     check_selection_inputs(
-        cfg, build_selector("less", proj_dim=8, replacement=True), schedule, [0] * 20, None, 8
+        cfg, build_selector("less", proj_dim=8, repeat_across_rounds=True), schedule, [0] * 20, None, 8
     )
     with pytest.raises(Exception, match="round 3 would run dry"):
         check_selection_inputs(cfg, build_selector("less", proj_dim=8), schedule, [0] * 20, None, 8)

@@ -11,14 +11,37 @@ import torch.multiprocessing as mp
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.distributed import DistributedView
+from dataflex.errors import DataflexError
 from dataflex.registry import build_selector
-from dataflex.selectors.base import SelectionContext
+from dataflex.selectors.base import Selection, SelectionContext, Selector
+from dataflex.train.dynamic import DynamicSelectionSampler, SelectionSchedule
 from tests.conftest import make_examples, make_tiny_llama
 
 SPECS = {
     "less": {"projector": "identity", "batch_size": 2},
     "loss": {"focus": "high", "temperature": 0.7, "seed": 5, "batch_size": 2},
+    # a seeded draw of 5 of the 9 candidates: every rank must draw the same ones
+    "less_draw": {"projector": "identity", "batch_size": 2, "candidate_fraction": 0.5},
 }
+ROWS = {"less": 9 + 3, "loss": 9, "less_draw": 5 + 3}  # candidates + validation examples
+
+
+class RankDependent(Selector):
+    """A broken selector: each rank returns its own indices."""
+
+    def select(self, ctx, num_samples):
+        return Selection(indices=[(i + ctx.dist.rank) % 9 for i in range(num_samples)])
+
+
+def _diverging(view: DistributedView) -> str:
+    """The sampler's cross-rank check on a selector whose ranks disagree."""
+    sampler = DynamicSelectionSampler(RankDependent(), SelectionSchedule(0, 1, 1), 9, 2)
+    ctx = SelectionContext(model=None, optimizer=None, train_dataset=[{}] * 9, round=1, dist=view)
+    try:
+        sampler.select_round(1, ctx)
+    except DataflexError as exc:
+        return str(exc)
+    return "no error"
 
 
 def _run(kind: str, view: DistributedView) -> dict:
@@ -48,9 +71,9 @@ def _run(kind: str, view: DistributedView) -> dict:
         dist=view,
         seed=13,
     )
-    sel = build_selector(kind, **SPECS[kind]).select(ctx, 4)
+    sel = build_selector(kind.split("_")[0], **SPECS[kind]).select(ctx, 4)
     handle.remove()
-    return {"indices": sel.indices, "scores": sel.scores, "rows": rows[0]}
+    return {"indices": sel.indices, "scores": sel.scores, "rows": rows[0], "meta": sel.metadata}
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -58,6 +81,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         result = {kind: _run(kind, DistributedView(rank, world)) for kind in SPECS}
+        result["diverging"] = _diverging(DistributedView(rank, world))
         dist.barrier()  # both ranks done before either tears down its gloo pairs
     finally:
         dist.destroy_process_group()
@@ -74,5 +98,7 @@ def test_two_processes_match_one_and_share_the_work(tmp_path):
             assert res[kind]["indices"] == single["indices"]
             assert res[kind]["scores"] == pytest.approx(single["scores"], abs=1e-6)
         # every example went through the model on exactly one rank
-        assert sum(r[kind]["rows"] for r in results) == single["rows"]
-        assert single["rows"] == (9 + 3 if kind == "less" else 9)
+        assert sum(r[kind]["rows"] for r in results) == single["rows"] == ROWS[kind]
+    assert results[0]["less_draw"]["meta"]["candidates"] == 5
+    for res in results:  # every rank sees the divergence and says which selector caused it
+        assert "returned different selections on different ranks" in res["diverging"]

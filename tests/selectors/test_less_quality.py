@@ -65,10 +65,7 @@ def warmed():
 
 def scores(ctx, **params) -> torch.Tensor:
     sel = build_selector("less", **params)
-    transform, state = sel.candidate_transform(ctx)
-    return sel.score_candidates(
-        ctx, np.arange(len(ctx.train_dataset)), transform=transform, adam_state=state
-    ).scores
+    return sel.score_candidates(ctx, np.arange(len(ctx.train_dataset))).scores
 
 
 def test_rademacher_8192_ranks_like_identity_and_recovers_the_target(warmed, record_property):

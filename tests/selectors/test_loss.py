@@ -81,7 +81,7 @@ def test_no_replacement_across_rounds_then_clear_error(pool, ctx_factory):
     assert len(set(first) | set(second)) == 20
     with pytest.raises(ConfigError, match="only 0 of the 20 were not chosen"):
         sel.select(ctx_factory(model, exs, round=3), 1)
-    again = build_selector("loss", replacement=True)
+    again = build_selector("loss", repeat_across_rounds=True)
     again.load_state_dict(sel.state_dict())
     assert again.select(ctx_factory(model, exs, round=3), 12).indices == first
 
@@ -100,7 +100,7 @@ def test_bad_params_are_config_errors():
 
 def test_losses_cached_per_model_and_data(pool, ctx_factory, tmp_path, examples):
     model, exs, _ = pool
-    sel = build_selector("loss", cache_dir=str(tmp_path), replacement=True)
+    sel = build_selector("loss", cache_dir=str(tmp_path), repeat_across_rounds=True)
     a = sel.select(ctx_factory(model, exs, step=3), 4)
     b = sel.select(ctx_factory(model, exs, step=3), 4)
     assert not a.metadata["cache_hit"]

@@ -44,14 +44,15 @@ def test_no_duplicates_without_replacement_and_whole_pool_is_a_permutation():
 
 
 def test_with_replacement_may_exceed_pool():
-    sel = RandomSelector(replacement=True).select(ctx(5), 50).indices
+    sel = RandomSelector(repeat_within_round=True).select(ctx(5), 50).indices
     assert len(sel) == 50 and set(sel) <= set(range(5))
     assert len(set(sel)) < 50
 
 
 def test_more_than_pool_without_replacement_is_a_clear_error():
     with pytest.raises(
-        ConfigError, match=r"asked for 11 examples from a pool of 10 without replacement.*replacement: true"
+        ConfigError,
+        match=r"asked for 11 examples from a pool of 10 without replacement.*repeat_within_round: true",
     ):
         RandomSelector().select(ctx(10), 11)
 
@@ -60,7 +61,7 @@ def test_more_than_pool_without_replacement_is_a_clear_error():
 def test_draw_is_uniform_chi_square(replacement):
     n, k, rounds = 20, 5, 2000
     counts = np.zeros(n)
-    sel = RandomSelector(replacement=replacement)
+    sel = RandomSelector(repeat_within_round=replacement)
     for r in range(rounds):
         for i in sel.select(ctx(n, seed=0, round_=r), k).indices:
             counts[i] += 1

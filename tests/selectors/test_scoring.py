@@ -7,7 +7,6 @@ from dataflex.selectors.scoring import (
     ScoreAccumulator,
     aggregate,
     candidate_indices,
-    composition,
     subtask_groups,
     subtask_scores,
     top_n,
@@ -76,9 +75,3 @@ def test_candidate_indices_seeded_sorted_subset():
     capped = candidate_indices(avail, fraction=1.0, max_candidates=10, rng=np.random.default_rng(1))
     assert len(capped) == 10
     assert candidate_indices(avail, fraction=1.0, max_candidates=None, rng=None).tolist() == avail.tolist()
-
-
-def test_composition_counts_dataset_field():
-    exs = [{"dataset": "a"}, {"dataset": "b"}, {"dataset": "a"}]
-    assert composition(exs, [0, 2, 1, 0]) == {"a": 3, "b": 1}
-    assert composition([{}, {}], [0, 1]) is None

@@ -1,8 +1,5 @@
 """Dynamic data selection during training: schedule, sampler, Trainer integration, reports."""
 
-from dataflex.train.dynamic.integration import build_dynamic_trainer, check_dynamic_config
-from dataflex.train.dynamic.launch import maybe_relaunch_with_torchrun
-from dataflex.train.dynamic.plan import check_dynamic_plan, selector_from_components
 from dataflex.train.dynamic.reports import SelectionReport, plot_run, read_selections
 from dataflex.train.dynamic.sampler import DynamicSelectionSampler, warmup_indices
 from dataflex.train.dynamic.schedule import SelectionSchedule
@@ -15,15 +12,10 @@ __all__ = [
     "DynamicSelectionSampler",
     "SelectionReport",
     "SelectionSchedule",
-    "build_dynamic_trainer",
-    "check_dynamic_config",
-    "check_dynamic_plan",
     "check_training_args",
     "load_selection_state",
-    "maybe_relaunch_with_torchrun",
     "plot_run",
     "read_selections",
     "save_selection_state",
-    "selector_from_components",
     "warmup_indices",
 ]

@@ -12,28 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dataflex.data.sft_dataset import composition
 from dataflex.io import atomic_write_text
 from dataflex.selectors.base import Selection
 
 SELECTIONS_FILE = "selections.jsonl"
 LOG_HISTORY_FILE = "log_history.json"
 PLOT_FILES = ("loss.png", "composition.png", "scores.png")
-
-
-def composition(train_dataset: Any, indices: Sequence[int], key: str = "dataset") -> dict[str, int] | None:
-    """Count the chosen examples by their ``key`` field; ``None`` when examples have no such field."""
-    if not indices:
-        return {}
-    first = train_dataset[indices[0]]
-    if not isinstance(first, Mapping) or key not in first:
-        return None
-    counts = Counter(str(train_dataset[i][key]) for i in indices)
-    return dict(sorted(counts.items()))
 
 
 def round_record(
@@ -69,17 +58,9 @@ class SelectionReport:
         self.report_dir = Path(report_dir)
         self.path = self.report_dir / SELECTIONS_FILE
 
-    def reset(self, keep_rounds_below: int = 0) -> None:
-        """Drop the records of rounds ≥ ``keep_rounds_below`` (all by default), atomically.
-
-        A resumed run keeps the rounds its checkpoint already holds and rewrites the rest.
-        """
-        kept = (
-            [r for r in read_selections(self.path) if r["round"] < keep_rounds_below]
-            if self.path.is_file()
-            else []
-        )
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+    def reset(self) -> None:
+        """Empty the report, atomically (a resumed run then rewrites its checkpoint's rounds)."""
+        atomic_write_text(self.path, "")
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Add one round's record."""

@@ -17,13 +17,58 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Sampler
 
-from dataflex.errors import DataflexError
+from dataflex.errors import ConfigError, DataflexError
 from dataflex.selectors.base import Selection, SelectionContext, Selector
 from dataflex.selectors.random_selector import round_rng
-from dataflex.train.dynamic.plan import check_dynamic_plan
 from dataflex.train.dynamic.schedule import SelectionSchedule
 
 logger = logging.getLogger(__name__)
+
+
+def check_dynamic_plan(
+    schedule: SelectionSchedule,
+    selector: Selector,
+    pool_size: int,
+    examples_per_step: int,
+    *,
+    has_eval_dataset: bool | None = None,
+) -> int:
+    """Reject a plan that cannot run, before any model is loaded; return the round budget.
+
+    Args:
+        schedule: The selection schedule.
+        selector: The selector that will make rounds 1..update_times.
+        pool_size: Number of candidate training examples.
+        examples_per_step: Global batch: per-device batch × gradient accumulation × world size.
+        has_eval_dataset: Whether an eval dataset is given; ``None`` skips that check.
+            Selectors whose class sets ``requires_eval_dataset = True`` (LESS) need one.
+
+    Returns:
+        The per-round budget ``examples_per_step × update_step``.
+
+    Raises:
+        ConfigError: naming the value to change.
+    """
+    if (
+        isinstance(examples_per_step, bool)
+        or not isinstance(examples_per_step, int)
+        or examples_per_step <= 0
+    ):
+        raise ConfigError(
+            f"the global batch (per-device batch x gradient accumulation x world size) must be a positive "
+            f"integer, got {examples_per_step!r}."
+        )
+    if pool_size <= 0:
+        raise ConfigError("the training dataset is empty: dynamic selection needs candidates to choose from.")
+    name = getattr(selector, "registry_name", type(selector).__name__)
+    if has_eval_dataset is False and selector.requires_eval_dataset:
+        raise ConfigError(
+            f"selector {name!r} scores candidates against a target set: set eval_dataset "
+            "(the examples of the task to select for)."
+        )
+    budget = examples_per_step * schedule.update_step
+    selector.check_budget(pool_size, budget)
+    return budget
 
 
 def warmup_indices(pool_size: int, num_samples: int, seed: int) -> list[int]:
@@ -63,9 +108,11 @@ class DynamicSelectionSampler(Sampler[int]):
         pool_size: Number of candidate examples (``len(train_dataset)``).
         examples_per_step: Global batch: per-device batch × gradient accumulation × world size.
         seed: Seed of the warm-up draw (the run's seed).
+        has_eval_dataset: Whether the selector gets a target set (``None``: not checked);
+            see :func:`check_dynamic_plan`.
 
     Raises:
-        ConfigError: if the per-round budget cannot be drawn from the pool.
+        ConfigError: if the plan cannot run (:func:`check_dynamic_plan`).
     """
 
     def __init__(
@@ -75,8 +122,12 @@ class DynamicSelectionSampler(Sampler[int]):
         pool_size: int,
         examples_per_step: int,
         seed: int = 0,
+        *,
+        has_eval_dataset: bool | None = None,
     ) -> None:
-        self.budget = check_dynamic_plan(schedule, selector, pool_size, examples_per_step)
+        check_dynamic_plan(
+            schedule, selector, pool_size, examples_per_step, has_eval_dataset=has_eval_dataset
+        )
         self.selector = selector
         self.schedule = schedule
         self.pool_size = int(pool_size)

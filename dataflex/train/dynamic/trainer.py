@@ -21,17 +21,18 @@ import logging
 import os
 import statistics
 import time
+from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+import torch
+from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.io import OutputLock
 from dataflex.selectors.base import Selection, SelectionContext, Selector
-from dataflex.train.dynamic.plan import check_dynamic_plan
 from dataflex.train.dynamic.reports import SelectionReport, plot_run, round_record
 from dataflex.train.dynamic.resume import (
     check_checkpoint_files,
@@ -46,11 +47,11 @@ from dataflex.train.dynamic.state import load_selection_state, save_selection_st
 logger = logging.getLogger(__name__)
 
 
-def _value(option: Any) -> str:
+def _value(option: object) -> str:
     return str(getattr(option, "value", option))
 
 
-def check_training_args(args: Any, schedule: SelectionSchedule) -> None:
+def check_training_args(args: TrainingArguments, schedule: SelectionSchedule) -> None:
     """Reject ``TrainingArguments`` that contradict the selection schedule.
 
     Raises:
@@ -101,6 +102,40 @@ def check_training_args(args: Any, schedule: SelectionSchedule) -> None:
         )
 
 
+def global_batch_size(args: TrainingArguments) -> int:
+    """Examples per optimizer step over all data-parallel ranks, from ``TrainingArguments`` alone.
+
+    ``train_batch_size × gradient_accumulation_steps × world_size ÷ (tp × cp × sp)``, the
+    Trainer's ``get_total_train_batch_size`` with the parallel sizes of
+    ``args.parallelism_config``, so the plan can be checked before the model exists.
+    """
+    parallel = 1
+    config = getattr(args, "parallelism_config", None)
+    if config is not None:
+        for size in ("tp_size", "cp_size", "sp_size"):
+            parallel *= int(getattr(config, size, None) or 1)
+    return args.train_batch_size * args.gradient_accumulation_steps * (args.world_size // parallel)
+
+
+class TrainerLike(Protocol):
+    """The members of ``transformers.Trainer`` the mixin uses; it is always mixed into one."""
+
+    args: TrainingArguments
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer | None
+    train_dataset: Any
+    eval_dataset: Any
+    data_collator: Any
+    accelerator: Any
+    state: TrainerState
+
+    def is_world_process_zero(self) -> bool: ...
+
+    def add_callback(self, callback: TrainerCallback) -> None: ...
+
+    def get_total_train_batch_size(self, args: TrainingArguments) -> int: ...
+
+
 class DynamicSelectionMixin:
     """Adds dynamic data selection to a ``transformers.Trainer`` subclass.
 
@@ -124,15 +159,15 @@ class DynamicSelectionMixin:
 
     def __init__(
         self,
-        *args: Any,
+        *args: object,
         selector: Selector,
         schedule: SelectionSchedule,
-        selection_eval_dataset: Any = None,
-        selection_collator: Any = None,
+        selection_eval_dataset: Sequence[Mapping[str, Any]] | None = None,
+        selection_collator: Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]] | None = None,
         selection_cache_dir: str | os.PathLike | None = None,
         report_dir: str | os.PathLike | None = None,
         plots: bool = True,
-        **kwargs: Any,
+        **kwargs: object,
     ) -> None:
         if not isinstance(selector, Selector):
             raise ConfigError(
@@ -141,7 +176,7 @@ class DynamicSelectionMixin:
         if not isinstance(schedule, SelectionSchedule):
             raise ConfigError(f"schedule must be a SelectionSchedule, got {type(schedule).__name__}.")
         super().__init__(*args, **kwargs)
-        trainer: Trainer = self  # type: ignore[assignment]
+        trainer = self._trainer
         check_training_args(trainer.args, schedule)
         processes = DistributedView.current().world_size
         if processes != trainer.args.world_size:
@@ -159,17 +194,16 @@ class DynamicSelectionMixin:
             selection_eval_dataset if selection_eval_dataset is not None else trainer.eval_dataset
         )
         self.selection_collator = selection_collator
-        examples_per_step = trainer.get_total_train_batch_size(trainer.args)
-        check_dynamic_plan(
-            schedule,
-            selector,
-            len(train_dataset),
-            examples_per_step,
-            has_eval_dataset=self.selection_eval_dataset is not None,
-        )
         self.selection_schedule = schedule
+        # The Trainer's own count (it knows the model's tensor-parallel size); the sampler
+        # checks the plan with it, once.
         self.dynamic_sampler = DynamicSelectionSampler(
-            selector, schedule, len(train_dataset), examples_per_step, seed=trainer.args.seed
+            selector,
+            schedule,
+            len(train_dataset),
+            trainer.get_total_train_batch_size(trainer.args),
+            seed=trainer.args.seed,
+            has_eval_dataset=self.selection_eval_dataset is not None,
         )
         if trainer.args.max_steps != schedule.total_steps:
             logger.info("dataflex: max_steps set to the schedule's total, %d.", schedule.total_steps)
@@ -185,6 +219,10 @@ class DynamicSelectionMixin:
         trainer.add_callback(_DynamicSelectionCallback(self))
 
     @property
+    def _trainer(self) -> TrainerLike:
+        return cast("TrainerLike", self)
+
+    @property
     def selector(self) -> Selector:
         """The selector making rounds ≥ 1."""
         return self.dynamic_sampler.selector
@@ -196,8 +234,8 @@ class DynamicSelectionMixin:
 
     # -- Trainer extension points ------------------------------------------------------
 
-    def _get_train_sampler(self, train_dataset: Any = None) -> DynamicSelectionSampler:
-        dataset = train_dataset if train_dataset is not None else self.train_dataset  # type: ignore[attr-defined]
+    def _get_train_sampler(self, train_dataset: Sized | None = None) -> DynamicSelectionSampler:
+        dataset = train_dataset if train_dataset is not None else self._trainer.train_dataset
         if len(dataset) != self.dynamic_sampler.pool_size:
             raise DataflexError(
                 f"the training dataset has {len(dataset)} examples but the selection pool has "
@@ -205,27 +243,31 @@ class DynamicSelectionMixin:
             )
         return self.dynamic_sampler
 
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+    def train(
+        self, resume_from_checkpoint: str | bool | None = None, *args: object, **kwargs: object
+    ) -> TrainOutput:
         """``Trainer.train``, restoring the selection state when resuming.
 
         The main process holds the output-folder lock (:class:`dataflex.io.OutputLock`) for
         the whole run, so two runs never interleave their files (``dataflex-cli train``
         holds it already; it is shared).
         """
-        if not self.is_world_process_zero():  # type: ignore[attr-defined]
+        if not self._trainer.is_world_process_zero():
             return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
-        with OutputLock(self.args.output_dir, reentrant=True):  # type: ignore[attr-defined]
+        with OutputLock(self._trainer.args.output_dir, reentrant=True):
             return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
 
-    def _train_with_selection(self, resume_from_checkpoint: Any, *args: Any, **kwargs: Any) -> Any:
+    def _train_with_selection(
+        self, resume_from_checkpoint: str | bool | None, *args: object, **kwargs: object
+    ) -> TrainOutput:
+        output_dir = self._trainer.args.output_dir
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
-            if get_last_checkpoint(self.args.output_dir) is None:  # type: ignore[attr-defined]
+            if get_last_checkpoint(output_dir) is None:
                 raise ConfigError(
-                    f"resume_from_checkpoint: true, but output_dir {self.args.output_dir!r} has no "  # type: ignore[attr-defined]
-                    "checkpoint-* folder."
+                    f"resume_from_checkpoint: true, but output_dir {output_dir!r} has no checkpoint-* folder."
                 )
-            checkpoint = last_complete_checkpoint(self.args.output_dir)  # type: ignore[attr-defined]
+            checkpoint = last_complete_checkpoint(output_dir)
             resume_from_checkpoint = checkpoint  # the Trainer would take the newest, complete or not
         elif checkpoint is False:
             checkpoint = None
@@ -236,7 +278,7 @@ class DynamicSelectionMixin:
             self.dynamic_sampler.selections = {}
             self._lrs_since_round = []
             self._round_records = {}
-            if self.is_world_process_zero():  # type: ignore[attr-defined]
+            if self._trainer.is_world_process_zero():
                 self.selection_report.reset()
         return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
 
@@ -244,7 +286,7 @@ class DynamicSelectionMixin:
 
     def selection_context(self, round_: int, step: int) -> SelectionContext:
         """The :class:`SelectionContext` of ``round_``, made after ``step`` optimizer steps."""
-        trainer: Trainer = self  # type: ignore[assignment]
+        trainer = self._trainer
         optimizer = trainer.optimizer
         optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         current_lr = float(optimizer.param_groups[0]["lr"]) if optimizer is not None else 0.0
@@ -301,10 +343,10 @@ class DynamicSelectionMixin:
             selection=selection,
             seconds=seconds,
             candidates=candidates,
-            train_dataset=self.train_dataset,  # type: ignore[attr-defined]
+            train_dataset=self._trainer.train_dataset,
         )
         self._round_records[round_] = record
-        if self.is_world_process_zero():  # type: ignore[attr-defined]
+        if self._trainer.is_world_process_zero():
             self.selection_report.append(record)
 
     def _run_selector(self, round_: int, ctx: SelectionContext) -> Selection:
@@ -323,7 +365,7 @@ class DynamicSelectionMixin:
         return selection
 
     def _record_lr(self) -> None:
-        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # type: ignore[attr-defined]
+        optimizer = getattr(self._trainer.optimizer, "optimizer", self._trainer.optimizer)
         self._lrs_since_round.append(float(optimizer.param_groups[0]["lr"]))
 
     # -- checkpoint state -------------------------------------------------------------
@@ -347,11 +389,9 @@ class DynamicSelectionMixin:
     def _run_fingerprint(self) -> dict[str, Any]:
         """Pool, eval set, selector params and optimisation settings (see :mod:`.resume`); computed once."""
         if getattr(self, "_fingerprint_cache", None) is None:
+            trainer = self._trainer
             self._fingerprint_cache = run_fingerprint(
-                self.selector,
-                self.train_dataset,  # type: ignore[attr-defined]
-                self.selection_eval_dataset,
-                self.args,  # type: ignore[attr-defined]
+                self.selector, trainer.train_dataset, self.selection_eval_dataset, trainer.args
             )
         return self._fingerprint_cache
 
@@ -378,7 +418,7 @@ class DynamicSelectionMixin:
         sampler.load_state_dict(state["sampler"])
         self._lrs_since_round = [float(x) for x in state["lrs_since_last_round"]]
         self._round_records = {int(r["round"]): r for r in state["report"]}
-        if self.is_world_process_zero():  # type: ignore[attr-defined]
+        if self._trainer.is_world_process_zero():
             self.selection_report.reset()
             for round_ in sorted(self._round_records):
                 self.selection_report.append(self._round_records[round_])
@@ -390,7 +430,7 @@ class DynamicSelectionMixin:
         )
 
     def _write_report(self) -> None:
-        trainer: Trainer = self  # type: ignore[assignment]
+        trainer = self._trainer
         if not trainer.is_world_process_zero():
             return
         self.selection_report.write_log_history(trainer.state.log_history)

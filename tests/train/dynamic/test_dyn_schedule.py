@@ -7,16 +7,12 @@ import math
 
 import pytest
 
+from dataflex.configs.components import selector_from_components
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.registry import build_selector
 from dataflex.selectors.base import Selection, SelectionContext, Selector
-from dataflex.train.dynamic import (
-    DynamicSelectionSampler,
-    SelectionSchedule,
-    check_dynamic_plan,
-    selector_from_components,
-    warmup_indices,
-)
+from dataflex.train.dynamic import DynamicSelectionSampler, SelectionSchedule, warmup_indices
+from dataflex.train.dynamic.sampler import check_dynamic_plan
 
 
 @pytest.mark.parametrize(
@@ -136,10 +132,24 @@ def test_sampler_rejects_a_malformed_selection(indices, match):
 def test_round_budget_larger_than_the_pool_is_rejected_before_training():
     with pytest.raises(ConfigError, match="asked for 24 examples from a pool of 20 without replacement"):
         check_dynamic_plan(SelectionSchedule(0, 3, 1), build_selector("random"), 20, 8)
-    assert (
-        check_dynamic_plan(SelectionSchedule(0, 3, 1), build_selector("random", replacement=True), 20, 8)
-        == 24
-    )
+    repeats = build_selector("random", repeat_within_round=True)
+    assert check_dynamic_plan(SelectionSchedule(0, 3, 1), repeats, 20, 8) == 24
+    # repeating across rounds does not let one round repeat an example
+    for name in ("less", "loss"):
+        with pytest.raises(
+            ConfigError, match=rf"{name}: asked for 24 .* without replacement.* or add data\."
+        ):
+            check_dynamic_plan(
+                SelectionSchedule(0, 3, 1), build_selector(name, repeat_across_rounds=True), 20, 8
+            )
+
+
+@pytest.mark.parametrize(
+    ("name", "takes"), [("random", "repeat_within_round"), ("less", "repeat_across_rounds")]
+)
+def test_the_old_replacement_key_names_the_two_that_replace_it(name, takes):
+    with pytest.raises(ConfigError, match=rf"replacement: this key was split in two: .*takes {takes}\."):
+        build_selector(name, replacement=True)
 
 
 def test_selector_needing_a_target_set_requires_eval_dataset():
@@ -175,3 +185,20 @@ def test_chunks_cover_the_whole_schedule_exactly_once():
             seen.extend(sampler)
         expected = [i for r in schedule.rounds for i in sampler.selections[r].indices]
         assert seen == expected
+
+
+@pytest.mark.parametrize(("batch", "accum"), [(2, 3), (5, 1)])
+def test_the_early_global_batch_is_the_trainers(tmp_path, tiny_llama, batch, accum):
+    from transformers import Trainer, TrainingArguments
+
+    from dataflex.train.dynamic.trainer import global_batch_size
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accum,
+        report_to=[],
+        use_cpu=True,
+    )
+    trainer = Trainer(model=tiny_llama(), args=args)
+    assert global_batch_size(args) == trainer.get_total_train_batch_size(args) == batch * accum

@@ -17,9 +17,9 @@ import pytest
 from dyn_helpers import IndexCollator, RecordingTrainer, make_pool, tiny_llama, training_args
 
 from dataflex.errors import ConfigError
+from dataflex.launch import env_flag, maybe_relaunch_with_torchrun, torchrun_command
 from dataflex.registry import build_selector
 from dataflex.train.dynamic import SelectionSchedule, read_selections
-from dataflex.train.dynamic.launch import env_flag, maybe_relaunch_with_torchrun, torchrun_command
 
 ROOT = Path(__file__).resolve().parents[3]
 HELPERS = Path(__file__).with_name("dyn_helpers.py")

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from dataflex.configs import reference
+from dataflex import reference
 from dataflex.configs.components import ComponentsFile, ComponentSpec
 from dataflex.errors import ConfigError
+from dataflex.offline.config import OfflineSelectConfig
 from dataflex.registry import get_selector
-from dataflex.selectors.offline_config import OfflineSelectConfig
 from dataflex.train.config import ExportConfig, TrainConfig
 
-PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 def test_configuration_page_is_current():
@@ -89,7 +89,7 @@ def test_check_fails_on_a_stale_page_with_the_command_and_write_fixes_it(tmp_pat
     assert reference.main(["--check", str(page)]) == 1
     err = capsys.readouterr().err
     assert "-| `lora_dropout` | float | `0.0` | ≥ 0, < 1 | Old text. |" in err
-    assert f"python -m dataflex.configs.reference --write {page}" in err
+    assert f"python -m dataflex.reference --write {page}" in err
     assert reference.main(["--write", str(page)]) == 0
     assert page.read_text() == PAGE.read_text()
     assert reference.main(["--check", str(page)]) == 0

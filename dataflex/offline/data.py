@@ -10,13 +10,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dataflex.errors import ConfigError
+from dataflex.data.dataset_info import load_dataset_info
+from dataflex.data.loader import read_attr_rows, resolve_datasets
+from dataflex.data.tokenize import tokenize_examples
 from dataflex.io import atomic_write_text, path_inside, safe_file_name
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ class OfflineDataset:
 
 def _info_entry(attr: Any, dataset_dir: Path) -> dict[str, Any]:
     """The ``dataset_info.json`` entry of ``attr`` (rebuilt from ``attr`` for a direct file)."""
-    from dataflex.data.dataset_info import load_dataset_info
-
     info = load_dataset_info(dataset_dir)
     if attr.name in info:
         return dict(info[attr.name])
@@ -67,11 +66,6 @@ def _info_entry(attr: Any, dataset_dir: Path) -> dict[str, Any]:
     return entry
 
 
-def is_tokenized(record: Any) -> bool:
-    """True for a record that already holds ``input_ids`` and ``labels``."""
-    return isinstance(record, dict) and "input_ids" in record and "labels" in record
-
-
 def load_offline_dataset(
     names: str,
     dataset_dir: str | Path,
@@ -80,57 +74,38 @@ def load_offline_dataset(
     template: Any,
     cutoff_len: int,
     max_samples: int | None = None,
+    strict: bool = False,
+    num_workers: int | None = None,
 ) -> OfflineDataset:
-    """Load comma-separated datasets, tokenised, each example tied to its raw row.
+    """Load comma-separated datasets, tokenised as in training, each example tied to its raw row.
 
-    Rows are read and converted by :mod:`dataflex.data` (``dataset_info.json``
-    names or ``.json``/``.jsonl`` paths, Alpaca or ShareGPT) and tokenised with
-    ``template``; a file whose rows already hold ``input_ids`` and ``labels`` is
-    used as it is. Unusable rows and rows that lose every answer token to
-    ``cutoff_len`` are skipped with a count in the log, as in training.
+    Rows are read, converted and tokenised by the training pipeline
+    (:func:`dataflex.data.loader.read_attr_rows`, :func:`dataflex.data.tokenize_examples`),
+    so the column diagnostics, the template-token check, ``strict`` and the skip counts
+    are those of ``dataflex-cli train``.
 
     Raises:
-        ConfigError: for a missing dataset or file, wrong columns, or no usable row.
+        ConfigError: for a missing dataset or file, wrong columns, a bad row under
+            ``strict``, or no usable row.
     """
-    from dataflex.data.loader import resolve_datasets
-    from dataflex.data.readers import RowError, convert_row, read_rows
-    from dataflex.data.tokenize import tokenize_one
-
     out = OfflineDataset([], [])
     for attr in resolve_datasets(names, dataset_dir):
-        rows = read_rows(attr.path)
-        if max_samples is not None:
-            rows = rows[:max_samples]
-        if not rows:
-            raise ConfigError(f"dataset {attr.name!r} ({attr.path}) is empty.")
+        read = read_attr_rows(attr, max_samples=max_samples, strict=strict)
+        examples, stats = tokenize_examples(
+            read.examples,
+            tokenizer,
+            template,
+            cutoff_len,
+            num_workers=num_workers,
+            strict=strict,
+            name=f"dataset {attr.name!r}",
+        )
         src = len(out.sources)
         out.sources.append(
-            SourceDataset(attr.name, rows, _info_entry(attr, Path(dataset_dir)), attr.path.suffix)
+            SourceDataset(attr.name, read.rows, _info_entry(attr, Path(dataset_dir)), attr.path.suffix)
         )
-        skipped: Counter[str] = Counter()
-        for i, row in enumerate(rows):
-            if is_tokenized(row):
-                ex: dict[str, Any] | None = {**row, "dataset": row.get("dataset", attr.name)}
-            else:
-                try:
-                    ex, reason, _ = tokenize_one(convert_row(row, attr), tokenizer, template, cutoff_len)
-                except RowError as exc:
-                    ex, reason = None, str(exc)
-                if ex is None:
-                    skipped[str(reason)] += 1
-                    continue
-            out.examples.append(ex)
-            out.origin.append((src, i))
-        if skipped:
-            logger.warning(
-                "dataset %r: skipped %d of %d rows: %s",
-                attr.name,
-                sum(skipped.values()),
-                len(rows),
-                dict(skipped),
-            )
-        if not any(s == src for s, _ in out.origin):
-            raise ConfigError(f"dataset {attr.name!r} ({attr.path}): no usable row ({dict(skipped)}).")
+        out.examples += examples
+        out.origin += [(src, read.positions[i]) for i in stats.kept_indices]
     return out
 
 

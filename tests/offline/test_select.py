@@ -6,13 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from dataflex.cli import main
 from dataflex.data import load_dataset_examples
 from dataflex.errors import ConfigError
-from dataflex.selectors.offline import run_offline_select
-from dataflex.selectors.offline_config import load_offline_config
+from dataflex.offline.config import load_offline_config
+from dataflex.offline.select import run_offline_select
+from dataflex.registry import SELECTORS, register_selector
+from dataflex.selectors.base import CandidateScores, ScoresCandidates, Selector
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -141,7 +144,20 @@ def test_select_with_the_loss_selector(warmup, tmp_path):
     result = run_offline_select(load_offline_config(cfg))
     rows = read_jsonl(tmp_path / "out" / "scores.jsonl")
     assert [r["index"] for r in rows] == result.indices
-    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    # independently: each pool example's own loss under the last checkpoint, one at a time
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from dataflex.data import SFTDataCollator
+
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(QUICKSTART / "model"), warmup / "checkpoint-2"
+    ).eval()
+    with torch.no_grad():
+        losses = [float(model(**SFTDataCollator(0)([ex])).loss) for ex in result_pool(cfg)]
+    top = sorted(range(len(losses)), key=lambda i: -losses[i])[:5]
+    assert result.indices == top  # focus: high, temperature 0: the five highest losses
+    assert [r["score"] for r in rows] == pytest.approx([losses[i] for i in top], abs=1e-5)
 
 
 def test_bad_input_is_refused_before_any_work(warmup, tmp_path):
@@ -181,7 +197,7 @@ def test_bad_projector_name_and_overrides(tmp_path, warmup):
 
 def test_missing_model_path_is_refused(tmp_path, warmup):
     cfg = write_configs(tmp_path, warmup, model_name_or_path=str(tmp_path / "nope"))
-    with pytest.raises(ConfigError, match="model_name_or_path: the path .* does not exist"):
+    with pytest.raises(ConfigError, match="model_name_or_path: the model path .* does not exist"):
         run_offline_select(load_offline_config(cfg))
 
 
@@ -194,3 +210,62 @@ def test_select_from_full_finetuning_checkpoints(tmp_path):
     result = run_offline_select(load_offline_config(cfg))
     assert len(result.indices) == 4
     assert len(read_jsonl(tmp_path / "out" / "scores.jsonl")) == 16
+
+
+class LengthScorer(Selector):
+    """A user's scoring selector: it has the ScoresCandidates capability, and select() is unused."""
+
+    needs_optimizer_state = False
+
+    def score_candidates(self, ctx, candidates):
+        lengths = [float(len(ctx.train_dataset[int(i)]["input_ids"])) for i in candidates]
+        return CandidateScores(torch.tensor(lengths, dtype=torch.float64)[:, None], ["all"])
+
+    def select(self, ctx, num_samples):
+        raise AssertionError("offline selection must use score_candidates")
+
+
+@pytest.fixture
+def length_scorer():
+    """Registered only while the test runs, so other tests see the built-in selectors alone."""
+    register_selector("test_offline_length_scorer")(LengthScorer)
+    yield
+    SELECTORS.unregister("test_offline_length_scorer")
+
+
+def test_a_users_scoring_selector_runs_over_every_checkpoint(warmup, tmp_path, length_scorer):
+    assert isinstance(LengthScorer(), ScoresCandidates)
+    components = {"selectors": {"by_length": {"name": "test_offline_length_scorer", "params": {}}}}
+    (tmp_path / "components.yaml").write_text(yaml.safe_dump(components))
+    cfg = write_configs(tmp_path, warmup, component_name="by_length", select_count=3, select_fraction=None)
+    result = run_offline_select(load_offline_config(cfg))
+    lengths = [len(r["input_ids"]) for r in result_pool(cfg)]
+    rows = read_jsonl(tmp_path / "out" / "scores.jsonl")
+    # the weights (2/3, 1/3) sum to one, so the combined score is the length itself
+    assert [r["score"] for r in rows] == pytest.approx([float(n) for n in lengths], abs=1e-12)
+    assert result.indices == sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[:3]
+
+
+def result_pool(cfg: Path) -> list[dict]:
+    """The pool as training tokenises it (the offline pool must be exactly this)."""
+    from dataflex.data import get_template, tokenize_examples
+    from dataflex.train.model import load_tokenizer
+
+    config = load_offline_config(cfg)
+    tok = load_tokenizer(config.model_name_or_path)
+    rows = load_dataset_examples(config.dataset, config.dataset_dir, max_samples=config.max_samples)
+    return tokenize_examples(rows, tok, get_template(config.template, tok), config.cutoff_len)[0]
+
+
+def test_pool_data_is_checked_as_in_training(warmup, tmp_path):
+    bad = tmp_path / "pool.json"
+    bad.write_text(json.dumps([{"question": "q", "answer": "a"}]))
+    with pytest.raises(ConfigError, match=r"no row has the columns \['instruction', 'output'\]"):
+        run_offline_select(load_offline_config(write_configs(tmp_path, warmup, dataset=str(bad))))
+    mixed = tmp_path / "mixed.json"
+    rows = json.loads((QUICKSTART / "data" / "train.json").read_text())[:8]
+    mixed.write_text(json.dumps([*rows, {"instruction": 3, "output": "a"}]))
+    with pytest.raises(ConfigError, match=r"row 8: .*set strict: false"):
+        run_offline_select(
+            load_offline_config(write_configs(tmp_path, warmup, dataset=str(mixed), strict=True))
+        )

@@ -26,8 +26,12 @@ import torch
 from dataflex.checks import check_device
 from dataflex.configs.components import load_components
 from dataflex.data.collator import SFTDataCollator
+from dataflex.data.loader import resolve_datasets
+from dataflex.data.sft_dataset import composition
+from dataflex.data.templates import get_template
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError
+from dataflex.gradients import AdamState
 from dataflex.io import (
     OutputLock,
     atomic_write_text,
@@ -36,18 +40,19 @@ from dataflex.io import (
     check_writable_dir,
     write_marker,
 )
-from dataflex.selectors.base import SelectionContext, Selector
-from dataflex.selectors.less import LessSelector
-from dataflex.selectors.less_features import check_feature_budget
-from dataflex.selectors.offline_config import OfflineSelectConfig
-from dataflex.selectors.offline_data import (
+from dataflex.offline.config import OfflineSelectConfig
+from dataflex.offline.data import (
     OfflineDataset,
     load_offline_dataset,
     subset_file_name,
     write_jsonl,
     write_subset,
 )
-from dataflex.selectors.scoring import composition, summarize, top_n
+from dataflex.selectors.base import CandidateScores, ScoresCandidates, SelectionContext, Selector
+from dataflex.selectors.less import LessSelector
+from dataflex.selectors.less_features import check_feature_budget
+from dataflex.selectors.scoring import summarize, top_n
+from dataflex.train import model as train_model
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +73,6 @@ def _device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def _check_path(value: str, key: str) -> None:
-    # same rule as training: a hub id is "name" or "org/name"; anything else is a local path
-    looks_local = value.startswith((".", "/", "~")) or "\\" in value or value.count("/") > 1
-    if looks_local and not Path(value).expanduser().exists():
-        raise ConfigError(f"{key}: the path {value!r} does not exist.")
-
-
 def _step_of(checkpoint: str) -> int:
     state = Path(checkpoint) / "trainer_state.json"
     if state.is_file():
@@ -86,33 +84,27 @@ def _step_of(checkpoint: str) -> int:
 def load_model(config: OfflineSelectConfig, checkpoint: str | None) -> torch.nn.Module:
     """The model to score with: a checkpoint (LoRA adapter or full weights) or the base model.
 
-    LoRA weights are loaded trainable, so the gradient features cover exactly the
-    adapter, as during training.
+    Loaded by :mod:`dataflex.train.model`, as in training: LoRA weights are loaded
+    trainable (and float32), so the gradient features cover exactly the adapter.
     """
-    from transformers import AutoModelForCausalLM
-
-    dtype = getattr(torch, config.dtype)
-    kwargs = {"dtype": dtype, "trust_remote_code": config.trust_remote_code}
-    adapter = config.adapter_name_or_path
+    kwargs = {"dtype": getattr(torch, config.dtype), "trust_remote_code": config.trust_remote_code}
     if checkpoint is not None and not (Path(checkpoint) / "adapter_config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
+        model = train_model.load_model(checkpoint, **kwargs)
         model.requires_grad_(True)
         return model
-    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path, **kwargs)
-    adapter = checkpoint or adapter
+    model = train_model.load_model(config.model_name_or_path, **kwargs)
+    adapter = checkpoint or config.adapter_name_or_path
     if adapter is None:
         model.requires_grad_(True)
         return model
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    return train_model.load_adapter(model, adapter)
 
 
 def check_before_work(config: OfflineSelectConfig, selector: Selector) -> None:
     """Every input check that needs no model or data, so bad input fails in seconds."""
-    _check_path(config.model_name_or_path, "model_name_or_path")
+    train_model.check_model_path(config.model_name_or_path, config.trust_remote_code)
     if config.adapter_name_or_path is not None:
-        _check_path(config.adapter_name_or_path, "adapter_name_or_path")
+        train_model.check_local_path(config.adapter_name_or_path, "adapter_name_or_path")
     for ckpt in config.checkpoints:
         if not Path(ckpt).is_dir():
             raise ConfigError(f"checkpoints: {ckpt!r} is not a folder.")
@@ -121,17 +113,17 @@ def check_before_work(config: OfflineSelectConfig, selector: Selector) -> None:
     if getattr(selector.params, "projector", None) == "cuda":
         check_device("cuda", "projector")
     check_writable_dir(config.output_dir, "output_dir")
-    if not isinstance(selector, LessSelector):
-        return
-    if config.eval_dataset is None:
+    name = config.component_name
+    if selector.requires_eval_dataset and config.eval_dataset is None:
         raise ConfigError(
-            "less scores the pool against a validation set, but eval_dataset is not set: name the "
+            f"{name} scores the pool against a validation set, but eval_dataset is not set: name the "
             "target task's examples (a dataset_info.json name or a file)."
         )
-    if selector.params.gradient_type == "adam":
+    if isinstance(selector, ScoresCandidates) and selector.needs_optimizer_state:
         if not config.checkpoints:
             raise ConfigError(
-                "gradient_type 'adam' needs the optimizer state of a training run, but no checkpoints "
+                f"{name} (gradient_type 'adam') needs the optimizer state of a training run, but no "
+                "checkpoints "
                 "are given: list HF Trainer checkpoint folders (with optimizer.pt) under checkpoints, "
                 "or set gradient_type: sgd in the component's params."
             )
@@ -144,41 +136,40 @@ def check_before_work(config: OfflineSelectConfig, selector: Selector) -> None:
                 )
 
 
-def load_tokenizer(config: OfflineSelectConfig) -> Any:
-    """The base model's tokenizer, padding with EOS when it has no pad token."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(
-        config.model_name_or_path, trust_remote_code=config.trust_remote_code
-    )
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        logger.info("the tokenizer has no pad token; padding with the eos token %r", tokenizer.eos_token)
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def load_data(config: OfflineSelectConfig, tokenizer: Any) -> tuple[OfflineDataset, OfflineDataset | None]:
     """The pool and the validation set, tokenised as in training."""
-    from dataflex.data.templates import get_template
-
     template = get_template(config.template, tokenizer)
-    kwargs = {"tokenizer": tokenizer, "template": template, "cutoff_len": config.cutoff_len}
+    kwargs = {
+        "tokenizer": tokenizer,
+        "template": template,
+        "cutoff_len": config.cutoff_len,
+        "strict": config.strict,
+        "max_samples": config.max_samples,
+    }
     if config.eval_dataset:
-        from dataflex.data.loader import resolve_datasets
-
         resolve_datasets(config.eval_dataset, config.dataset_dir)  # a bad name fails before reading the pool
-    pool = load_offline_dataset(config.dataset, config.dataset_dir, max_samples=config.max_samples, **kwargs)
+    pool = load_offline_dataset(config.dataset, config.dataset_dir, **kwargs)
     val = (
-        load_offline_dataset(
-            config.eval_dataset, config.dataset_dir, max_samples=config.max_samples, **kwargs
-        )
+        load_offline_dataset(config.eval_dataset, config.dataset_dir, **kwargs)
         if config.eval_dataset
         else None
     )
     return pool, val
 
 
-def _context(config, model, pool, val, *, round_, step, lr, device, pad_id) -> SelectionContext:
+def _context(
+    config: OfflineSelectConfig,
+    model: torch.nn.Module,
+    pool: OfflineDataset,
+    val: OfflineDataset | None,
+    *,
+    round_: int,
+    step: int,
+    lr: float,
+    device: torch.device,
+    pad_id: int,
+    adam_state: AdamState | None = None,
+) -> SelectionContext:
     return SelectionContext(
         model=model,
         optimizer=None,
@@ -191,15 +182,19 @@ def _context(config, model, pool, val, *, round_, step, lr, device, pad_id) -> S
         dist=DistributedView.current(),
         seed=config.seed,
         device=device,
+        adam_state=adam_state,
     )
 
 
-def _score_less(
-    config, selector: LessSelector, pool, val, device, pad_id
-) -> tuple[torch.Tensor, list[str], dict]:
+def _score_over_checkpoints(
+    config: OfflineSelectConfig,
+    selector: ScoresCandidates,
+    pool: OfflineDataset,
+    val: OfflineDataset | None,
+    device: torch.device,
+    pad_id: int,
+) -> tuple[torch.Tensor, list[str], dict[str, Any]]:
     """``(N, S)`` per-subtask scores summed over checkpoints with normalised lr weights."""
-    from dataflex.gradients import AdamState
-
     weights = config.checkpoint_weights()
     if len(config.checkpoints) > 1 and config.checkpoint_learning_rates is None:
         logger.warning(
@@ -213,17 +208,21 @@ def _score_less(
     for i, (ckpt, weight) in enumerate(zip(ckpts, weights)):
         model = load_model(config, ckpt).to(device)
         step = _step_of(ckpt) if ckpt else 0
-        ctx = _context(
-            config, model, pool, val, round_=i + 1, step=step, lr=weight, device=device, pad_id=pad_id
+        adam = (
+            AdamState.from_checkpoint(model, ckpt)
+            if ckpt is not None and selector.needs_optimizer_state
+            else None
         )
-        transform = selector.params.gradient_type
-        adam = AdamState.from_checkpoint(model, ckpt) if transform == "adam" else None
-        result = selector.score_candidates(ctx, candidates, transform=transform, adam_state=adam)
+        ctx = _context(
+            config, model, pool, val, round_=i + 1, step=step, lr=weight, device=device, pad_id=pad_id,
+            adam_state=adam,
+        )  # fmt: skip
+        result: CandidateScores = selector.score_candidates(ctx, candidates)
         logger.info("checkpoint %s (weight %.4f): scored %d examples", ckpt, weight, len(pool))
         total = weight * result.per_subtask.double() + (total if total is not None else 0)
         names = result.subtasks
-        timing["features_s"] += result.time_features_s
-        timing["scoring_s"] += result.time_scoring_s
+        timing["features_s"] += float(result.metadata.get("time_features_s", 0.0))
+        timing["scoring_s"] += float(result.metadata.get("time_scoring_s", 0.0))
         del model
     assert total is not None
     return total, names, {"checkpoint_weights": weights, **timing}
@@ -251,8 +250,8 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
 
 
 def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: float) -> OfflineResult:
-    tokenizer = load_tokenizer(config)
-    pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+    tokenizer = train_model.load_tokenizer(config.model_name_or_path, config.trust_remote_code)
+    pad_id = int(tokenizer.pad_token_id)
     pool, val = load_data(config, tokenizer)
     for source in pool.sources:
         subset_file_name(source)  # a name that would leave output_dir is refused before any work
@@ -270,9 +269,9 @@ def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: flo
     device = _device(config.device)
     out = Path(config.output_dir)
     report: dict[str, Any] = {"selector": config.component_name, "pool": len(pool), "selected": n}
-    if isinstance(selector, LessSelector):
-        per_subtask, names, extra = _score_less(config, selector, pool, val, device, pad_id)
-        scores = per_subtask.max(dim=1).values
+    if isinstance(selector, ScoresCandidates):
+        per_subtask, names, extra = _score_over_checkpoints(config, selector, pool, val, device, pad_id)
+        scores = CandidateScores(per_subtask, names).scores
         indices = top_n(scores, n).tolist()
         rows = [
             {

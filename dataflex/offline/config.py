@@ -56,6 +56,10 @@ class OfflineSelectConfig(BaseModel):
         default=1024, ge=1, description="Maximum tokens per example (longer are truncated)."
     )
     max_samples: int | None = Field(default=None, ge=1, description="Keep the first N rows of each dataset.")
+    strict: bool = Field(
+        default=False,
+        description="Fail on the first bad row (or row without answer tokens) instead of skipping it.",
+    )
 
     components_cfg_file: str | None = Field(default=None, description="components.yaml (shipped if None).")
     component_name: str = Field(default="less", description="Selector key in components_cfg_file.")
