@@ -17,6 +17,7 @@ LAYERS = {
     "configs": 0,
     "data": 0,
     "distributed": 0,
+    "engines": 0,
     "io": 0,
     "checks": 0,
     "projectors": 1,

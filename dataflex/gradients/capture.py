@@ -26,6 +26,7 @@ import torch
 from einops import einsum, rearrange
 from torch import nn
 
+from dataflex.engines import full_numel
 from dataflex.gradients.functional import per_example_module_grads
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class GradientCapture:
                 g = self._call_grad(owner, attr, call, batch_size, mask)
                 total = g if total is None else total + g
         if total is None:
-            return torch.zeros(batch_size, param.numel(), dtype=torch.float32, device=param.device)
+            return torch.zeros(batch_size, full_numel(param), dtype=torch.float32, device=param.device)
         return total.reshape(batch_size, -1)
 
     def _call_grad(

@@ -11,8 +11,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from dataflex.engines import lockstep_extra_batches
 from dataflex.errors import ConfigError
 from dataflex.gradients.features import FeaturePlan
+from dataflex.gradients.sharded import run_padding
 from dataflex.gradients.store import FeatureStore
 from dataflex.gradients.transforms import AdamState
 from dataflex.projectors.base import Projector
@@ -101,6 +103,8 @@ def compute_features(
     if store is not None and todo < len(indices):
         logger.info("Resuming: %d of %d rows are already in the store.", len(indices) - todo, len(indices))
     out = None if store is not None else torch.empty(len(indices), dim, dtype=torch.float32)
+    # ZeRO-3 / FSDP: forwards are collective, so every rank runs as many batches as the busiest.
+    extra = lockstep_extra_batches(model, len(batches))
     loader = DataLoader(Subset(dataset, indices), batch_sampler=batches, collate_fn=collator)
     with tqdm(
         total=len(indices), initial=len(indices) - todo, disable=not progress, desc="per-example gradients"
@@ -113,4 +117,10 @@ def compute_features(
             else:
                 out[rows[0] : rows[-1] + 1] = feats
             bar.update(len(rows))
+
+    def padding() -> None:
+        pad = collator([dataset[indices[0]]])
+        plan.features({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in pad.items()})
+
+    run_padding(extra, padding)
     return store.read() if store is not None else out

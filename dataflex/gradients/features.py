@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dataflex.data.collator import IGNORE_INDEX
+from dataflex.engines import full_numel
 from dataflex.errors import ConfigError
 from dataflex.gradients.capture import GradientCapture
+from dataflex.gradients.sharded import check_capturable
 from dataflex.gradients.transforms import AdamState, apply_transform, check_transform
 from dataflex.projectors.base import Projector
 
@@ -24,7 +26,7 @@ CHUNK_ELEMENTS = 1 << 22
 
 def num_trainable(model: nn.Module) -> int:
     """Number of trainable scalars: D, the width of unprojected features."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(full_numel(p) for p in model.parameters() if p.requires_grad)  # full, not ZeRO-3 shards
 
 
 def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +76,8 @@ class FeaturePlan:
             raise ConfigError(
                 "The model has no trainable parameters (requires_grad=True); nothing to differentiate."
             )
-        self.dim = sum(p.numel() for _, p in self.capture.params)
+        self.dim = sum(full_numel(p) for _, p in self.capture.params)
+        check_capturable(model, self.capture.functional_modules)
         if projector is not None and projector.input_dim != self.dim:
             raise ConfigError(
                 f"projector.input_dim is {projector.input_dim} but the model has {self.dim} trainable "

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from dataflex.engines import engine_of, full_adam_state
 from dataflex.errors import ConfigError
 from dataflex.registry import did_you_mean
 
@@ -74,6 +75,8 @@ class AdamState:
         Raises:
             ConfigError: if the optimizer's groups have no ``betas``/``eps`` (not Adam-like).
         """
+        if engine_of(model).sharded:  # ZeRO-1/2/3, FSDP: the full moments, through the engine's API
+            return cls({n: AdamMoments(*m) for n, m in full_adam_state(model, optimizer).items()})
         names = {id(p): n for n, p in model.named_parameters()}
         moments: dict[str, AdamMoments] = {}
         for i, group in enumerate(optimizer.param_groups):

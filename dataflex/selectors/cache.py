@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from dataflex.engines import full_numel, full_tensors
 from dataflex.io import (
     IntegrityError,
     canonical_json,
@@ -59,10 +60,10 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
     ``model.safetensors`` changed in place never reuses the old model's cache.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    total = sum(p.numel() for _, p in named)
+    total = sum(full_numel(p) for _, p in named)
     stride = max(1, -(-total // _FULL_HASH_LIMIT))
     h = hashlib.blake2b(digest_size=16)
-    for name, p in named:
+    for name, p in full_tensors(named):  # the full values also under ZeRO-3 / FSDP (collective)
         h.update(name.encode())
         _hash_tensor(h, p, stride)
     frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
@@ -78,7 +79,7 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
         "class": type(model).__name__,
         "name_or_path": name_or_path,
         "base": source_identity(name_or_path, getattr(config, "_commit_hash", None)),
-        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "num_parameters": sum(full_numel(p) for p in model.parameters()),
         "trainable": total,
         "trainable_hash": h.hexdigest(),
         "frozen_sample_hash": f.hexdigest(),

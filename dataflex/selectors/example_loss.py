@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
+from dataflex.engines import lockstep_extra_batches
 from dataflex.gradients import per_example_losses
+from dataflex.gradients.sharded import run_padding
 
 
 def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -61,11 +63,19 @@ def dataset_losses(
     was_training = model.training
     model.eval()
     out = []
+    # ZeRO-3 / FSDP: forwards are collective; agree on the padding before the first batch.
+    extra = lockstep_extra_batches(model, -(-len(indices) // batch_size))
     try:
         for start in range(0, len(indices), batch_size):
             chunk = [examples[int(i)] for i in indices[start : start + batch_size]]
             batch = {k: v.to(device) for k, v in collator(chunk).items()}
             out.append(per_example_loss(model, batch).cpu())
+
+        def padding() -> None:  # a discarded batch: ZeRO-3 / FSDP forwards are collective
+            first = examples[int(indices[0])] if len(indices) else examples[0]
+            per_example_loss(model, {k: v.to(device) for k, v in collator([first]).items()})
+
+        run_padding(extra, padding)
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, field_validator
 
+from dataflex.engines import has_optimizer_state
 from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, num_trainable
 from dataflex.projectors.base import Projector
@@ -148,7 +149,7 @@ class LessSelector(PoolSelector):
         if ctx.adam_state is not None:
             return "adam", ctx.adam_state
         opt = ctx.optimizer
-        if opt is None or not any(len(s) for s in opt.state.values()):
+        if opt is None or not has_optimizer_state(ctx.model, opt):  # agreed by all ranks
             logger.warning(
                 "less round %d (step %d): no Adam state yet (no optimizer step taken); candidates use "
                 "plain gradients ('sgd') this round.",

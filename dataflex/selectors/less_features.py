@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from dataflex.engines import engine_of
 from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, FeatureStore, compute_features, num_trainable
 from dataflex.io import fingerprint_key
@@ -109,6 +110,30 @@ class FeatureRequest:
     identity: Mapping[str, Any]
 
 
+def idle_collective_forwards(
+    model: torch.nn.Module, request: FeatureRequest, projector: Any, ctx: SelectionContext, batch_size: int
+) -> None:
+    """A rank with no rows still takes part in the other ranks' collective forwards (ZeRO-3, FSDP).
+
+    It computes (and discards) one batch of the dataset's first example, then the
+    padding batches :func:`~dataflex.gradients.compute_features` adds to match the
+    busiest rank. Without a sharded engine this does nothing.
+    """
+    if not engine_of(model).collective_forward or len(request.dataset) == 0:
+        return
+    compute_features(
+        model,
+        request.dataset,
+        ctx.collator,
+        batch_size=batch_size,
+        transform="sgd",
+        projector=projector,
+        indices=[0],
+        device=ctx.device,
+        progress=False,
+    )
+
+
 def compute_rows(
     model: torch.nn.Module,
     request: FeatureRequest,
@@ -127,6 +152,7 @@ def compute_rows(
     """
     dim = projector.proj_dim
     if not request.indices:
+        idle_collective_forwards(model, request, projector, ctx, batch_size)
         return torch.zeros(0, dim)
     store = None
     if cache_dir is not None:

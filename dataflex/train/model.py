@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from dataflex.engines import full_numel
 from dataflex.errors import ConfigError
 from dataflex.registry import did_you_mean
 
@@ -167,7 +168,8 @@ def apply_finetuning(
         if gradient_checkpointing:
             model.enable_input_require_grads()
     _trainable_in_float32(model)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    # full sizes: under ZeRO-3 (zero.Init) the loaded weights are already empty local shards
+    trainable = sum(full_numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(full_numel(p) for p in model.parameters())
     logger.info("trainable parameters: %d of %d (%.4f%%)", trainable, total, 100 * trainable / max(total, 1))
     return model

@@ -18,6 +18,8 @@ from typing import Any
 
 from dataflex.configs.components import selector_from_components
 from dataflex.data.collator import SFTDataCollator
+from dataflex.engines import check_engine_config, require_deepspeed
+from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
 from dataflex.errors import ConfigError
 from dataflex.io import (
     LOCK_FILE,
@@ -123,6 +125,7 @@ def build_training_args(cfg: TrainConfig) -> Any:
 
     if isinstance(cfg.deepspeed, str) and not Path(cfg.deepspeed).is_file():
         raise ConfigError(f"deepspeed: the DeepSpeed config {cfg.deepspeed!r} does not exist.")
+    require_deepspeed(cfg.deepspeed)  # "pip install 'dataflex[deepspeed]'", not a metadata error
     max_steps = cfg.max_steps
     if cfg.dynamic_total_steps is not None:
         max_steps = cfg.dynamic_total_steps  # the selection schedule fixes the length of the run
@@ -135,7 +138,9 @@ def build_training_args(cfg: TrainConfig) -> Any:
     # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
     # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if not _has_accelerator() and (cfg.bf16 or distributed):
+    if cfg.deepspeed is not None and not _has_accelerator() and "LOCAL_RANK" in os.environ:
+        extra.update(cpu_deepspeed_training_kwargs())  # use_cpu=True would switch DeepSpeed off
+    elif not _has_accelerator() and (cfg.bf16 or distributed):
         logger.info(
             "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
         )
@@ -241,6 +246,14 @@ def build_trainer(
     return Trainer(**trainer_kwargs)
 
 
+def _check_engine(cfg: TrainConfig) -> None:
+    """DeepSpeed installed, its config readable, and the engine fits the selector and method."""
+    selector = None
+    if cfg.train_type == "dynamic_select" and cfg.deepspeed is not None:
+        selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "").registry_name
+    check_engine_config(cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector)
+
+
 def run_train(cfg: TrainConfig) -> TrainResult:
     """Train as the config says and save the result in ``output_dir``.
 
@@ -256,6 +269,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         raise ConfigError(
             "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
         )
+    _check_engine(cfg)
     check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     data = prepare_datasets(cfg, tokenizer)
