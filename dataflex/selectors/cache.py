@@ -42,7 +42,8 @@ _FROZEN_SAMPLE = 1_000_000
 
 
 def _hash_tensor(h: Any, t: torch.Tensor, stride: int) -> None:
-    flat = t.detach().reshape(-1)[::stride].to("cpu", torch.float32).contiguous()
+    # a copy: numpy must never share a parameter's storage (FSDP2 resizes it in place)
+    flat = t.detach().reshape(-1)[::stride].to("cpu", torch.float32, copy=True).contiguous()
     h.update(str(tuple(t.shape)).encode())
     h.update(flat.numpy().tobytes())
 
@@ -70,9 +71,9 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
     frozen_total = sum(p.numel() for _, p in frozen)
     frozen_stride = max(1, -(-frozen_total // _FROZEN_SAMPLE))
     f = hashlib.blake2b(digest_size=16)
-    for name, p in frozen:
+    for name, p in frozen:  # this rank's values (a DTensor's local shard): no collective for frozen weights
         f.update(name.encode())
-        _hash_tensor(f, p, frozen_stride)
+        _hash_tensor(f, p.to_local() if hasattr(p, "to_local") else p, frozen_stride)
     config = getattr(model, "config", None)
     name_or_path = str(getattr(config, "_name_or_path", "") or "")
     return {
