@@ -179,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except DataflexError as exc:
-        print(f"dataflex-cli {args.command}: error: {exc}", file=sys.stderr)
+        from dataflex.relaunch import report_error
+
+        report_error(f"dataflex-cli {args.command}", exc)  # once, even from every rank under torchrun
         return 1
 
 

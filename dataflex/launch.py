@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
 from dataflex.errors import ConfigError
+from dataflex.relaunch import run_relaunched
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ def under_torchrun(environ: Mapping[str, str] | None = None) -> bool:
     return "TORCHELASTIC_RUN_ID" in env or ("LOCAL_RANK" in env and "WORLD_SIZE" in env)
 
 
+def torchrun_launcher() -> list[str]:
+    """How torchrun is started: in-process, so that a rank's error is printed once."""
+    return [sys.executable, "-m", "dataflex.relaunch"]
+
+
 def torchrun_command(
     argv: Sequence[str], module: str = "dataflex.cli", environ: Mapping[str, str] | None = None
 ) -> list[str]:
@@ -82,9 +87,7 @@ def torchrun_command(
     node_rank = _env_int(env, "NODE_RANK", 0, 0)
     master_port = _env_int(env, "MASTER_PORT", 0, 0) or _free_port()
     return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
+        *torchrun_launcher(),
         f"--nnodes={nnodes}",
         f"--node_rank={node_rank}",
         f"--nproc_per_node={nproc}",
@@ -113,4 +116,4 @@ def maybe_relaunch_with_torchrun(argv: Sequence[str], module: str = "dataflex.cl
         return None
     cmd = torchrun_command(argv, module)
     logger.info("dataflex: launching %s", " ".join(cmd))
-    return subprocess.run(cmd, check=False).returncode
+    return run_relaunched(cmd[len(torchrun_launcher()) :])

@@ -18,13 +18,18 @@ LAYERS = {
     "data": 0,
     "distributed": 0,
     "engines": 0,
+    "io": 0,
+    "checks": 0,
+    "logging_utils": 0,
     "projectors": 1,
     "gradients": 2,
     "selectors": 3,
+    "embeddings": 3,
     "train": 4,
     "offline": 5,
     "cli": 6,
     "launch": 6,
+    "relaunch": 6,
     "reference": 6,
 }
 SHARED = {name for name, layer in LAYERS.items() if layer == 0}

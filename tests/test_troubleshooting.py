@@ -12,6 +12,8 @@ import contextlib
 import io
 import json
 import re
+import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +24,16 @@ from transformers import TrainingArguments
 from dataflex.cli import main
 from dataflex.data.collator import SFTDataCollator
 from dataflex.errors import DataflexError
+from dataflex.io import OutputLock, safe_file_name
 from dataflex.registry import build_projector, build_selector
 from dataflex.selectors import SelectionContext
-from dataflex.train.dynamic import DynamicSelectTrainer, SelectionSchedule
+from dataflex.train.dynamic import (
+    DynamicSelectTrainer,
+    SelectionSchedule,
+    load_selection_state,
+    save_selection_state,
+)
+from dataflex.train.dynamic.resume import check_same_run
 from tests.conftest import make_examples, make_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,6 +254,155 @@ def _():
 def _():
     Path("out/checkpoint-2").mkdir(parents=True)  # e.g. a checkpoint of a static run
     return raised(lambda: dynamic_trainer().train(resume_from_checkpoint="out/checkpoint-2"))
+
+
+@trigger("output-dir-foreign-checkpoints")
+def _():
+    Path("saves/quickstart/less/checkpoint-10").mkdir(parents=True)  # another tool's checkpoint
+    return cli()
+
+
+@trigger("output-dir-empty")
+def _():
+    return cli("output_dir=")
+
+
+@trigger("output-dir-locked")
+def _():
+    with OutputLock("out"):  # the first run
+        return raised(lambda: OutputLock("out").acquire())
+
+
+def _saved_state() -> Path:
+    folder = Path("out/checkpoint-2")
+    save_selection_state(folder, {"round": 1, "scores": torch.ones(3)})
+    return folder
+
+
+@trigger("resume-damaged")
+def _():
+    state = _saved_state() / "dataflex_selection.json"
+    state.write_bytes(state.read_bytes()[:-5])
+    return raised(lambda: load_selection_state("out/checkpoint-2"))
+
+
+@trigger("resume-incomplete")
+def _():
+    (_saved_state() / "dataflex_selection.json.sha256").unlink()
+    return raised(lambda: load_selection_state("out/checkpoint-2"))
+
+
+@trigger("resume-settings-changed")
+def _():
+    saved, this_run = {"selector_params": {"proj_dim": 512}}, {"selector_params": {"proj_dim": 256}}
+    return raised(lambda: check_same_run(saved, this_run, "out/checkpoint-20"))
+
+
+@trigger("resume-lora-rank")
+def _():
+    Path("ckpt").mkdir()
+    Path("ckpt/adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 32, "lora_dropout": 0.0}))
+    return cli("resume_from_checkpoint=ckpt")
+
+
+@trigger("export-dir-not-dataflex")
+def _():
+    Path("merged").mkdir()
+    Path("merged/notes.txt").write_text("mine\n")
+    Path("export.yaml").write_text(
+        f"model_name_or_path: examples/quickstart/model\nexport_dir: {Path('merged').resolve()}\n"
+    )
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["export", "export.yaml"]) == 1
+    return err.getvalue()
+
+
+@trigger("select-output-not-empty")
+def _():
+    shutil.copytree(
+        "examples/quickstart/data", "mydata", ignore=shutil.ignore_patterns("test.json", "valid.json")
+    )
+    Path("select.yaml").write_text(
+        "model_name_or_path: examples/quickstart/model\ndataset: quickstart_train\ndataset_dir: mydata\n"
+        "component_name: random\nselect_count: 4\noutput_dir: mydata\n"
+    )
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["select", "select.yaml"]) == 1
+    return err.getvalue()
+
+
+@trigger("name-leaves-output")
+def _():
+    return raised(lambda: safe_file_name("../../escaped_selected", "dataset '../../escaped'"))
+
+
+# --- checked before the model loads ----------------------------------------------------
+
+
+@trigger("pool-runs-dry")
+def _():
+    return cli("update_times=8")
+
+
+@trigger("proj-dim-memory")
+def _():
+    components = (ROOT / "examples" / "quickstart" / "components.yaml").read_text()
+    Path("big.yaml").write_text(components.replace("proj_dim: 512", "proj_dim: 10000000000"))
+    return cli("components_cfg_file=big.yaml")
+
+
+@trigger("report-to-missing")
+def _():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "wandb", None)  # as if wandb were not installed
+        return cli("report_to=wandb")
+
+
+@trigger("subtask-field-missing")
+def _():
+    components = (ROOT / "examples" / "quickstart" / "components.yaml").read_text()
+    Path("sub.yaml").write_text(
+        components.replace("proj_dim: 512", "proj_dim: 512\n      subtask_field: category")
+    )
+    return cli("components_cfg_file=sub.yaml")
+
+
+@trigger("max-steps-cli")
+def _():
+    return cli("max_steps=100")
+
+
+# --- files read wrong otherwise --------------------------------------------------------
+
+
+@trigger("not-utf8")
+def _():
+    Path("latin1.yaml").write_bytes(QUICKSTART_LESS.encode() + "# r\xe9sum\xe9\n".encode("latin-1"))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["train", "latin1.yaml"]) == 1
+    return err.getvalue()
+
+
+@trigger("duplicate-key")
+def _():
+    return cli(config=QUICKSTART_LESS + "lora_rank: 8\n")
+
+
+@trigger("bool-for-number")
+def _():
+    return cli(config=QUICKSTART_LESS.replace("update_step: 10", "update_step: true"))
+
+
+@trigger("dataset-info-unknown-key")
+def _():
+    Path("d").mkdir()
+    Path("d/dataset_info.json").write_text(
+        json.dumps({"mine": {"file_name": "x.json", "formating": "sharegpt"}})
+    )
+    return cli("dataset_dir=d", "dataset=mine", "eval_dataset=mine")
 
 
 # --- schedule and budgets --------------------------------------------------------------

@@ -14,11 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflex.configs.validation import format_validation_error
+from dataflex.configs.yaml_files import load_yaml_text, refuse_bools_for_numbers
 from dataflex.errors import ConfigError, RegistryError
+from dataflex.io import read_user_text
 from dataflex.registry import SELECTORS, did_you_mean
 
 if TYPE_CHECKING:
@@ -91,15 +92,12 @@ def load_components(path: str | Path | None = None) -> Components:
             valid choice.
     """
     path = Path(path) if path is not None else SHIPPED_COMPONENTS
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(
             f"components file {str(path)!r} does not exist; set components_cfg_file to an "
             f"existing YAML file (the shipped one is {SHIPPED_COMPONENTS})."
         )
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = load_yaml_text(read_user_text(path, "components file"), path)
     if raw is None:
         raise ConfigError(f"{path}: the file is empty; it needs a top-level 'selectors:' mapping.")
     if not isinstance(raw, dict):
@@ -118,6 +116,7 @@ def load_components(path: str | Path | None = None) -> Components:
             cls = SELECTORS.get(spec.name)
         except RegistryError as exc:
             raise ConfigError(f"{where}.name: {exc}") from None
+        refuse_bools_for_numbers(cls.Params, spec.params, f"{where}.params:")
         selectors[key] = (spec.name, cls.validate_params(spec.params, where=f"{where}.params"))
     return Components(path, selectors)
 

@@ -15,9 +15,48 @@ from pydantic import BaseModel, ValidationError
 
 from dataflex.configs.validation import format_validation_error
 from dataflex.errors import ConfigError
+from dataflex.io import read_user_text
 from dataflex.registry import did_you_mean
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class _DuplicateKey(Exception):
+    """A mapping key given twice (turned into a ConfigError naming the file)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise _DuplicateKey(
+                f"key {key!r} is given twice (lines {seen[key]} and {key_node.start_mark.line + 1}); "
+                "YAML would silently keep the last value. Remove one of them."
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml_text(text: str, path: str | Path) -> Any:
+    """Parse YAML ``text`` (safe, duplicate keys refused); errors name ``path``.
+
+    Raises:
+        ConfigError: invalid YAML or a duplicate key.
+    """
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
 
 def split_names(value: str | Sequence[str]) -> list[str]:
@@ -42,15 +81,11 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
         what: How messages name the file (``"config file"``, ``"select config"``).
 
     Raises:
-        ConfigError: a missing file, invalid YAML, or a top level that is not a mapping.
+        ConfigError: a missing file, a folder, a file that is not UTF-8, invalid YAML, a key
+            given twice, or a top level that is not a mapping.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = load_yaml_text(read_user_text(path, what), path)
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -115,7 +150,24 @@ def validate_model(schema: type[M], raw: dict[str, Any], where: str) -> M:
         raw: The mapping to validate.
         where: Prefix naming the source (e.g. ``"train.yaml:"``).
     """
+    refuse_bools_for_numbers(schema, raw, where)
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, schema, where=where)) from None
+
+
+def refuse_bools_for_numbers(schema: type[BaseModel], raw: Any, where: str) -> None:
+    """Pydantic reads ``true`` as 1 for a number key; a config almost never means that."""
+    if not isinstance(raw, dict):
+        return
+    for key, value in raw.items():
+        field = schema.model_fields.get(key)
+        if field is None or not isinstance(value, bool):
+            continue
+        text = str(field.annotation)
+        if "bool" not in text and ("int" in text or "float" in text):
+            raise ConfigError(
+                f"{where} {key}: expected a number, got {str(value).lower()} (a boolean would be read as "
+                f"{int(value)}). Give the number."
+            )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflex.configs.validation import format_validation_error
 from dataflex.errors import ConfigError
+from dataflex.io import read_user_text
 from dataflex.registry import did_you_mean
 
 DATA_SUFFIXES = (".json", ".jsonl")
@@ -80,14 +81,24 @@ class DatasetAttr(BaseModel):
 
 
 class _InfoEntry(BaseModel):
-    """A ``dataset_info.json`` entry; hub/ranking keys are read so they can be refused clearly."""
+    """A ``dataset_info.json`` entry; hub/ranking keys are read so they can be refused clearly.
 
-    model_config = ConfigDict(extra="ignore")
+    Unknown keys (``formating``, ``file_nmae``) are refused with the closest known key:
+    ignoring them would train on the default formatting or report a missing file.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     file_name: str | None = None
     hf_hub_url: str | None = None
     ms_hub_url: str | None = None
     om_hub_url: str | None = None
+    # LLaMA-Factory keys that only apply to hub/script datasets (which are refused below)
+    script_url: str | None = None
+    cloud_file_name: str | None = None
+    subset: str | None = None
+    split: str | None = None
+    folder: str | None = None
     formatting: Literal["alpaca", "sharegpt"] = "alpaca"
     ranking: bool = False
     num_samples: int | None = None
@@ -101,7 +112,7 @@ def load_dataset_info(dataset_dir: str | Path) -> dict[str, dict]:
     if not info_path.is_file():
         return {}
     try:
-        raw = json.loads(info_path.read_text(encoding="utf-8"))
+        raw = json.loads(read_user_text(info_path, "dataset registry"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{info_path} is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):

@@ -40,14 +40,28 @@ class AttrRows:
 
 
 def load_attr_examples(
-    attr: DatasetAttr, max_samples: int | None = None, strict: bool = False
+    attr: DatasetAttr,
+    max_samples: int | None = None,
+    strict: bool = False,
+    skipped_out: Counter[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Read and convert the rows of one resolved dataset (see :func:`read_attr_rows`)."""
-    return read_attr_rows(attr, max_samples, strict).examples
+    return read_attr_rows(attr, max_samples, strict, skipped_out).examples
 
 
-def read_attr_rows(attr: DatasetAttr, max_samples: int | None = None, strict: bool = False) -> AttrRows:
+def read_attr_rows(
+    attr: DatasetAttr,
+    max_samples: int | None = None,
+    strict: bool = False,
+    skipped_out: Counter[str] | None = None,
+) -> AttrRows:
     """Read and convert the rows of one resolved dataset, remembering which row made which example.
+
+    Args:
+        attr: The resolved dataset.
+        max_samples: Keep at most this many rows (the first ones).
+        strict: Fail on the first bad row instead of skipping it.
+        skipped_out: When given, the skipped rows are counted into it by reason.
 
     Raises:
         ConfigError: the file is not JSON, has no rows, no row has the needed columns,
@@ -79,6 +93,8 @@ def read_attr_rows(attr: DatasetAttr, max_samples: int | None = None, strict: bo
                 ) from None
             skipped[str(exc)] += 1
             first_bad.setdefault(str(exc), index)
+    if skipped_out is not None:
+        skipped_out.update(skipped)
     if skipped:
         detail = ", ".join(f"{n} × {r} (first: row {first_bad[r]})" for r, n in skipped.most_common())
         logger.warning(

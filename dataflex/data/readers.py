@@ -15,6 +15,7 @@ from typing import Any
 
 from dataflex.data.dataset_info import DatasetAttr
 from dataflex.errors import ConfigError
+from dataflex.io import read_user_text
 
 USER_LIKE = ("user", "observation")
 ASSISTANT_LIKE = ("assistant", "function_call")
@@ -30,7 +31,7 @@ def read_rows(path: Path, limit: int | None = None) -> list[Any]:
     Raises:
         ConfigError: the file is not valid JSON / JSONL or is not a list of rows.
     """
-    text = path.read_text(encoding="utf-8")
+    text = read_user_text(path, "dataset file")
     if path.suffix == ".jsonl":
         rows = []
         for lineno, line in enumerate(text.splitlines(), start=1):

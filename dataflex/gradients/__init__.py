@@ -2,8 +2,9 @@
 
 from dataflex.gradients.dataset_pass import compute_features
 from dataflex.gradients.features import num_trainable, per_example_features, per_example_losses
-from dataflex.gradients.store import FeatureStore, FeatureStoreError, fingerprint_key
+from dataflex.gradients.store import FeatureStore, FeatureStoreError
 from dataflex.gradients.transforms import TRANSFORMS, AdamMoments, AdamState
+from dataflex.io import fingerprint_key  # the one fingerprint key, re-exported for store users
 
 __all__ = [
     "TRANSFORMS",

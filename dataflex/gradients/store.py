@@ -12,7 +12,8 @@ Rows count as done only once listed in ``index.json``, and that file is replaced
 the block being written. Opening checks the fingerprint, the file sizes and every
 block's checksum; a mismatch or damage is reported (logged, or raised with
 ``on_mismatch="raise"``) and the store starts empty instead of being reused.
-Nothing is ever unpickled (``np.load(allow_pickle=False)``, safetensors, JSON).
+meta.json and index.json carry SHA-256 sidecars (:mod:`dataflex.io.integrity`), checked on
+opening. Nothing is ever unpickled (``np.load(allow_pickle=False)``, safetensors, JSON).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,14 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from dataflex.errors import ConfigError, DataflexError
+from dataflex.io import (
+    FingerprintError,
+    IntegrityError,
+    atomic_write,
+    canonical_json,
+    read_verified,
+    write_verified,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,27 +50,13 @@ class FeatureStoreError(DataflexError):
     """A store on disk cannot be reused (different fingerprint, damaged or truncated file)."""
 
 
-def fingerprint_key(fingerprint: dict[str, Any]) -> str:
-    """A short stable hash of a fingerprint (e.g. to name a store directory after it)."""
-    return hashlib.sha256(_canonical(fingerprint).encode()).hexdigest()[:16]
-
-
 def _canonical(fingerprint: dict[str, Any]) -> str:
     try:
-        return json.dumps(fingerprint, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return canonical_json(fingerprint)
+    except FingerprintError as exc:
         raise ConfigError(
             f"The feature-store fingerprint must be a JSON-serialisable dict of plain values: {exc}"
-        ) from exc
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+        ) from None
 
 
 def _sha256(array: np.ndarray) -> str:
@@ -155,9 +149,9 @@ class FeatureStore:
     def _check_existing(self) -> str | None:
         """Why the store on disk cannot be reused, or None (and load its index) if it can."""
         try:
-            meta = json.loads((self.directory / "meta.json").read_text())
-            index = json.loads((self.directory / "index.json").read_text())
-        except (OSError, ValueError) as exc:
+            meta = json.loads(read_verified(self.directory / "meta.json"))
+            index = json.loads(read_verified(self.directory / "index.json"))
+        except (OSError, ValueError, IntegrityError) as exc:
             return f"its meta.json/index.json is unreadable ({exc})"
         if meta.get("fingerprint") != self.fingerprint:
             old = meta.get("fingerprint") if isinstance(meta.get("fingerprint"), dict) else {}
@@ -192,20 +186,22 @@ class FeatureStore:
     def _create(self) -> None:
         self._remove_files()
         if self.format == "memmap":
-            tmp = self.directory / f".features.npy.tmp-{os.getpid()}"
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=_DTYPES[self.dtype], shape=self._shape)
-            arr.flush()
-            del arr
-            os.replace(tmp, self._npy)
+
+            def allocate(tmp: str) -> None:
+                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=_DTYPES[self.dtype], shape=self._shape)
+                arr.flush()
+                del arr
+
+            atomic_write(self._npy, allocate)
             self._open_memmap()
         else:
             (self.directory / "blocks").mkdir(exist_ok=True)
         self.blocks = []
         self._write_index()
-        _atomic_write(self.directory / "meta.json", json.dumps(self._meta, indent=1).encode())
+        write_verified(self.directory / "meta.json", json.dumps(self._meta, indent=1))
 
     def _remove_files(self) -> None:
-        for name in ("meta.json", "index.json", "features.npy"):
+        for name in ("meta.json", "index.json", "features.npy", "meta.json.sha256", "index.json.sha256"):
             (self.directory / name).unlink(missing_ok=True)
         shards = self.directory / "blocks"
         if shards.is_dir():
@@ -257,7 +253,7 @@ class FeatureStore:
 
     def _write_index(self) -> None:
         body = {"blocks": [list(b) for b in self.blocks]}
-        _atomic_write(self.directory / "index.json", json.dumps(body).encode())
+        write_verified(self.directory / "index.json", json.dumps(body))
 
     # ------------------------------------------------------------------ rows
     @property
@@ -311,10 +307,9 @@ class FeatureStore:
             self._memmap[start:end] = arr
             self._memmap.flush()
         else:
-            path = self._shard(start, end)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            save_file({"features": np.ascontiguousarray(arr)}, str(tmp))
-            os.replace(tmp, path)
+            atomic_write(
+                self._shard(start, end), lambda tmp: save_file({"features": np.ascontiguousarray(arr)}, tmp)
+            )
         self.blocks = sorted([*self.blocks, (start, end, _sha256(arr))])
         self._write_index()
 

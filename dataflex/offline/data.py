@@ -10,8 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 from dataflex.data.dataset_info import load_dataset_info
 from dataflex.data.loader import read_attr_rows, resolve_datasets
 from dataflex.data.tokenize import tokenize_examples
+from dataflex.io import atomic_write_text, path_inside, safe_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -110,22 +109,18 @@ def load_offline_dataset(
     return out
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
     """Write ``rows`` as JSON lines, atomically."""
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def subset_file_name(source: SourceDataset) -> str:
+    """The file a source's chosen rows go to (its name made safe; see :func:`dataflex.io.safe_file_name`).
+
+    Raises:
+        ConfigError: for a dataset name that would leave the output folder.
+    """
+    return safe_file_name(f"{source.name}_selected", f"dataset {source.name!r}") + source.suffix
 
 
 def write_subset(data: OfflineDataset, indices: Sequence[int], output_dir: Path) -> dict[str, Any]:
@@ -133,7 +128,12 @@ def write_subset(data: OfflineDataset, indices: Sequence[int], output_dir: Path)
 
     Each file keeps its source's format (records verbatim, same suffix, same
     ``dataset_info.json`` entry with a new ``file_name``), in the order of
-    ``indices``. Returns the ``dataset_info.json`` written.
+    ``indices``. Dataset names become file names only through
+    :func:`dataflex.io.safe_file_name`, and every path is checked to stay inside
+    ``output_dir``. Returns the ``dataset_info.json`` written.
+
+    Raises:
+        ConfigError: for a dataset name that would leave ``output_dir``.
     """
     per_source: dict[int, list[Any]] = {}
     for i in indices:
@@ -143,13 +143,14 @@ def write_subset(data: OfflineDataset, indices: Sequence[int], output_dir: Path)
     for src, records in per_source.items():
         source = data.sources[src]
         key = f"{source.name}_selected"
-        file_name = f"{key}{source.suffix}"
+        file_name = subset_file_name(source)
+        target = path_inside(output_dir, file_name, f"dataset {source.name!r}")
         if source.suffix == ".jsonl":
-            write_jsonl(output_dir / file_name, records)
+            write_jsonl(target, records)
         else:
-            write_text_atomic(output_dir / file_name, json.dumps(records, ensure_ascii=False, indent=2))
+            atomic_write_text(target, json.dumps(records, ensure_ascii=False, indent=2))
         entry = copy.deepcopy(source.info)
         entry["file_name"] = file_name
         info[key] = entry
-    write_text_atomic(output_dir / "dataset_info.json", json.dumps(info, indent=2, ensure_ascii=False))
+    atomic_write_text(output_dir / "dataset_info.json", json.dumps(info, indent=2, ensure_ascii=False))
     return info

@@ -17,11 +17,13 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
+from dataflex.checks import check_device
 from dataflex.configs.components import load_components
 from dataflex.data.collator import SFTDataCollator
 from dataflex.data.loader import resolve_datasets
@@ -30,15 +32,25 @@ from dataflex.data.templates import get_template
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState
+from dataflex.io import (
+    OutputLock,
+    atomic_write_text,
+    check_inputs_whole,
+    check_replaceable,
+    check_writable_dir,
+    write_marker,
+)
 from dataflex.offline.config import OfflineSelectConfig
 from dataflex.offline.data import (
     OfflineDataset,
     load_offline_dataset,
+    subset_file_name,
     write_jsonl,
     write_subset,
-    write_text_atomic,
 )
 from dataflex.selectors.base import CandidateScores, ScoresCandidates, SelectionContext, Selector
+from dataflex.selectors.less import LessSelector
+from dataflex.selectors.less_features import check_feature_budget
 from dataflex.selectors.scoring import summarize, top_n
 from dataflex.train import model as train_model
 
@@ -96,6 +108,11 @@ def check_before_work(config: OfflineSelectConfig, selector: Selector) -> None:
     for ckpt in config.checkpoints:
         if not Path(ckpt).is_dir():
             raise ConfigError(f"checkpoints: {ckpt!r} is not a folder.")
+    check_inputs_whole([*config.checkpoints, config.adapter_name_or_path or ""], "checkpoints")
+    check_device(config.device)
+    if getattr(selector.params, "projector", None) == "cuda":
+        check_device("cuda", "projector")
+    check_writable_dir(config.output_dir, "output_dir")
     name = config.component_name
     if selector.requires_eval_dataset and config.eval_dataset is None:
         raise ConfigError(
@@ -217,14 +234,32 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
     Outputs: ``scores.jsonl`` (index, dataset, score, subtask_scores for the whole
     pool with ``less``; the chosen rows otherwise), the chosen subset in its
     source's format with a ``dataset_info.json`` entry, and ``selection.json``.
+    ``output_dir`` must be absent, empty or an earlier ``select`` output (dataflex
+    never overwrites a ``dataset_info.json`` it did not write), and is locked while
+    the selection runs.
     """
     t0 = time.perf_counter()
     components = load_components(config.components_cfg_file)
     selector = components.build_selector(config.component_name)
     check_before_work(config, selector)
+    check_replaceable(config.output_dir, "output_dir", "select")
+    if not DistributedView.current().is_main:
+        return _run_offline_select(config, selector, t0)
+    with OutputLock(config.output_dir):
+        return _run_offline_select(config, selector, t0)
+
+
+def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: float) -> OfflineResult:
     tokenizer = train_model.load_tokenizer(config.model_name_or_path, config.trust_remote_code)
     pad_id = int(tokenizer.pad_token_id)
     pool, val = load_data(config, tokenizer)
+    for source in pool.sources:
+        subset_file_name(source)  # a name that would leave output_dir is refused before any work
+    if isinstance(selector, LessSelector) and val is not None:  # before any model loads
+        selector.subtask_labels(SimpleNamespace(eval_dataset=val.examples))
+        check_feature_budget(
+            "less", selector.params, len(pool), len(val), selector.cache_dir(SimpleNamespace(cache_dir=None))
+        )
     n = config.num_to_select(len(pool))
     if n > len(pool):
         raise ConfigError(
@@ -265,8 +300,9 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
     report["composition"] = composition(pool.examples, indices)
     report["seconds"] = round(time.perf_counter() - t0, 3)
     if DistributedView.current().is_main:
+        write_marker(out, "select")  # first, so a failed write's leftovers are ours to replace
         write_jsonl(out / "scores.jsonl", rows)
         report["dataset_info"] = write_subset(pool, indices, out)
         report["indices"] = indices
-        write_text_atomic(out / "selection.json", json.dumps(report, indent=2, default=str))
+        atomic_write_text(out / "selection.json", json.dumps(report, indent=2, default=str))
     return OfflineResult(indices=indices, scores=scores, output_dir=out, report=report)

@@ -4,8 +4,9 @@ A cache entry is one safetensors file whose metadata holds the JSON fingerprint
 of everything the scores depend on (model and adapter identity, step, data,
 transform, projector). The file name is a hash of that fingerprint and the
 fingerprint is compared in full on load, so a different model, data set or
-projector never reuses an entry. Writes go to a temporary file renamed into
-place; nothing is ever unpickled.
+projector never reuses an entry. Files are written and read back through
+:mod:`dataflex.io` (atomic write, SHA-256 sidecar checked on every load), so a
+damaged or half-written entry is recomputed, never used; nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -13,44 +14,51 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from dataflex.engines import full_numel, full_tensors
+from dataflex.io import (
+    IntegrityError,
+    canonical_json,
+    fingerprint_key,
+    read_verified,
+    source_identity,
+    write_verified,
+)
 
 logger = logging.getLogger(__name__)
 
 _FULL_HASH_LIMIT = 64_000_000
 """Above this many trainable values, :func:`model_identity` hashes a strided sample."""
-
-
-def fingerprint_key(fingerprint: Mapping[str, Any]) -> str:
-    """A short stable hash of a JSON-serialisable fingerprint."""
-    text = json.dumps(fingerprint, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+_FROZEN_SAMPLE = 1_000_000
+"""Values of the frozen weights :func:`model_identity` hashes (a strided sample)."""
 
 
 def _hash_tensor(h: Any, t: torch.Tensor, stride: int) -> None:
-    flat = t.detach().reshape(-1)[::stride].to("cpu", torch.float32).contiguous()
+    # a copy: numpy must never share a parameter's storage (FSDP2 resizes it in place)
+    flat = t.detach().reshape(-1)[::stride].to("cpu", torch.float32, copy=True).contiguous()
     h.update(str(tuple(t.shape)).encode())
     h.update(flat.numpy().tobytes())
 
 
 def model_identity(model: torch.nn.Module) -> dict[str, Any]:
-    """What the model's per-example results depend on: class, source and trainable weights.
+    """What the model's per-example results depend on: class, weights by content.
 
     The trainable parameters (the LoRA matrices under LoRA) are hashed by value, so
     two rounds of the same run get different identities once training changed them.
-    Frozen weights are identified by the model's ``name_or_path`` and parameter
-    count. Past 64M trainable values a strided sample of every tensor is hashed
-    (full fine-tuning of large models), which still changes with every update.
+    Past 64M trainable values a strided sample of every tensor is hashed (full
+    fine-tuning of large models), which still changes with every update. The frozen
+    weights are identified by content twice over: a strided sample of their values
+    in memory, and the digest of the weight files they were loaded from
+    (:func:`dataflex.io.source_identity`; a hub model by its resolved commit), so a
+    ``model.safetensors`` changed in place never reuses the old model's cache.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     total = sum(full_numel(p) for _, p in named)
@@ -59,13 +67,23 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
     for name, p in full_tensors(named):  # the full values also under ZeRO-3 / FSDP (collective)
         h.update(name.encode())
         _hash_tensor(h, p, stride)
+    frozen = [(n, p) for n, p in model.named_parameters() if not p.requires_grad]
+    frozen_total = sum(p.numel() for _, p in frozen)
+    frozen_stride = max(1, -(-frozen_total // _FROZEN_SAMPLE))
+    f = hashlib.blake2b(digest_size=16)
+    for name, p in frozen:  # this rank's values (a DTensor's local shard): no collective for frozen weights
+        f.update(name.encode())
+        _hash_tensor(f, p.to_local() if hasattr(p, "to_local") else p, frozen_stride)
     config = getattr(model, "config", None)
+    name_or_path = str(getattr(config, "_name_or_path", "") or "")
     return {
         "class": type(model).__name__,
-        "name_or_path": str(getattr(config, "_name_or_path", "")),
+        "name_or_path": name_or_path,
+        "base": source_identity(name_or_path, getattr(config, "_commit_hash", None)),
         "num_parameters": sum(full_numel(p) for p in model.parameters()),
         "trainable": total,
         "trainable_hash": h.hexdigest(),
+        "frozen_sample_hash": f.hexdigest(),
     }
 
 
@@ -110,44 +128,37 @@ class ScoreCache:
         """File that holds (or would hold) the entry for ``fingerprint``."""
         if self.directory is None:
             return None
-        return self.directory / f"{self.kind}-{fingerprint_key(fingerprint)}.safetensors"
+        return self.directory / f"{self.kind}-{fingerprint_key(dict(fingerprint))}.safetensors"
 
     def load(self, fingerprint: Mapping[str, Any]) -> dict[str, torch.Tensor] | None:
         """The cached tensors for ``fingerprint``, or ``None`` on a miss.
 
-        A file whose stored fingerprint differs, or that cannot be read, is
-        reported in the log and treated as a miss (it will be overwritten).
+        A file whose stored fingerprint differs, that fails its checksum or that cannot
+        be read is reported in the log and treated as a miss (it will be overwritten).
         """
         path = self.path(fingerprint)
         if path is None or not path.is_file():
             return None
-        expected = json.dumps(fingerprint, sort_keys=True, default=str)
+        expected = canonical_json(dict(fingerprint))
         try:
-            with open(path, "rb") as fh:
-                header_len = int.from_bytes(fh.read(8), "little")
-                header = json.loads(fh.read(header_len))
+            data = read_verified(path)
+            header_len = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8 : 8 + header_len])
             stored = header.get("__metadata__", {}).get("fingerprint")
             if stored != expected:
-                logger.warning("Ignoring %s: it was written for a different fingerprint.", path)
+                logger.warning("Ignoring %s: it was written for a different fingerprint; recomputing.", path)
                 return None
-            return load_file(path)
-        except (OSError, ValueError, SafetensorError) as exc:
-            logger.warning("Ignoring unreadable cache file %s (%s); recomputing.", path, exc)
+            return load_bytes(data)
+        except (OSError, ValueError, SafetensorError, IntegrityError) as exc:
+            logger.warning("Ignoring unusable cache file %s (%s); recomputing.", path, exc)
             return None
 
     def save(self, fingerprint: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> Path | None:
-        """Write ``tensors`` for ``fingerprint`` atomically (temp file then rename)."""
+        """Write ``tensors`` for ``fingerprint`` atomically, with its checksum."""
         path = self.path(fingerprint)
         if path is None:
             return None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"fingerprint": json.dumps(fingerprint, sort_keys=True, default=str)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        meta = {"fingerprint": canonical_json(dict(fingerprint))}
+        data = save_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=meta)
+        write_verified(path, data)
         return path

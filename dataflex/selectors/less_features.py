@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,13 +13,63 @@ from typing import Any
 import torch
 
 from dataflex.engines import engine_of
+from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, FeatureStore, compute_features, num_trainable
+from dataflex.io import fingerprint_key
 from dataflex.projectors.base import Projector
 from dataflex.registry import build_projector
 from dataflex.selectors.base import SelectionContext
-from dataflex.selectors.cache import data_identity, fingerprint_key
+from dataflex.selectors.cache import data_identity
 
 logger = logging.getLogger(__name__)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux/macOS), or ``None`` when unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gib(n: float) -> str:
+    """``n`` bytes in GiB, for messages."""
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_feature_budget(name: str, params: Any, pool: int, num_eval: int, cache_dir: Path | None) -> None:
+    """Refuse a round whose features would not fit in memory or on the cache's disk.
+
+    The round's features, ``(candidates + eval) × proj_dim``, are stored in ``cache_dir``
+    and read back in fp32; checked before any model loads.
+
+    Raises:
+        ConfigError: naming ``proj_dim`` and the sizes.
+    """
+    proj_dim = getattr(params, "proj_dim", None)
+    if proj_dim is None or getattr(params, "projector", None) == "identity":
+        return
+    candidates = min(pool, params.max_candidates) if getattr(params, "max_candidates", None) else pool
+    itemsize = 2 if getattr(params, "feature_dtype", "float32") == "float16" else 4
+    size = (candidates + num_eval) * proj_dim * itemsize
+    memory = available_memory()
+    if memory is not None and size * 2 > memory:  # stored features, and their fp32 copy when read
+        raise ConfigError(
+            f"{name}: proj_dim: {proj_dim} makes the round's features ({candidates} candidates + "
+            f"{num_eval} eval examples) x {proj_dim} x {itemsize} bytes = {gib(size)}, more than half the "
+            f"{gib(memory)} of memory available; lower proj_dim (LESS uses 8192) or max_candidates."
+        )
+    if cache_dir is None:
+        return
+    probe = Path(cache_dir).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if size > free:
+        raise ConfigError(
+            f"{name}: the round's features need {gib(size)} on disk in {str(cache_dir)!r} but only "
+            f"{gib(free)} are free; lower proj_dim or max_candidates, or set cache_dir to a larger disk."
+        )
 
 
 def make_projector(

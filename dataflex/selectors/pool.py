@@ -92,13 +92,16 @@ class PoolSelector(Selector):
             available, fraction=p.candidate_fraction, max_candidates=p.max_candidates, rng=rng
         )
         if len(cands) < num_samples:
-            logger.info(
+            logger.warning(
                 "%s: candidate_fraction/max_candidates give %d candidates but the round needs %d; "
-                "scoring %d.",
+                "scoring %d seeded random candidates instead, all of which are chosen, so this round's "
+                "selection is random. Raise candidate_fraction to at least %.3g (or max_candidates) for "
+                "the scores to choose.",
                 self.registry_name,
                 len(cands),
                 num_samples,
                 num_samples,
+                2 * num_samples / max(len(available), 1),
             )
             cands = candidate_indices(available, fraction=1.0, max_candidates=num_samples, rng=rng)
         return cands

@@ -195,6 +195,11 @@ class ExportConfig(BaseModel):
     template: str | None = Field(None, description="Checked for validity; the tokenizer is saved as it is.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder/hub.")
     export_dir: str = Field(description="Where the merged model and tokenizer are written.")
+    overwrite_export_dir: bool = Field(
+        False,
+        description="Replace a non-empty export_dir that is not an earlier dataflex export "
+        "(an earlier export, or an empty folder, is replaced without it).",
+    )
     export_size: float = Field(5, gt=0, description="Maximum size of one safetensors shard, in GB.")
     export_device: Literal["cpu", "auto"] = Field("cpu", description="Where the merge runs: cpu or auto.")
     export_legacy_format: bool = Field(False, description="Must be false: dataflex writes safetensors only.")

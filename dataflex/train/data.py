@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +28,11 @@ class PreparedData:
 def _build(names: list[str], cfg: TrainConfig, tokenizer: Any, template: Any, what: str):
     attrs = resolve_datasets(names, cfg.dataset_dir)  # every name checked before reading any file
     examples: list[dict[str, Any]] = []
+    load_skipped: Counter[str] = Counter()
     for attr in attrs:
-        examples += load_attr_examples(attr, max_samples=cfg.max_samples, strict=cfg.strict)
+        examples += load_attr_examples(
+            attr, max_samples=cfg.max_samples, strict=cfg.strict, skipped_out=load_skipped
+        )
     tokenised, stats = tokenize_examples(
         examples,
         tokenizer,
@@ -38,16 +42,17 @@ def _build(names: list[str], cfg: TrainConfig, tokenizer: Any, template: Any, wh
         strict=cfg.strict,
         name=what,
     )
-    return SFTDataset(tokenised), stats, len(examples)
+    return SFTDataset(tokenised), stats, load_skipped, len(examples) + sum(load_skipped.values())
 
 
-def _report(ds: SFTDataset, stats: TokenizeStats, n_rows: int) -> dict[str, Any]:
+def _report(ds: SFTDataset, stats: TokenizeStats, load_skipped: Counter[str], n_rows: int) -> dict[str, Any]:
     total, trained = ds.num_tokens()
     return {
         "examples": len(ds),
         "rows_read": n_rows,
         "truncated": stats.truncated,
         "skipped": dict(stats.skipped),
+        "skipped_at_load": dict(load_skipped),  # rows that could not be converted (bad fields)
         "tokens": total,
         "trained_tokens": trained,
         "by_dataset": ds.composition("dataset"),
@@ -65,15 +70,19 @@ def prepare_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
     template = get_template(cfg.template, tokenizer)
     if cfg.eval_dataset:
         resolve_datasets(cfg.eval_dataset, cfg.dataset_dir)  # fail on a bad eval name before reading train
-    train, train_stats, train_rows = _build(cfg.dataset, cfg, tokenizer, template, "train dataset")
+    train, train_stats, train_load, train_rows = _build(
+        cfg.dataset, cfg, tokenizer, template, "train dataset"
+    )
     report = {
         "template": template.name,
         "cutoff_len": cfg.cutoff_len,
-        "train": _report(train, train_stats, train_rows),
+        "train": _report(train, train_stats, train_load, train_rows),
     }
     eval_ds = None
     if cfg.eval_dataset:
-        eval_ds, eval_stats, eval_rows = _build(cfg.eval_dataset, cfg, tokenizer, template, "eval dataset")
-        report["eval"] = _report(eval_ds, eval_stats, eval_rows)
+        eval_ds, eval_stats, eval_load, eval_rows = _build(
+            cfg.eval_dataset, cfg, tokenizer, template, "eval dataset"
+        )
+        report["eval"] = _report(eval_ds, eval_stats, eval_load, eval_rows)
     logger.info("train dataset: %d examples %s", len(train), train.composition())
     return PreparedData(train=train, eval=eval_ds, report=report)

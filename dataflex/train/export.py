@@ -7,8 +7,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from dataflex.errors import ConfigError
+from dataflex.io import OutputLock, apply_default_modes, check_replaceable, check_writable_dir, write_marker
 from dataflex.train.config import ExportConfig
 from dataflex.train.model import check_model_path, load_model, load_tokenizer
 
@@ -28,6 +30,9 @@ def check_export(cfg: ExportConfig) -> Path:
     export_dir = Path(cfg.export_dir).expanduser().resolve()
     if export_dir.exists() and not export_dir.is_dir():
         raise ConfigError(f"export_dir: {cfg.export_dir!r} is a file, not a folder.")
+    check_writable_dir(cfg.export_dir, "export_dir")
+    if not cfg.overwrite_export_dir:
+        check_replaceable(export_dir, "export_dir", "export", flag="overwrite_export_dir")
     sources = [Path(a).expanduser().resolve() for a in cfg.adapter_name_or_path or []]
     for name, path in zip(cfg.adapter_name_or_path or [], sources):
         if not (path / "adapter_config.json").is_file():
@@ -49,16 +54,19 @@ def check_export(cfg: ExportConfig) -> Path:
 def run_export(cfg: ExportConfig) -> Path:
     """Merge ``adapter_name_or_path`` into ``model_name_or_path`` and save it to ``export_dir``.
 
-    The merged model is written to a temporary folder beside ``export_dir`` and moved
-    into place only when complete (an existing ``export_dir`` is replaced), as
-    safetensors shards of at most ``export_size`` GB, with the tokenizer (the adapter
-    folder's, when it has one).
+    The merged model is written to a temporary folder beside ``export_dir`` and swapped
+    in only when complete, as safetensors shards of at most ``export_size`` GB, with the
+    tokenizer (the adapter folder's, when it has one). An existing ``export_dir`` is
+    replaced only when it is empty, an earlier dataflex export (it carries the
+    ``.dataflex.json`` marker) or ``overwrite_export_dir: true``; it is moved aside and
+    deleted after the swap, so a failed export leaves it intact.
 
     Returns:
         The export folder, loadable by ``AutoModelForCausalLM.from_pretrained``.
 
     Raises:
-        ConfigError: a missing model or adapter, or an ``export_dir`` overlapping them.
+        ConfigError: a missing model or adapter, an ``export_dir`` overlapping them, or a
+            non-empty ``export_dir`` that dataflex did not write.
     """
     from peft import PeftModel
 
@@ -80,15 +88,34 @@ def run_export(cfg: ExportConfig) -> Path:
     model.config.use_cache = True
 
     export_dir.parent.mkdir(parents=True, exist_ok=True)
+    with OutputLock(export_dir, key="export_dir", lock_path=export_dir.parent / f".{export_dir.name}.lock"):
+        _save_and_swap(model, tokenizer, export_dir, int(cfg.export_size * 1e9))
+    return export_dir  # dataflex-cli export prints it, once
+
+
+def _save_and_swap(model: Any, tokenizer: Any, export_dir: Path, shard_bytes: int) -> None:
+    """Save into a temporary folder beside ``export_dir``, then swap it in."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
+    old: Path | None = None
     try:
-        model.save_pretrained(tmp, max_shard_size=int(cfg.export_size * 1e9))
+        model.save_pretrained(tmp, max_shard_size=shard_bytes)
         tokenizer.save_pretrained(tmp)
+        write_marker(tmp, "export")
+        apply_default_modes(tmp)  # mkdtemp made it 0700; respect the umask like other tools
         if export_dir.exists():
+            old = (
+                Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.old-", dir=export_dir.parent)) / "previous"
+            )
+            os.replace(export_dir, old)
             logger.info("replacing the existing %s", export_dir)
-            shutil.rmtree(export_dir)
-        os.replace(tmp, export_dir)
+        try:
+            os.replace(tmp, export_dir)
+        except BaseException:
+            if old is not None:
+                os.replace(old, export_dir)  # put the previous export back
+            raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return export_dir  # dataflex-cli export prints it, once
+    if old is not None:
+        shutil.rmtree(old.parent)

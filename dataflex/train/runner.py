@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,15 @@ from dataflex.data.collator import SFTDataCollator
 from dataflex.engines import check_engine_config, require_deepspeed
 from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
 from dataflex.errors import ConfigError
+from dataflex.io import (
+    LOCK_FILE,
+    MARKER,
+    OutputLock,
+    atomic_write_json,
+    check_writable_dir,
+    is_marked,
+    write_marker,
+)
 from dataflex.selectors.base import Selector
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import prepare_datasets
@@ -30,6 +39,7 @@ from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_training_
 from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
+from dataflex.train.preflight import check_run_inputs, check_selection_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +70,16 @@ class TrainResult:
 
 
 def check_output_dir(cfg: TrainConfig) -> Path:
-    """``output_dir`` must be creatable and, unless overwriting or resuming, empty."""
+    """``output_dir`` must be creatable and, unless overwriting or resuming, empty.
+
+    With ``overwrite_output_dir: true`` (and no resume), an earlier run's ``checkpoint-*``
+    folders would be resumed by a later ``resume_from_checkpoint: true``; they are cleared
+    before training when dataflex wrote them, and refused otherwise.
+    """
+    check_writable_dir(cfg.output_dir, "output_dir")
     out = Path(cfg.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output_dir: {cfg.output_dir!r} is a file, not a folder.")
-    if out.is_dir() and any(out.iterdir()) and not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
+    entries = [p for p in out.iterdir() if p.name not in (LOCK_FILE, MARKER)] if out.is_dir() else []
+    if entries and not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
         raise ConfigError(
             f"output_dir: {cfg.output_dir!r} is not empty; set overwrite_output_dir: true to write into "
             "it, resume_from_checkpoint to continue a run, or choose another output_dir."
@@ -76,7 +91,26 @@ def check_output_dir(cfg: TrainConfig) -> Path:
         raise ConfigError(
             f"resume_from_checkpoint: true, but output_dir {cfg.output_dir!r} has no checkpoint-* folder."
         )
+    old = stale_checkpoints(cfg)
+    if old and not is_marked(out, "train"):
+        raise ConfigError(
+            f"output_dir: {cfg.output_dir!r} holds checkpoint folders of an earlier run ({old[0].name}, ...) "
+            "that dataflex did not write; with overwrite_output_dir: true a later resume_from_checkpoint: "
+            "true would resume them. Delete them, or choose another output_dir."
+        )
     return out
+
+
+def stale_checkpoints(cfg: TrainConfig) -> list[Path]:
+    """The ``checkpoint-*`` folders an overwriting (not resuming) run replaces."""
+    out = Path(cfg.output_dir)
+    if not (cfg.overwrite_output_dir and not cfg.resume_from_checkpoint and out.is_dir()):
+        return []
+    return sorted(p for p in out.glob("checkpoint-*") if p.is_dir())
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _has_accelerator() -> bool:
@@ -245,6 +279,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     from transformers import set_seed
 
     out = check_output_dir(cfg)
+    check_run_inputs(cfg)
     if cfg.plot_loss and importlib.util.find_spec("matplotlib") is None:
         raise ConfigError(
             "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
@@ -266,6 +301,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     if cfg.train_type == "dynamic_select":
         # schedule, selector, per-round budget vs. pool: built and checked before the model loads
         plan = plan_dynamic_selection(cfg, len(data.train), training_args)
+        check_selection_inputs(
+            cfg, plan.selector, plan.schedule, data.train, data.eval, global_batch_size(training_args)
+        )
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model = load_model(
@@ -281,6 +319,31 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         adapter_name_or_path=cfg.adapter_name_or_path,
         gradient_checkpointing=cfg.gradient_checkpointing,
     )
+    # Nothing is written to output_dir before here, so a bad input leaves it untouched.
+    lock = OutputLock(out) if _is_main_process() else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        if lock is not None:
+            write_marker(out, "train")
+            for folder in stale_checkpoints(cfg):
+                logger.info("overwrite_output_dir: removing the earlier run's %s", folder)
+                shutil.rmtree(folder)
+        return _train(cfg, out, model, tokenizer, data, training_args, plan)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    cfg: TrainConfig,
+    out: Path,
+    model: Any,
+    tokenizer: Any,
+    data: Any,
+    training_args: Any,
+    plan: DynamicPlan | None,
+) -> TrainResult:
     collator = SFTDataCollator(tokenizer.pad_token_id)
     trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args, plan)
 
@@ -294,7 +357,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     trainer.save_metrics("all", metrics)
     plots: list[Path] = []
     if trainer.is_world_process_zero():
-        (out / DATA_REPORT).write_text(json.dumps(data.report, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_json(out / DATA_REPORT, data.report)
         if cfg.plot_loss:
             eval_name = (
                 ", ".join(cfg.eval_dataset) if cfg.eval_dataset and cfg.eval_strategy != "no" else None

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dataflex.data.sft_dataset import composition
+from dataflex.io import atomic_write_text
 from dataflex.selectors.base import Selection
-from dataflex.train.dynamic.state import atomic_write_text
 
 SELECTIONS_FILE = "selections.jsonl"
 LOG_HISTORY_FILE = "log_history.json"

@@ -4,53 +4,32 @@
 metadata, learning rates since the last round, the selector's state); tensors and
 arrays in the selector's state (e.g. LESS's cumulative scores) go to
 ``dataflex_selection.safetensors`` and are referenced from the JSON. Nothing is ever
-unpickled. The safetensors file is written first and the JSON last, each through a
-temporary file and ``os.replace``, so a folder holds either a complete state or none.
+unpickled. Both files go through :func:`dataflex.io.write_verified` (atomic write, then a
+SHA-256 sidecar), the safetensors file first and the JSON last, so a folder holds either a
+complete, verified state or an incomplete one that :func:`load_selection_state` names as
+such; a truncated or edited file is refused, never half-read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from dataflex.errors import ConfigError
+from dataflex.io import IntegrityError, read_verified, remove_verified, write_verified
 
 STATE_FILE = "dataflex_selection.json"
 TENSORS_FILE = "dataflex_selection.safetensors"
 FORMAT_VERSION = 1
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via ``write(tmp_path)`` into a temporary file beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file + rename)."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic_write(Path(path), write)
 
 
 def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -95,28 +74,76 @@ def save_selection_state(folder: str | os.PathLike, state: Mapping[str, Any]) ->
     folder = Path(folder)
     tensors: dict[str, torch.Tensor] = {}
     payload = {"format": FORMAT_VERSION, **_encode(dict(state), tensors)}
+    remove_verified(folder / STATE_FILE)  # until the new JSON is complete, the folder has no state
     if tensors:
-        _atomic_write(folder / TENSORS_FILE, lambda tmp: save_file(tensors, tmp))
-    atomic_write_text(folder / STATE_FILE, json.dumps(payload, indent=1))
+        write_verified(folder / TENSORS_FILE, save_bytes(tensors))
+    else:
+        remove_verified(folder / TENSORS_FILE)
+    write_verified(folder / STATE_FILE, json.dumps(payload, indent=1))
     return folder / STATE_FILE
 
 
+def has_selection_state(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds a selection state file (complete or not)."""
+    return (Path(folder) / STATE_FILE).is_file()
+
+
 def load_selection_state(folder: str | os.PathLike) -> dict[str, Any]:
-    """Read what :func:`save_selection_state` wrote.
+    """Read what :func:`save_selection_state` wrote, verified.
 
     Raises:
-        ConfigError: if ``folder`` has no selection state (not a dynamic-selection checkpoint).
+        ConfigError: if ``folder`` has no selection state (not a dynamic-selection
+            checkpoint, or one whose writing never finished), or a file fails its
+            checksum or cannot be parsed; the message names the file.
     """
     folder = Path(folder)
     path = folder / STATE_FILE
     if not path.is_file():
+        others = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        if others:
+            raise ConfigError(
+                f"checkpoint {str(folder)!r} has no {STATE_FILE}: either it was not written by a "
+                "dynamic-selection run, or it is incomplete (the run stopped or the disk filled while "
+                "it was saved), so its selections cannot be restored. Resume from a complete checkpoint "
+                "of this run (resume_from_checkpoint: true picks the last complete one)."
+            )
         raise ConfigError(
             f"checkpoint {str(folder)!r} has no {STATE_FILE}: it was not written by a dynamic-selection "
             "run, so its selections cannot be restored. Resume from a checkpoint of this run."
         )
-    payload = json.loads(path.read_text(encoding="utf-8"))
-    if payload.get("format") != FORMAT_VERSION:
-        raise ConfigError(f"{path}: unsupported selection-state format {payload.get('format')!r}.")
-    tensors = load_file(str(folder / TENSORS_FILE)) if (folder / TENSORS_FILE).is_file() else {}
-    payload.pop("format")
-    return _decode(payload, tensors)
+    try:
+        payload = json.loads(read_verified(path).decode("utf-8"))
+        if payload.get("format") != FORMAT_VERSION:
+            raise ConfigError(f"{path}: unsupported selection-state format {payload.get('format')!r}.")
+        tensors = load_bytes(read_verified(folder / TENSORS_FILE)) if _needs_tensors(payload) else {}
+        payload.pop("format")
+        return _decode(payload, tensors)
+    except IntegrityError as exc:
+        raise ConfigError(
+            f"cannot resume from {str(folder)!r}: {exc} Resume from another checkpoint."
+        ) from None
+    except (ValueError, UnicodeDecodeError, SafetensorError, KeyError, AttributeError) as exc:
+        raise ConfigError(
+            f"cannot resume from {str(folder)!r}: its selection state is unreadable ({type(exc).__name__}: "
+            f"{exc}). Resume from another checkpoint."
+        ) from None
+
+
+def _needs_tensors(obj: Any) -> bool:
+    if isinstance(obj, dict):
+        return bool({"__tensor__", "__ndarray__"} & set(obj)) or any(_needs_tensors(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_needs_tensors(v) for v in obj)
+    return False
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` is not a complete dynamic-selection checkpoint, or ``None`` if it is."""
+    folder = Path(folder)
+    if not (folder / "trainer_state.json").is_file():
+        return "it has no trainer_state.json (it was not finished)"
+    try:
+        load_selection_state(folder)
+    except ConfigError as exc:
+        return str(exc)
+    return None

@@ -31,6 +31,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_l
 
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError, DataflexError
+from dataflex.io import OutputLock
 from dataflex.selectors.base import Selection, SelectionContext, Selector
 from dataflex.train.dynamic.reports import (
     SelectionReport,
@@ -38,6 +39,12 @@ from dataflex.train.dynamic.reports import (
     round_record,
     target_labels,
     write_targets,
+)
+from dataflex.train.dynamic.resume import (
+    check_checkpoint_files,
+    check_same_run,
+    last_complete_checkpoint,
+    run_fingerprint,
 )
 from dataflex.train.dynamic.sampler import DynamicSelectionSampler
 from dataflex.train.dynamic.schedule import SelectionSchedule
@@ -253,11 +260,33 @@ class DynamicSelectionMixin:
     def train(
         self, resume_from_checkpoint: str | bool | None = None, *args: object, **kwargs: object
     ) -> TrainOutput:
-        """``Trainer.train``, restoring the selection state when resuming."""
+        """``Trainer.train``, restoring the selection state when resuming.
+
+        The main process holds the output-folder lock (:class:`dataflex.io.OutputLock`) for
+        the whole run, so two runs never interleave their files (``dataflex-cli train``
+        holds it already; it is shared).
+        """
+        if not self._trainer.is_world_process_zero():
+            return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
+        with OutputLock(self._trainer.args.output_dir, reentrant=True):
+            return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
+
+    def _train_with_selection(
+        self, resume_from_checkpoint: str | bool | None, *args: object, **kwargs: object
+    ) -> TrainOutput:
+        output_dir = self._trainer.args.output_dir
         checkpoint = resume_from_checkpoint
-        if isinstance(checkpoint, bool):
-            checkpoint = get_last_checkpoint(self._trainer.args.output_dir) if checkpoint else None
+        if checkpoint is True:
+            if get_last_checkpoint(output_dir) is None:
+                raise ConfigError(
+                    f"resume_from_checkpoint: true, but output_dir {output_dir!r} has no checkpoint-* folder."
+                )
+            checkpoint = last_complete_checkpoint(output_dir)
+            resume_from_checkpoint = checkpoint  # the Trainer would take the newest, complete or not
+        elif checkpoint is False:
+            checkpoint = None
         if checkpoint:
+            check_checkpoint_files(checkpoint)
             self._restore_selection_state(checkpoint)
         else:
             self.dynamic_sampler.selections = {}
@@ -370,7 +399,17 @@ class DynamicSelectionMixin:
             "lrs_since_last_round": list(self._lrs_since_round),
             "sampler": sampler.state_dict(),
             "report": [self._round_records[r] for r in sorted(self._round_records)],
+            **self._run_fingerprint(),
         }
+
+    def _run_fingerprint(self) -> dict[str, Any]:
+        """Pool, eval set, selector params and optimisation settings (see :mod:`.resume`); computed once."""
+        if getattr(self, "_fingerprint_cache", None) is None:
+            trainer = self._trainer
+            self._fingerprint_cache = run_fingerprint(
+                self.selector, trainer.train_dataset, self.selection_eval_dataset, trainer.args
+            )
+        return self._fingerprint_cache
 
     def _save_selection_state(self, folder: str | os.PathLike, step: int) -> None:
         save_selection_state(folder, self.selection_state(step))
@@ -391,6 +430,7 @@ class DynamicSelectionMixin:
                     f"cannot resume from {checkpoint}: it was written with {key}={state[key]!r}, "
                     f"this run has {key}={value!r}. Resume with the same settings, or start a fresh run."
                 )
+        check_same_run(state, self._run_fingerprint(), checkpoint)
         sampler.load_state_dict(state["sampler"])
         self._lrs_since_round = [float(x) for x in state["lrs_since_last_round"]]
         self._round_records = {int(r["round"]): r for r in state["report"]}

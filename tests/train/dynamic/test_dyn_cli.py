@@ -88,7 +88,7 @@ def test_force_torchrun_trains_on_two_processes_with_the_same_selections(tmp_pat
     cmd += ["save_steps=1000", "plot_loss=false"]  # only the selections are compared
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "torch.distributed.run" in proc.stderr and "--nproc_per_node=2" in proc.stderr
+    assert "dataflex.relaunch" in proc.stderr and "--nproc_per_node=2" in proc.stderr
     ddp = read_selections(out / "dataflex" / "selections.jsonl")
     assert [r["indices"] for r in ddp] == [
         r["indices"] for r in read_selections(one / "dataflex" / "selections.jsonl")

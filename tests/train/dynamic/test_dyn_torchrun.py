@@ -131,7 +131,7 @@ def test_torchrun_command_reads_the_llamafactory_variables():
         "MASTER_PORT": "29500",
     }
     cmd = torchrun_command(["train", "cfg.yaml"], environ=env)
-    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert cmd[:3] == [sys.executable, "-m", "dataflex.relaunch"]  # torchrun, run in-process there
     assert "--nproc_per_node=3" in cmd and "--nnodes=2" in cmd and "--node_rank=1" in cmd
     assert "--master_addr=10.0.0.1" in cmd and "--master_port=29500" in cmd
     assert cmd[-4:] == ["-m", "dataflex.cli", "train", "cfg.yaml"]
