@@ -343,7 +343,9 @@ def _():
 
 @trigger("pool-runs-dry")
 def _():
-    return cli("update_times=8")
+    components = (ROOT / "examples" / "quickstart" / "components.yaml").read_text()
+    Path("once.yaml").write_text(components.replace("repeat_across_rounds: true", "repeat_across_rounds: false"))
+    return cli("components_cfg_file=once.yaml", "update_times=27")
 
 
 @trigger("proj-dim-memory")
@@ -393,7 +395,7 @@ def _():
 
 @trigger("bool-for-number")
 def _():
-    return cli(config=QUICKSTART_LESS.replace("update_step: 10", "update_step: true"))
+    return cli(config=QUICKSTART_LESS.replace("update_step: 5", "update_step: true"))
 
 
 @trigger("dataset-info-unknown-key")
