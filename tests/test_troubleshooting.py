@@ -344,7 +344,8 @@ def _():
 @trigger("pool-runs-dry")
 def _():
     components = (ROOT / "examples" / "quickstart" / "components.yaml").read_text()
-    Path("once.yaml").write_text(components.replace("repeat_across_rounds: true", "repeat_across_rounds: false"))
+    once = components.replace("repeat_across_rounds: true", "repeat_across_rounds: false")
+    Path("once.yaml").write_text(once)
     return cli("components_cfg_file=once.yaml", "update_times=27")
 
 
