@@ -81,6 +81,8 @@ selectors:
       mc_samples: 4
       max_new_tokens: 24
       temperature: 0.7
+      repeat_across_rounds: true
+      batch_size: 16
   near:
     name: near
     params:
