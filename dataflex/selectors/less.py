@@ -128,9 +128,10 @@ class LessSelector(PoolSelector):
             )
         if self.params.score_accumulation == "cumulative" and ctx.learning_rate == 0:
             logger.warning(
-                "less round %d (step %d): the mean learning rate since the last selection is 0, so this "
+                "%s round %d (step %d): the mean learning rate since the last selection is 0, so this "
                 "round's scores get weight 0 in the cumulative score (LESS's formula); they only break "
                 "ties, e.g. in a first round taken before the learning-rate warm-up starts.",
+                self.registry_name,
                 ctx.round,
                 ctx.step,
             )
@@ -155,8 +156,9 @@ class LessSelector(PoolSelector):
         opt = ctx.optimizer
         if opt is None or not has_optimizer_state(ctx.model, opt):  # agreed by all ranks
             logger.warning(
-                "less round %d (step %d): no Adam state yet (no optimizer step taken); candidates use "
+                "%s round %d (step %d): no Adam state yet (no optimizer step taken); candidates use "
                 "plain gradients ('sgd') this round.",
+                self.registry_name,
                 ctx.round,
                 ctx.step,
             )
