@@ -36,8 +36,6 @@ from pydantic import Field
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
 from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.cache import data_identity, model_identity
-from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.random_selector import round_rng
 from dataflex.selectors.scoring import summarize, top_n
@@ -126,32 +124,8 @@ class DeltaLossSelector(PoolSelector):
         return int(total)
 
     def _losses(self, ctx: SelectionContext, cands: np.ndarray) -> tuple[torch.Tensor, bool]:
-        cache = self.cache(ctx, "delta_loss-losses")
-        fingerprint = {
-            "selector": "delta_loss",
-            "model": model_identity(ctx.model),
-            "step": ctx.step,
-            "data": data_identity(ctx.train_dataset, cands),
-        }
-        hit = self.cached(ctx, cache, fingerprint)
-        if hit is not None:
-            return hit["losses"].to(torch.float64), True
-        cand_list = cands.tolist()
-
-        def work(shard: range) -> torch.Tensor:
-            idx = cand_list[shard.start : shard.stop]
-            return dataset_losses(
-                ctx.model,
-                ctx.train_dataset,
-                idx,
-                ctx.collator,
-                batch_size=self.params.batch_size,
-                device=ctx.device,
-            )
-
-        losses = self.sharded(ctx, len(cand_list), work).to(torch.float64)
-        self.store(ctx, cache, fingerprint, {"losses": losses})
-        return losses, False
+        losses, hit = self.candidate_losses(ctx, cands, cache_name="delta_loss-losses", selector="delta_loss")
+        return losses.to(torch.float64), hit
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
         if ctx.model is None or ctx.collator is None:

@@ -16,7 +16,7 @@ gradients, each rank on its shard), and a rule turns them into a selection:
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,8 +25,6 @@ from pydantic import Field
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
 from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.cache import data_identity, model_identity
-from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.random_selector import round_rng
 from dataflex.selectors.scoring import score_histogram, top_n
@@ -87,32 +85,7 @@ class LossSelector(PoolSelector):
         p = self.params
 
         t0 = time.perf_counter()
-        cache = self.cache(ctx, "loss-scores")
-        fingerprint: dict[str, Any] = {
-            "selector": "loss",
-            "model": model_identity(ctx.model),
-            "step": ctx.step,
-            "data": data_identity(ctx.train_dataset, cands),
-        }
-        hit = self.cached(ctx, cache, fingerprint)
-        if hit is not None:
-            losses = hit["losses"]
-        else:
-            cand_list = cands.tolist()
-
-            def work(shard: range) -> torch.Tensor:
-                idx = cand_list[shard.start : shard.stop]
-                return dataset_losses(
-                    ctx.model,
-                    ctx.train_dataset,
-                    idx,
-                    ctx.collator,
-                    batch_size=p.batch_size,
-                    device=ctx.device,
-                )
-
-            losses = self.sharded(ctx, len(cands), work)
-            self.store(ctx, cache, fingerprint, {"losses": losses})
+        losses, cache_hit = self.candidate_losses(ctx, cands, cache_name="loss-scores", selector="loss")
         t1 = time.perf_counter()
 
         rng = round_rng(self.seed_for(ctx), ctx.round)
@@ -128,7 +101,7 @@ class LossSelector(PoolSelector):
             temperature=p.temperature,
             score_histogram=score_histogram(losses, pos),
             score_label="per-example loss under the current model",
-            cache_hit=hit is not None,
+            cache_hit=cache_hit,
             time_losses_s=round(t1 - t0, 4),
             time_scoring_s=round(time.perf_counter() - t1, 4),
         )

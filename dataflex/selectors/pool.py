@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 from dataflex.data.sft_dataset import composition
 from dataflex.errors import ConfigError
 from dataflex.selectors.base import SelectionContext, Selector, SelectorParams
-from dataflex.selectors.cache import ScoreCache
+from dataflex.selectors.cache import ScoreCache, data_identity, model_identity
+from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.random_selector import round_rng
 from dataflex.selectors.scoring import candidate_indices, summarize
 
@@ -145,6 +146,40 @@ class PoolSelector(Selector):
         """Write a cache entry from rank 0 only."""
         if ctx.dist.is_main:
             cache.save(fingerprint, tensors)
+
+    def candidate_losses(
+        self, ctx: SelectionContext, cands: np.ndarray, *, cache_name: str, selector: str
+    ) -> tuple[torch.Tensor, bool]:
+        """Each candidate's loss under the current model, and whether it came from the cache.
+
+        The work is split across ranks and gathered; the result is cached under
+        ``cache_name``, keyed by the model, step and candidates' data.
+        """
+        cache = self.cache(ctx, cache_name)
+        fingerprint = {
+            "selector": selector,
+            "model": model_identity(ctx.model),
+            "step": ctx.step,
+            "data": data_identity(ctx.train_dataset, cands),
+        }
+        hit = self.cached(ctx, cache, fingerprint)
+        if hit is not None:
+            return hit["losses"], True
+        cand_list = cands.tolist()
+
+        def work(shard: range) -> torch.Tensor:
+            return dataset_losses(
+                ctx.model,
+                ctx.train_dataset,
+                cand_list[shard.start : shard.stop],
+                ctx.collator,
+                batch_size=self.params.batch_size,
+                device=ctx.device,
+            )
+
+        losses = self.sharded(ctx, len(cand_list), work)
+        self.store(ctx, cache, fingerprint, {"losses": losses})
+        return losses, False
 
     # -- bookkeeping ------------------------------------------------------------------------
     def remember(self, indices: list[int]) -> None:
