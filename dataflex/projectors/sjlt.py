@@ -66,6 +66,9 @@ def sjlt_indices(seed: int, proj_dim: int, nnz: int, start: int, stop: int, devi
 class SJLTProjector(Projector):
     """Sparse JL projection: ``nnz_per_column`` hashed ±1/√s entries per column; cost independent of k.
 
+    Its cost is per input entry, so blocks may be projected a few rows at a time
+    (:attr:`row_blocks`).
+
     Args:
         input_dim: D.
         proj_dim: k; a multiple of ``nnz_per_column``.
@@ -82,6 +85,8 @@ class SJLTProjector(Projector):
         ConfigError: on ``nnz_per_column`` not in ``[1, k]`` or not dividing k, an
             unknown backend, or ``triton`` without Triton or a CUDA device.
     """
+
+    row_blocks = True
 
     def __init__(
         self,
