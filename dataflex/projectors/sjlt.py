@@ -79,7 +79,7 @@ class SJLTProjector(Projector):
         backend: ``"torch"`` (``index_add_``, any device) or ``"triton"`` (one Triton
             kernel; a CUDA device, or the CPU under ``TRITON_INTERPRET=1``). Same P.
         cache_bytes: Budget for hashed indices kept between calls (torch backend;
-            0 hashes every call). Indices take ``8·s`` bytes per cached column.
+            0 keeps only the latest chunk's). Indices take ``8·s`` bytes per cached column.
 
     Raises:
         ConfigError: on ``nnz_per_column`` not in ``[1, k]`` or not dividing k, an
@@ -131,6 +131,7 @@ class SJLTProjector(Projector):
         self._keys = seed_keys(self.seed, STREAM_SJLT)
         self._cache: dict[int, torch.Tensor] = {}
         self._cache_used = 0
+        self._last: tuple[int, torch.Tensor] | None = None
 
     @property
     def distribution(self) -> str:
@@ -155,6 +156,8 @@ class SJLTProjector(Projector):
         cached = self._cache.get(chunk)
         if cached is not None:
             return cached
+        if self._last is not None and self._last[0] == chunk:
+            return self._last[1]
         start = chunk * CHUNK_COLUMNS
         stop = min(start + CHUNK_COLUMNS, self.input_dim)
         idx = sjlt_indices(self.seed, self.proj_dim, self.nnz, start, stop, self.device)
@@ -162,6 +165,10 @@ class SJLTProjector(Projector):
         if self._cache_used + size <= self.cache_bytes:
             self._cache[chunk] = idx
             self._cache_used += size
+        else:
+            # Past the budget, still keep the latest chunk: a large parameter projected a
+            # few rows at a time reads the same chunk once per row block.
+            self._last = (chunk, idx)
         return idx
 
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
