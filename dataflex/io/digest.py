@@ -32,8 +32,11 @@ class FingerprintError(DataflexError, TypeError):
     """A fingerprint holds a value that has no canonical JSON form."""
 
 
-def canonical_json(obj: JSONValue) -> str:
+def canonical_json(obj: object) -> str:
     """The canonical JSON text of ``obj``: sorted keys, no spaces, no NaN.
+
+    ``obj`` is any object, so that a caller may hand over what it cannot vouch for and
+    catch the :class:`FingerprintError` (as the pool digest of a resumed run does).
 
     Raises:
         FingerprintError: for values JSON cannot represent (objects, NaN, bytes).
