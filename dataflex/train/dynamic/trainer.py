@@ -149,6 +149,10 @@ class TrainerLike(Protocol):
 
     def get_total_train_batch_size(self, args: TrainingArguments) -> int: ...
 
+    def train(
+        self, resume_from_checkpoint: str | bool | None = None, *args: object, **kwargs: object
+    ) -> TrainOutput: ...
+
 
 class DynamicSelectionMixin:
     """Adds dynamic data selection to a ``transformers.Trainer`` subclass.
@@ -294,7 +298,7 @@ class DynamicSelectionMixin:
             self._round_records = {}
             if self._trainer.is_world_process_zero():
                 self.selection_report.reset()
-        return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
+        return cast("TrainerLike", super()).train(resume_from_checkpoint, *args, **kwargs)
 
     # -- selection rounds -------------------------------------------------------------
 
