@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
+
+TrainableModel: TypeAlias = "PreTrainedModel | PeftModel"
+"""The model a run trains: a transformers causal LM, or peft's LoRA wrapper of one."""
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -126,7 +129,7 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
     return sorted(names)
 
 
-def load_adapter(model: PreTrainedModel, adapter: str) -> PeftModel:
+def load_adapter(model: torch.nn.Module, adapter: str) -> PeftModel:
     """Wrap ``model`` with the LoRA adapter in folder ``adapter``, its weights trainable and float32.
 
     Raises:
@@ -136,9 +139,9 @@ def load_adapter(model: PreTrainedModel, adapter: str) -> PeftModel:
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise ConfigError(f"adapter_name_or_path: {adapter!r} has no adapter_config.json.")
-    model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    _trainable_in_float32(model)
-    return model
+    peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    _trainable_in_float32(peft_model)
+    return peft_model
 
 
 def _trainable_in_float32(model: torch.nn.Module) -> None:
@@ -148,7 +151,7 @@ def _trainable_in_float32(model: torch.nn.Module) -> None:
 
 
 def apply_finetuning(
-    model: PreTrainedModel,
+    model: TrainableModel,
     finetuning_type: str,
     *,
     lora_target: list[str],
@@ -157,7 +160,7 @@ def apply_finetuning(
     lora_dropout: float,
     adapter_name_or_path: str | None = None,
     gradient_checkpointing: bool = False,
-) -> PreTrainedModel | PeftModel:
+) -> TrainableModel:
     """Make the trainable parameters: a LoRA adapter (new or loaded) or the whole model.
 
     Trainable parameters are kept in float32 even when the base is bf16/fp16, so the

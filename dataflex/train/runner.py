@@ -42,10 +42,10 @@ from dataflex.train.plots import plot_loss
 from dataflex.train.preflight import check_run_inputs, check_selection_inputs
 
 if TYPE_CHECKING:
-    from peft import PeftModel
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
+    from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
     from dataflex.data.sft_dataset import SFTDataset
+    from dataflex.train.model import TrainableModel
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Trai
 
 def build_trainer(
     cfg: TrainConfig,
-    model: PreTrainedModel | PeftModel,
+    model: TrainableModel,
     tokenizer: PreTrainedTokenizerBase,
     train_dataset: SFTDataset,
     eval_dataset: SFTDataset | None,
@@ -313,7 +313,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         )
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
-    model = load_model(
+    model: TrainableModel = load_model(
         cfg.model_name_or_path, dtype=torch_dtype(cfg.bf16, cfg.fp16), trust_remote_code=cfg.trust_remote_code
     )
     model = apply_finetuning(
@@ -345,7 +345,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
 def _train(
     cfg: TrainConfig,
     out: Path,
-    model: PreTrainedModel | PeftModel,
+    model: TrainableModel,
     tokenizer: PreTrainedTokenizerBase,
     data: PreparedData,
     training_args: TrainingArguments,
