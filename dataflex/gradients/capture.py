@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from einops import rearrange
@@ -127,7 +127,7 @@ class GradientCapture:
             self._recording = False
 
     def _make_hook(self, owner: _Owner):
-        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
             if not self._recording:
                 return
             if not isinstance(output, torch.Tensor):
@@ -162,7 +162,8 @@ class GradientCapture:
         grads = torch.autograd.grad(total_loss, [c.output for c in calls], allow_unused=True)
         for c, g in zip(calls, grads):
             c.grad = g
-            c.output = None  # type: ignore[assignment]  # free the graph's activations early
+            # Free the graph's activations early; nothing reads a call's output after this.
+            c.output = None  # type: ignore[assignment]  # output is typed for while it is read
         # Trainable parameters still to be read, per owner: see release().
         self._pending = {}
         for _, param in self.params:
@@ -261,7 +262,7 @@ class GradientCapture:
             if attr == "weight":
                 return torch.bmm(gy.transpose(1, 2), x)
             return gy.sum(dim=1)
-        module: nn.Embedding = owner.module  # type: ignore[assignment]
+        module = cast(nn.Embedding, owner.module)  # owner.kind says so
         count, vocab = x.shape[0], module.num_embeddings
         flat = (x + torch.arange(count, device=x.device)[:, None] * vocab).reshape(-1)
         out = torch.zeros(count * vocab, gy.shape[-1], dtype=gy.dtype, device=gy.device)
@@ -272,5 +273,5 @@ class GradientCapture:
         return out
 
 
-def _detach(value: Any) -> Any:
+def _detach(value: object) -> object:
     return value.detach() if isinstance(value, torch.Tensor) else value
