@@ -155,8 +155,9 @@ class TrainConfig(BaseModel):
     )
     plugins: list[str] = Field(
         default=[],
-        description="Python modules imported before the components file is read, so that selectors "
-        "they register with @register_selector can be named in it (e.g. `my_project.selectors`).",
+        description="Python modules imported before the template and the components file are checked, "
+        "so that selectors they register with @register_selector can be named in the components file and "
+        "templates they register with register_template in `template` (e.g. `my_project.selectors`).",
     )
 
     _normalise_lists = field_validator(
@@ -228,6 +229,7 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}dataset: no dataset given.")
     if not cfg.lora_target:
         raise ConfigError(f"{where}lora_target: give `all` or module names.")
+    import_plugins(cfg.plugins, where)  # before the template and components: they may register both
     try:
         check_template_name(cfg.template)
     except ConfigError as exc:
@@ -248,7 +250,7 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
 
 
 def import_plugins(modules: list[str], where: str = "") -> None:
-    """Import the ``plugins`` modules (they register user selectors as a side effect).
+    """Import the ``plugins`` modules (they register user selectors and templates as a side effect).
 
     Raises:
         ConfigError: naming the module that cannot be imported and why.
@@ -266,7 +268,6 @@ def _check_dynamic(cfg: TrainConfig, where: str) -> None:
     for key in ("component_name", "update_step", "update_times"):
         if getattr(cfg, key) is None:
             raise ConfigError(f"{where}{key}: required with train_type: dynamic_select.")
-    import_plugins(cfg.plugins, where)
     try:
         # Full validation: every entry's name is registered and its params are valid.
         components = load_components(cfg.components_cfg_file)
