@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from dataflex.configs.components import SHIPPED_COMPONENTS, load_components
+from dataflex.configs.components import SHIPPED_COMPONENTS, Components, load_components
 from dataflex.configs.yaml_files import apply_overrides, comma_separated, read_yaml_mapping, validate_model
 from dataflex.data.templates import check_template_name
 from dataflex.errors import ConfigError
@@ -164,6 +164,30 @@ class TrainConfig(BaseModel):
         "dataset", "eval_dataset", "lora_target", "report_to", "plugins", mode="before"
     )(comma_separated)
 
+    # (components_cfg_file it was read from, the loaded file): parsed once per config
+    _components: tuple[str, Components] | None = PrivateAttr(default=None)
+
+    def components(self) -> Components:
+        """The validated ``components_cfg_file``: read on the first call, then reused.
+
+        :func:`load_train_config` reads it while checking the config, so the runner and
+        the plan use that one parse (read again only if ``components_cfg_file`` changed).
+
+        Raises:
+            ConfigError: the file is missing or invalid (see :func:`load_components`).
+        """
+        if self._components is None or self._components[0] != self.components_cfg_file:
+            self._components = (self.components_cfg_file, load_components(self.components_cfg_file))
+        return self._components[1]
+
+    def selector_name(self) -> str:
+        """Registry name of the selector ``component_name`` names (from :meth:`components`).
+
+        Raises:
+            ConfigError: as :meth:`components`, or ``component_name`` is not in the file.
+        """
+        return self.components().spec(self.component_name or "")[0]
+
     @field_validator("eval_strategy", mode="before")
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
@@ -270,7 +294,7 @@ def _check_dynamic(cfg: TrainConfig, where: str) -> None:
             raise ConfigError(f"{where}{key}: required with train_type: dynamic_select.")
     try:
         # Full validation: every entry's name is registered and its params are valid.
-        components = load_components(cfg.components_cfg_file)
+        components = cfg.components()
     except ConfigError as exc:
         raise ConfigError(f"{where}components_cfg_file: {exc}") from None
     if cfg.component_name not in components.selectors:
