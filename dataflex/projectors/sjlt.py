@@ -71,7 +71,8 @@ class SJLTProjector(Projector):
         proj_dim: k; a multiple of ``nnz_per_column``.
         nnz_per_column: s, nonzeros per column (1 is CountSketch).
         seed: Seed of the matrix.
-        dtype: Accepted for interface compatibility; inputs are upcast, sums are fp32.
+        dtype: Precision of the multiply: the input is rounded to it (the ±1 entries are
+            exact in any dtype) and summed in fp32.
         device: Device of the outputs (CPU or CUDA for ``backend="torch"``).
         backend: ``"torch"`` (``index_add_``, any device) or ``"triton"`` (one Triton
             kernel; a CUDA device, or the CPU under ``TRITON_INTERPRET=1``). Same P.
@@ -160,7 +161,7 @@ class SJLTProjector(Projector):
         return idx
 
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        x = x.to(self.device)
+        x = x.to(self.device)  # rounded to dtype already (Projector.project); fp32 holds it exactly
         if x.dtype != torch.float32:
             x = x.float()
         if self.backend == "triton":
