@@ -217,7 +217,12 @@ class ExportConfig(BaseModel):
     adapter_name_or_path: list[str] | None = Field(
         None, description="LoRA adapter folder(s) to merge, in order; unset: re-save the model."
     )
-    template: str | None = Field(None, description="Checked for validity; the tokenizer is saved as it is.")
+    template: str | None = Field(
+        None,
+        description="The template the model was trained with: written into the exported tokenizer as "
+        "its Jinja `chat_template`, so `apply_chat_template` renders the training text; unset or "
+        "`tokenizer` keeps the tokenizer's own chat template.",
+    )
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder/hub.")
     export_dir: str = Field(description="Where the merged model and tokenizer are written.")
     overwrite_export_dir: bool = Field(
