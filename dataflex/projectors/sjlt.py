@@ -25,6 +25,7 @@ import torch
 
 from dataflex.errors import ConfigError
 from dataflex.projectors.base import Projector
+from dataflex.projectors.cuda import interpreting, triton_available
 from dataflex.projectors.hashing import (
     HASH_SCHEME,
     STREAM_SJLT,
@@ -107,8 +108,6 @@ class SJLTProjector(Projector):
         if not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise ConfigError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}.")
         if backend == "triton":
-            from dataflex.projectors.cuda import interpreting, triton_available
-
             if not triton_available():
                 raise ConfigError(
                     "sjlt backend='triton' needs Triton, which is not installed "

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from dataflex.errors import ConfigError
-from dataflex.gradients import FeatureStore, FeatureStoreError, fingerprint_key
+from dataflex.gradients import FeatureStore, FeatureStoreError
+from dataflex.io import fingerprint_key
 
 FP = {"model": "tiny", "step": 10, "transform": "adam", "projector": {"kind": "test", "seed": 1}}
 

@@ -19,6 +19,7 @@ from typing import Any
 from dataflex.data.sft_dataset import composition
 from dataflex.io import atomic_write_text
 from dataflex.selectors.base import Selection
+from dataflex.train.plots import draw_loss
 
 SELECTIONS_FILE = "selections.jsonl"
 LOG_HISTORY_FILE = "log_history.json"
@@ -229,8 +230,6 @@ def plot_run(
 def _plot_loss(
     plt: Any, path: Path, records: Sequence[Mapping[str, Any]], log_history: Any, targets: Any, run: str
 ) -> Path:
-    from dataflex.train.plots import draw_loss
-
     fig, ax = plt.subplots(figsize=(8, 4.5))
     target = f" ({', '.join(targets[1])})" if targets else ""
     drawn = draw_loss(
