@@ -101,6 +101,7 @@ class Registry(Generic[T]):
                 )
         self._entries[name] = entry
         if inspect.isclass(entry):
+            # Selector and Projector declare registry_name; a Registry[T] of another base need not.
             entry.registry_name = name  # type: ignore[attr-defined]
         return entry
 

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dataflex.data.jinja import check_chat_template, template_to_jinja
 from dataflex.data.templates import TOKENIZER_TEMPLATE
@@ -16,6 +16,9 @@ from dataflex.io import OutputLock, apply_default_modes, check_replaceable, chec
 from dataflex.registry import TEMPLATES
 from dataflex.train.config import ExportConfig
 from dataflex.train.model import check_model_path, load_model, load_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ def run_export(cfg: ExportConfig) -> Path:
     return export_dir  # dataflex-cli export prints it, once
 
 
-def set_chat_template(tokenizer: Any, name: str | None) -> None:
+def set_chat_template(tokenizer: PreTrainedTokenizerBase, name: str | None) -> None:
     """Write the named template into ``tokenizer.chat_template``, checked against the probes.
 
     ``None`` or ``"tokenizer"`` keeps the tokenizer's own chat template (what such a run
@@ -123,7 +126,9 @@ def set_chat_template(tokenizer: Any, name: str | None) -> None:
     logger.info("the exported tokenizer's chat_template is template %r", name)
 
 
-def _save_and_swap(model: Any, tokenizer: Any, export_dir: Path, shard_bytes: int) -> None:
+def _save_and_swap(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, export_dir: Path, shard_bytes: int
+) -> None:
     """Save into a temporary folder beside ``export_dir``, then swap it in."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
     old: Path | None = None
