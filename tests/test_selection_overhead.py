@@ -68,7 +68,7 @@ def test_refuses_cached_rounds_and_foreign_reports():
 
 
 @pytest.mark.slow
-def test_tiny_run_phases_sum_to_the_trainers_runtime(shared_data, tmp_path):
+def test_tiny_benchmark_run_reports_its_own_rounds_within_its_runtime(shared_data, tmp_path):
     result = main(
         ["--points", "64:4", "--hidden", "64", "--layers", "1", "--cutoff", "32", "--batch", "2",
          "--steps", "1", "--rounds", "2", "--val", "2", "--threads", "1", "--workdir", str(tmp_path)]
