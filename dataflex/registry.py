@@ -93,6 +93,7 @@ class Registry(Generic[T]):
                     f"{base.__module__}.{base.__qualname__}."
                 )
             self._entries[name] = cls
+            # Selector and Projector declare registry_name; a Registry[T] of another base need not.
             cls.registry_name = name  # type: ignore[attr-defined]
             return cls
 

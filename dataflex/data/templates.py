@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataflex.errors import ConfigError
 from dataflex.registry import did_you_mean
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +126,7 @@ class ChatTemplate:
     name = TOKENIZER_TEMPLATE
     special_tokens: tuple[str, ...] = ()
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template, so "
@@ -212,7 +215,9 @@ def check_template_name(name: str | None) -> None:
         raise ConfigError(f"unknown template {name!r}." + did_you_mean(name, list_templates()))
 
 
-def get_template(name: str | None, tokenizer: Any = None) -> Template | ChatTemplate:
+def get_template(
+    name: str | None, tokenizer: PreTrainedTokenizerBase | None = None
+) -> Template | ChatTemplate:
     """The template called ``name``; ``None``/``"tokenizer"`` → the tokenizer's chat template.
 
     Raises:
@@ -227,7 +232,9 @@ def get_template(name: str | None, tokenizer: Any = None) -> Template | ChatTemp
     return _TEMPLATES[name]
 
 
-def split_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> dict[str, int]:
+def split_template_tokens(
+    template: Template | ChatTemplate, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, int]:
     """The literal special tokens of ``template`` that ``tokenizer`` does not encode as one token.
 
     Returns:
@@ -244,7 +251,7 @@ def split_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> 
 _warned_split: set[tuple[str, str]] = set()
 
 
-def check_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> None:
+def check_template_tokens(template: Template | ChatTemplate, tokenizer: PreTrainedTokenizerBase) -> None:
     """Warn (once per template and tokenizer) when the template's special tokens are not single tokens.
 
     ``llama3`` on a ChatML tokenizer, for instance, turns ``<|start_header_id|>`` into a

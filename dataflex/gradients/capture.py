@@ -20,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from einops import einsum, rearrange
@@ -122,7 +122,7 @@ class GradientCapture:
             self._recording = False
 
     def _make_hook(self, owner: _Owner):
-        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
             if not self._recording:
                 return
             if not isinstance(output, torch.Tensor):
@@ -157,7 +157,8 @@ class GradientCapture:
         grads = torch.autograd.grad(total_loss, [c.output for c in calls], allow_unused=True)
         for c, g in zip(calls, grads):
             c.grad = g
-            c.output = None  # type: ignore[assignment]  # free the graph's activations early
+            # Free the graph's activations early; nothing reads a call's output after this.
+            c.output = None  # type: ignore[assignment]  # output is typed for while it is read
         # Trainable parameters still to be read, per owner: see release().
         self._pending = {}
         for _, param in self.params:
@@ -223,7 +224,7 @@ class GradientCapture:
                 return einsum(gy, x, "batch token out, batch token inp -> batch out inp")
             return gy.sum(dim=1)
         if owner.kind == "embedding":
-            module: nn.Embedding = owner.module  # type: ignore[assignment]
+            module = cast(nn.Embedding, owner.module)  # owner.kind says so
             ids = call.args[0] if call.args else call.kwargs["input"]
             ids = ids.reshape(batch, -1)
             gy = gy.reshape(batch, ids.shape[1], -1)
@@ -240,5 +241,5 @@ class GradientCapture:
         return per_example_module_grads(owner.module, attr, call.args, call.kwargs, call.grad, batch)
 
 
-def _detach(value: Any) -> Any:
+def _detach(value: object) -> object:
     return value.detach() if isinstance(value, torch.Tensor) else value

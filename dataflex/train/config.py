@@ -165,7 +165,7 @@ class TrainConfig(BaseModel):
 
     @field_validator("eval_strategy", mode="before")
     @classmethod
-    def _yaml_no(cls, value: Any) -> Any:
+    def _yaml_no(cls, value: object) -> object:
         return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
 
     @property

@@ -7,12 +7,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dataflex.errors import ConfigError
 from dataflex.io import OutputLock, apply_default_modes, check_replaceable, check_writable_dir, write_marker
 from dataflex.train.config import ExportConfig
 from dataflex.train.model import check_model_path, load_model, load_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +96,9 @@ def run_export(cfg: ExportConfig) -> Path:
     return export_dir  # dataflex-cli export prints it, once
 
 
-def _save_and_swap(model: Any, tokenizer: Any, export_dir: Path, shard_bytes: int) -> None:
+def _save_and_swap(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, export_dir: Path, shard_bytes: int
+) -> None:
     """Save into a temporary folder beside ``export_dir``, then swap it in."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
     old: Path | None = None

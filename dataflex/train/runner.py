@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataflex.configs.components import selector_from_components
 from dataflex.data.collator import SFTDataCollator
@@ -32,7 +32,7 @@ from dataflex.io import (
 )
 from dataflex.selectors.base import Selector
 from dataflex.train.config import TrainConfig
-from dataflex.train.data import prepare_datasets
+from dataflex.train.data import PreparedData, prepare_datasets
 from dataflex.train.dynamic.sampler import check_dynamic_plan
 from dataflex.train.dynamic.schedule import SelectionSchedule
 from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_training_args, global_batch_size
@@ -40,6 +40,12 @@ from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
 from dataflex.train.preflight import check_run_inputs, check_selection_inputs
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+    from dataflex.data.sft_dataset import SFTDataset
+    from dataflex.train.model import TrainableModel
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +126,7 @@ def _has_accelerator() -> bool:
     return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
-def build_training_args(cfg: TrainConfig) -> Any:
+def build_training_args(cfg: TrainConfig) -> TrainingArguments:
     """The ``transformers.TrainingArguments`` of a config (``deepspeed`` passed untouched)."""
     from transformers import TrainingArguments
 
@@ -191,7 +197,7 @@ class DynamicPlan:
     selector: Selector
 
 
-def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Any) -> DynamicPlan:
+def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: TrainingArguments) -> DynamicPlan:
     """Build and check the selection plan of a ``dynamic_select`` config, before the model loads.
 
     Raises:
@@ -199,6 +205,7 @@ def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Any)
             a per-round budget larger than the pool, or training arguments that
             contradict the schedule.
     """
+    # the config types update_step/update_times as optional; SelectionSchedule refuses a None by name
     schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)  # type: ignore[arg-type]
     selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "")
     check_dynamic_plan(
@@ -214,14 +221,14 @@ def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Any)
 
 def build_trainer(
     cfg: TrainConfig,
-    model: Any,
-    tokenizer: Any,
-    train_dataset: Any,
-    eval_dataset: Any,
-    collator: Any,
-    training_args: Any,
+    model: TrainableModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: SFTDataset,
+    eval_dataset: SFTDataset | None,
+    collator: SFTDataCollator,
+    training_args: TrainingArguments,
     plan: DynamicPlan | None = None,
-) -> Any:
+) -> Trainer:
     """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one.
 
     A ``dynamic_select`` run passes the ``plan`` :func:`plan_dynamic_selection` built.
@@ -236,7 +243,7 @@ def build_trainer(
                 early_stopping_threshold=cfg.early_stopping_min_delta,
             )
         )
-    trainer_kwargs = {
+    trainer_kwargs: dict[str, Any] = {
         "callbacks": callbacks,
         "model": model,
         "args": training_args,
@@ -306,7 +313,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         )
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
-    model = load_model(
+    model: TrainableModel = load_model(
         cfg.model_name_or_path, dtype=torch_dtype(cfg.bf16, cfg.fp16), trust_remote_code=cfg.trust_remote_code
     )
     model = apply_finetuning(
@@ -338,10 +345,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
 def _train(
     cfg: TrainConfig,
     out: Path,
-    model: Any,
-    tokenizer: Any,
-    data: Any,
-    training_args: Any,
+    model: TrainableModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: PreparedData,
+    training_args: TrainingArguments,
     plan: DynamicPlan | None,
 ) -> TrainResult:
     collator = SFTDataCollator(tokenizer.pad_token_id)

@@ -23,7 +23,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
@@ -49,6 +49,9 @@ from dataflex.train.dynamic.resume import (
 from dataflex.train.dynamic.sampler import DynamicSelectionSampler
 from dataflex.train.dynamic.schedule import SelectionSchedule
 from dataflex.train.dynamic.state import load_selection_state, save_selection_state
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +140,10 @@ class TrainerLike(Protocol):
     args: TrainingArguments
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer | None
-    train_dataset: Any
-    eval_dataset: Any
-    data_collator: Any
-    accelerator: Any
+    train_dataset: Sequence[Mapping[str, Any]]  # the pool: map-style, one tokenised row per index
+    eval_dataset: Sequence[Mapping[str, Any]] | None
+    data_collator: Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]]
+    accelerator: Accelerator
     state: TrainerState
 
     def is_world_process_zero(self) -> bool: ...
@@ -148,6 +151,10 @@ class TrainerLike(Protocol):
     def add_callback(self, callback: TrainerCallback) -> None: ...
 
     def get_total_train_batch_size(self, args: TrainingArguments) -> int: ...
+
+    def train(
+        self, resume_from_checkpoint: str | bool | None = None, *args: object, **kwargs: object
+    ) -> TrainOutput: ...
 
 
 class DynamicSelectionMixin:
@@ -294,7 +301,7 @@ class DynamicSelectionMixin:
             self._round_records = {}
             if self._trainer.is_world_process_zero():
                 self.selection_report.reset()
-        return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
+        return cast("TrainerLike", super()).train(resume_from_checkpoint, *args, **kwargs)
 
     # -- selection rounds -------------------------------------------------------------
 
