@@ -89,6 +89,11 @@ def test_the_check_sees_an_upward_import(tmp_path):
     assert runtime_imports(bad) == [(2, "dataflex.train.model")]
 
 
+def test_the_package_table_lists_each_part_once():
+    rows = [line.split("|")[1].strip() for line in PAGE.read_text().splitlines() if line.startswith("| `")]
+    assert rows and len(rows) == len(set(rows)), sorted(r for r in rows if rows.count(r) > 1)
+
+
 def any_annotations(path: Path) -> list[str]:
     """``name:line`` of each parameter or return of a function in ``path`` annotated ``Any``."""
     found = []

@@ -14,13 +14,14 @@ rendering growing prefixes of the conversation.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from dataflex.errors import ConfigError
-from dataflex.registry import did_you_mean
+from dataflex.registry import TEMPLATES, did_you_mean
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -62,6 +63,7 @@ class Template:
         separator: Text before every user turn but the first (part of the prompt).
         system_in_user: Put the system block inside the first user turn (Llama-2/Mistral).
         special_tokens: Literal tokens the tokenizer must know.
+        description: One line shown by ``dataflex-cli list templates``.
     """
 
     name: str
@@ -75,6 +77,7 @@ class Template:
     separator: str = ""
     system_in_user: bool = False
     special_tokens: tuple[str, ...] = field(default_factory=tuple)
+    description: str = ""
 
     def render_pairs(
         self, example: dict[str, Any], bos: str | None = None, eos: str | None = None
@@ -189,29 +192,31 @@ class ChatTemplate:
         return pairs
 
 
-_TEMPLATES: dict[str, Template] = {}
-
-
 def register_template(template: Template, *, overwrite: bool = False) -> Template:
-    """Add a named template (``template: <name>`` in configs).
+    """Add a named template (``template: <name>`` in configs) to :data:`~dataflex.registry.TEMPLATES`.
+
+    Call it from a ``plugins:`` module to make the template usable from a config.
 
     Raises:
-        ConfigError: the name is taken (unless ``overwrite``) or is ``"tokenizer"``.
+        RegistryError: the name is taken by another template (unless ``overwrite``).
+        ConfigError: the name is ``"tokenizer"`` (the tokenizer's own chat template).
     """
-    if template.name == TOKENIZER_TEMPLATE or (template.name in _TEMPLATES and not overwrite):
-        raise ConfigError(f"template name {template.name!r} is already taken.")
-    _TEMPLATES[template.name] = template
-    return template
+    if template.name == TOKENIZER_TEMPLATE:
+        raise ConfigError(
+            f"template name {TOKENIZER_TEMPLATE!r} is reserved for the tokenizer's own chat template."
+        )
+    return TEMPLATES.add(template.name, template, overwrite=overwrite)
 
 
-def list_templates() -> list[str]:
-    """Every valid ``template:`` value (``tokenizer`` = the tokenizer's chat template)."""
-    return [TOKENIZER_TEMPLATE, *sorted(_TEMPLATES)]
+def list_templates(pattern: str | None = None) -> list[str]:
+    """Every valid ``template:`` value (``tokenizer`` = the tokenizer's chat template), optionally globbed."""
+    names = [TOKENIZER_TEMPLATE, *TEMPLATES.names()]
+    return [n for n in names if pattern is None or fnmatch.fnmatchcase(n, pattern)]
 
 
 def check_template_name(name: str | None) -> None:
     """Raise a :class:`ConfigError` (closest names suggested) if ``name`` is not a template."""
-    if name is not None and name != TOKENIZER_TEMPLATE and name not in _TEMPLATES:
+    if name is not None and name != TOKENIZER_TEMPLATE and name not in TEMPLATES:
         raise ConfigError(f"unknown template {name!r}." + did_you_mean(name, list_templates()))
 
 
@@ -229,7 +234,7 @@ def get_template(
         if tokenizer is None:
             raise ConfigError(f"template: {TOKENIZER_TEMPLATE} needs the tokenizer (its chat template).")
         return ChatTemplate(tokenizer)
-    return _TEMPLATES[name]
+    return TEMPLATES.get(name)
 
 
 def split_template_tokens(
@@ -280,6 +285,7 @@ _IM = "<|im_start|>{role}\n"
 for _t in (
     Template(
         name="llama3",
+        description="Llama 3 headers (<|start_header_id|>role<|end_header_id|>), turns end with <|eot_id|>",
         prefix="{bos}",
         system=_LLAMA3_HEADER.format(role="system") + "{content}<|eot_id|>",
         user=_LLAMA3_HEADER.format(role="user")
@@ -293,6 +299,7 @@ for _t in (
     ),
     Template(
         name="chatml",
+        description="ChatML (<|im_start|>role ... <|im_end|>), tool results as the tool role",
         system=_IM.format(role="system") + "{content}<|im_end|>\n",
         user=_IM.format(role="user") + "{content}<|im_end|>\n" + _IM.format(role="assistant"),
         assistant="{content}<|im_end|>\n",
@@ -301,6 +308,7 @@ for _t in (
     ),
     Template(
         name="qwen",
+        description="ChatML with Qwen's default system prompt and <tool_call>/<tool_response> blocks",
         system=_IM.format(role="system") + "{content}<|im_end|>\n",
         user=_IM.format(role="user") + "{content}<|im_end|>\n" + _IM.format(role="assistant"),
         assistant="{content}<|im_end|>\n",
@@ -313,6 +321,7 @@ for _t in (
     ),
     Template(
         name="mistral",
+        description="Mistral / Llama 2 [INST] ... [/INST], system prompt inside the first user turn",
         prefix="{bos}",
         system="{content}\n\n",
         user="[INST] {content}[/INST]",
@@ -322,6 +331,7 @@ for _t in (
     ),
     Template(
         name="alpaca",
+        description="Alpaca's ### Instruction: / ### Response: with its default system prompt",
         system="{content}\n\n",
         user="### Instruction:\n{content}\n\n### Response:\n",
         assistant="{content}{eos}\n\n",
@@ -330,10 +340,16 @@ for _t in (
             "Write a response that appropriately completes the request."
         ),
     ),
-    Template(name="empty", user="{content}", assistant="{content}{eos}"),
+    Template(
+        name="empty",
+        description="no markup: the prompt as it is, the answer followed by EOS",
+        user="{content}",
+        assistant="{content}{eos}",
+    ),
     # LLaMA-Factory's `default`: not the tokenizer's template (that is `tokenizer` here).
     Template(
         name="default",
+        description="LLaMA-Factory's default: Human: ... Assistant:",
         system="{content}\n",
         user="Human: {content}\nAssistant:",
         assistant="{content}{eos}",

@@ -25,6 +25,7 @@ import torch
 
 from dataflex.errors import ConfigError
 from dataflex.projectors.base import Projector
+from dataflex.projectors.cuda import interpreting, triton_available
 from dataflex.projectors.hashing import (
     HASH_SCHEME,
     STREAM_SJLT,
@@ -74,7 +75,8 @@ class SJLTProjector(Projector):
         proj_dim: k; a multiple of ``nnz_per_column``.
         nnz_per_column: s, nonzeros per column (1 is CountSketch).
         seed: Seed of the matrix.
-        dtype: Accepted for interface compatibility; inputs are upcast, sums are fp32.
+        dtype: Precision of the multiply: the input is rounded to it (the ±1 entries are
+            exact in any dtype) and summed in fp32.
         device: Device of the outputs (CPU or CUDA for ``backend="torch"``).
         backend: ``"torch"`` (``index_add_``, any device) or ``"triton"`` (one Triton
             kernel; a CUDA device, or the CPU under ``TRITON_INTERPRET=1``). Same P.
@@ -111,8 +113,6 @@ class SJLTProjector(Projector):
         if not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise ConfigError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}.")
         if backend == "triton":
-            from dataflex.projectors.cuda import interpreting, triton_available
-
             if not triton_available():
                 raise ConfigError(
                     "sjlt backend='triton' needs Triton, which is not installed "
@@ -172,7 +172,7 @@ class SJLTProjector(Projector):
         return idx
 
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        x = x.to(self.device)
+        x = x.to(self.device)  # rounded to dtype already (Projector.project); fp32 holds it exactly
         if x.dtype != torch.float32:
             x = x.float()
         if self.backend == "triton":

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field, field_validator
 
+from dataflex.gradients import num_trainable
 from dataflex.registry import did_you_mean, register_selector
 from dataflex.selectors.base import Selection, SelectionContext
 from dataflex.selectors.less import FeatureRows, LessSelector
@@ -165,8 +166,6 @@ class NiceSelector(LessSelector):
         return features
 
     def _feature_dim(self, ctx: SelectionContext) -> int:
-        from dataflex.gradients import num_trainable
-
         projector = self.projector_for(ctx)
         return projector.proj_dim if projector is not None else num_trainable(ctx.model)
 

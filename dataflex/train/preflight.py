@@ -18,9 +18,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from dataflex.errors import ConfigError
 from dataflex.io import check_writable_dir
-from dataflex.selectors.less_features import available_memory, gib
+from dataflex.selectors.less_features import available_memory, check_feature_budget, gib
+from dataflex.selectors.pool import PoolSelector
 
 if TYPE_CHECKING:
     from dataflex.selectors.base import Selector
@@ -133,10 +136,6 @@ def check_selection_inputs(
     Raises:
         ConfigError: naming the key and the fix.
     """
-    import torch
-
-    from dataflex.selectors.pool import PoolSelector
-
     params = getattr(selector, "params", None)
     name = getattr(selector, "registry_name", type(selector).__name__)
     if hasattr(selector, "subtask_labels") and eval_dataset is not None:
@@ -171,8 +170,6 @@ def check_selection_inputs(
 
 
 def _check_feature_size(cfg: TrainConfig, selector: Selector, pool: int, num_eval: int) -> None:
-    from dataflex.selectors.less_features import check_feature_budget
-
     params = getattr(selector, "params", None)
     if getattr(params, "proj_dim", None) is None:
         return

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dataflex.configs.components import selector_from_components
 from dataflex.data.collator import SFTDataCollator
 from dataflex.engines import check_engine_config, require_deepspeed
 from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
@@ -30,12 +29,11 @@ from dataflex.io import (
     is_marked,
     write_marker,
 )
-from dataflex.selectors.base import Selector
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import PreparedData, prepare_datasets
-from dataflex.train.dynamic.sampler import check_dynamic_plan
+from dataflex.train.dynamic.sampler import DynamicPlan
 from dataflex.train.dynamic.schedule import SelectionSchedule
-from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_training_args, global_batch_size
+from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_plan, global_batch_size
 from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
@@ -189,16 +187,12 @@ def build_training_args(cfg: TrainConfig) -> TrainingArguments:
         raise ConfigError(f"invalid training arguments: {exc}") from None
 
 
-@dataclass(frozen=True)
-class DynamicPlan:
-    """The schedule and the selector of a ``dynamic_select`` run, built once and checked."""
-
-    schedule: SelectionSchedule
-    selector: Selector
-
-
 def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: TrainingArguments) -> DynamicPlan:
     """Build and check the selection plan of a ``dynamic_select`` config, before the model loads.
+
+    The selector comes from the components file :func:`load_train_config` already read
+    (:meth:`TrainConfig.components`); the plan is checked here, once, and the Trainer
+    takes it as checked.
 
     Raises:
         ConfigError: for a bad schedule, an unknown component or missing components file,
@@ -207,16 +201,11 @@ def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Trai
     """
     # the config types update_step/update_times as optional; SelectionSchedule refuses a None by name
     schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)  # type: ignore[arg-type]
-    selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "")
-    check_dynamic_plan(
-        schedule,
-        selector,
-        pool_size,
-        global_batch_size(training_args),
-        has_eval_dataset=bool(cfg.eval_dataset),
-    )
-    check_training_args(training_args, schedule)
-    return DynamicPlan(schedule, selector)
+    try:
+        selector = cfg.components().build_selector(cfg.component_name or "")
+    except ConfigError as exc:
+        raise ConfigError(f"component_name: {exc}") from None
+    return check_plan(schedule, selector, pool_size, training_args, has_eval_dataset=bool(cfg.eval_dataset))
 
 
 def build_trainer(
@@ -257,8 +246,7 @@ def build_trainer(
             raise ValueError("a dynamic_select run needs its DynamicPlan (plan_dynamic_selection).")
         return DynamicSelectTrainer(
             **trainer_kwargs,
-            selector=plan.selector,
-            schedule=plan.schedule,
+            plan=plan,
             # the selector scores against eval_dataset even when the Trainer does not evaluate
             selection_eval_dataset=eval_dataset,
             plots=cfg.plot_loss,
@@ -270,9 +258,7 @@ def build_trainer(
 
 def _check_engine(cfg: TrainConfig) -> None:
     """DeepSpeed installed, its config readable, and the engine fits the selector and method."""
-    selector = None
-    if cfg.train_type == "dynamic_select" and cfg.deepspeed is not None:
-        selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "").registry_name
+    selector = cfg.selector_name() if cfg.train_type == "dynamic_select" else None
     check_engine_config(cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector)
 
 

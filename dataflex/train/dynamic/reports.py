@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from dataflex.data.sft_dataset import composition
 from dataflex.io import atomic_write_text
 from dataflex.selectors.base import Selection
+from dataflex.train.plots import draw_loss
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -238,8 +239,6 @@ def _plot_loss(
     targets: tuple[str, list[str]] | None,
     run: str,
 ) -> Path:
-    from dataflex.train.plots import draw_loss
-
     fig, ax = plt.subplots(figsize=(8, 4.5))
     target = f" ({', '.join(targets[1])})" if targets else ""
     drawn = draw_loss(

@@ -46,7 +46,7 @@ from dataflex.train.dynamic.resume import (
     last_complete_checkpoint,
     run_fingerprint,
 )
-from dataflex.train.dynamic.sampler import DynamicSelectionSampler
+from dataflex.train.dynamic.sampler import DynamicPlan, DynamicSelectionSampler, check_dynamic_plan
 from dataflex.train.dynamic.schedule import SelectionSchedule
 from dataflex.train.dynamic.state import load_selection_state, save_selection_state
 
@@ -134,6 +134,31 @@ def global_batch_size(args: TrainingArguments) -> int:
     return args.train_batch_size * args.gradient_accumulation_steps * (args.world_size // parallel)
 
 
+def check_plan(
+    schedule: SelectionSchedule,
+    selector: Selector,
+    pool_size: int,
+    args: TrainingArguments,
+    *,
+    has_eval_dataset: bool,
+) -> DynamicPlan:
+    """Check a plan against the pool and the training arguments once, before the model loads.
+
+    Runs :func:`check_training_args` and :func:`~dataflex.train.dynamic.sampler.check_dynamic_plan`
+    with the global batch of :func:`global_batch_size`; pass the result to
+    :class:`DynamicSelectTrainer` as ``plan=`` so it does not check again.
+
+    Raises:
+        ConfigError: naming the value to change.
+    """
+    check_training_args(args, schedule)
+    examples_per_step = global_batch_size(args)
+    budget = check_dynamic_plan(
+        schedule, selector, pool_size, examples_per_step, has_eval_dataset=has_eval_dataset
+    )
+    return DynamicPlan(schedule, selector, int(pool_size), examples_per_step, has_eval_dataset, budget)
+
+
 class TrainerLike(Protocol):
     """The members of ``transformers.Trainer`` the mixin uses; it is always mixed into one."""
 
@@ -168,6 +193,9 @@ class DynamicSelectionMixin:
         selector: Any :class:`~dataflex.selectors.base.Selector` (e.g. from
             :func:`dataflex.registry.build_selector`); it makes rounds 1..update_times.
         schedule: The :class:`SelectionSchedule`.
+        plan: Instead of ``selector`` and ``schedule``: a plan :func:`check_plan` checked
+            already (``dataflex-cli train`` passes one), so the Trainer does not check it
+            again. Without one, the Trainer checks the plan itself.
         selection_eval_dataset: Target examples the selector scores against
             (default: the Trainer's ``eval_dataset``).
         selection_collator: Collator the selector batches examples with (default: the
@@ -181,8 +209,9 @@ class DynamicSelectionMixin:
     def __init__(
         self,
         *args: object,
-        selector: Selector,
-        schedule: SelectionSchedule,
+        selector: Selector | None = None,
+        schedule: SelectionSchedule | None = None,
+        plan: DynamicPlan | None = None,
         selection_eval_dataset: Sequence[Mapping[str, Any]] | None = None,
         selection_collator: Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]] | None = None,
         selection_cache_dir: str | os.PathLike | None = None,
@@ -190,6 +219,12 @@ class DynamicSelectionMixin:
         plots: bool = True,
         **kwargs: object,
     ) -> None:
+        if plan is not None:
+            if selector is not None or schedule is not None:
+                raise ConfigError("pass either plan= or selector= and schedule=, not both.")
+            if not isinstance(plan, DynamicPlan):
+                raise ConfigError(f"plan must be a DynamicPlan (check_plan), got {type(plan).__name__}.")
+            selector, schedule = plan.selector, plan.schedule
         if not isinstance(selector, Selector):
             raise ConfigError(
                 f"selector must be a dataflex Selector instance, got {type(selector).__name__}."
@@ -198,7 +233,6 @@ class DynamicSelectionMixin:
             raise ConfigError(f"schedule must be a SelectionSchedule, got {type(schedule).__name__}.")
         super().__init__(*args, **kwargs)
         trainer = self._trainer
-        check_training_args(trainer.args, schedule)
         processes = DistributedView.current().world_size
         if processes != trainer.args.world_size:
             raise ConfigError(
@@ -216,16 +250,29 @@ class DynamicSelectionMixin:
         )
         self.selection_collator = selection_collator
         self.selection_schedule = schedule
-        # The Trainer's own count (it knows the model's tensor-parallel size); the sampler
-        # checks the plan with it, once.
-        self.dynamic_sampler = DynamicSelectionSampler(
-            selector,
-            schedule,
-            len(train_dataset),
-            trainer.get_total_train_batch_size(trainer.args),
-            seed=trainer.args.seed,
-            has_eval_dataset=self.selection_eval_dataset is not None,
-        )
+        # The Trainer's own count (it knows the model's tensor-parallel size).
+        examples_per_step = trainer.get_total_train_batch_size(trainer.args)
+        has_eval_dataset = self.selection_eval_dataset is not None
+        if plan is None:  # built here, checked here: the one check of this path
+            check_training_args(trainer.args, schedule)
+            self.dynamic_sampler = DynamicSelectionSampler(
+                selector,
+                schedule,
+                len(train_dataset),
+                examples_per_step,
+                seed=trainer.args.seed,
+                has_eval_dataset=has_eval_dataset,
+            )
+        else:  # checked before the model loaded: only confirm it was checked for this run
+            ours = (len(train_dataset), examples_per_step, has_eval_dataset)
+            checked = (plan.pool_size, plan.examples_per_step, plan.has_eval_dataset)
+            if ours != checked:
+                raise ConfigError(
+                    "the plan was checked for (pool, global batch, target set) = "
+                    f"{checked}, but this Trainer trains with {ours}; check the plan with the "
+                    "Trainer's own train_dataset and TrainingArguments (check_plan)."
+                )
+            self.dynamic_sampler = DynamicSelectionSampler.from_plan(plan, seed=trainer.args.seed)
         if trainer.args.max_steps != schedule.total_steps:
             logger.info("dataflex: max_steps set to the schedule's total, %d.", schedule.total_steps)
             trainer.args.max_steps = schedule.total_steps
