@@ -191,6 +191,41 @@ class GradientCapture:
         """
         return all(owner.kind != "functional" for owner, _ in self.uses[id(param)])
 
+    def column_chunks(self, param: nn.Parameter) -> tuple[int, int] | None:
+        """``(out_features, in_features)`` when :meth:`weight_rows_grad` serves ``param``, else None.
+
+        True of the weight of ``nn.Linear`` modules only (not tied to an embedding): row
+        ``r`` of W is flattened coordinates ``[r·in, (r+1)·in)``, so a block of rows is a
+        contiguous column chunk of the flattened per-example gradient.
+        """
+        uses = self.uses[id(param)]
+        if not all(owner.kind == "linear" and attr == "weight" for owner, attr in uses):
+            return None
+        module = cast(nn.Linear, uses[0][0].module)  # every use is a Linear, by the check above
+        return module.out_features, module.in_features
+
+    def weight_rows_grad(
+        self, param: nn.Parameter, batch_size: int, mask: torch.Tensor | None, r0: int, r1: int
+    ) -> torch.Tensor:
+        """``(B, (r1 − r0)·in)`` fp32 per-example gradient of rows ``r0:r1`` of a Linear weight.
+
+        All examples at once: one ``bmm`` of ``gy[:, :, r0:r1]ᵀ`` and ``x`` per recorded
+        call; the flattened columns ``[r0·in, r1·in)`` of :meth:`per_example_grad`'s result.
+        Only for a parameter :meth:`column_chunks` accepts.
+        """
+        in_features = cast(tuple[int, int], self.column_chunks(param))[1]
+        total: torch.Tensor | None = None
+        for owner, _ in self.uses[id(param)]:
+            for call in owner.calls:
+                if call.grad is None:
+                    continue
+                x, gy = self._prepared(owner, call, batch_size, mask)
+                g = torch.bmm(gy[:, :, r0:r1].transpose(1, 2), x)
+                total = g if total is None else total + g
+        if total is None:
+            return torch.zeros(batch_size, (r1 - r0) * in_features, dtype=torch.float32, device=param.device)
+        return total.reshape(batch_size, -1)
+
     def per_example_grad(
         self, param: nn.Parameter, batch_size: int, mask: torch.Tensor | None, rows: slice | None = None
     ) -> torch.Tensor:

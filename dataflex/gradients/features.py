@@ -6,7 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,14 @@ With a projector whose cost is per row (:attr:`Projector.row_blocks`), a paramet
 whose ``B × numel`` exceeds this is made, transformed and projected a few examples at a
 time, so each block is still in cache when the transform and the projection read it
 (and the whole ``B × numel`` block never exists)."""
+
+COLUMN_CHUNK_ELEMENTS = 1 << 19
+"""Target elements (B × columns, 2 MiB fp32) of one column chunk of a large Linear weight.
+
+With a projector whose cost is per entry (:attr:`Projector.row_blocks`), a Linear weight
+whose ``B × numel`` exceeds :data:`ROW_BLOCK_ELEMENTS` is made, transformed and
+accumulated into the projection a block of its rows at a time, for all B examples at
+once (:meth:`FeaturePlan._column_chunks`)."""
 
 PHASES = ("forward", "backward", "per_example", "transform", "projection", "normalize")
 """The phases of a feature pass that :attr:`FeaturePlan.timings` accumulates (seconds)."""
@@ -237,6 +245,49 @@ class FeaturePlan:
         step = max(1, ROW_BLOCK_ELEMENTS // numel)
         return [slice(a, min(a + step, bsz)) for a in range(0, bsz, step)]
 
+    def _chunk_shape(self, param: nn.Parameter, bsz: int) -> tuple[int, int] | None:
+        """``(out, in)`` of a Linear weight to stream in column chunks, or None (other paths)."""
+        if not getattr(self.projector, "row_blocks", False) or bsz * full_numel(param) <= ROW_BLOCK_ELEMENTS:
+            return None
+        return self.capture.column_chunks(param)
+
+    def _column_chunks(
+        self,
+        name: str,
+        param: nn.Parameter,
+        bsz: int,
+        mask: torch.Tensor | None,
+        start: int,
+        shape: tuple[int, int],
+    ) -> torch.Tensor:
+        """``(B, k)`` projection of a large Linear weight (``shape``), made a column chunk at a time.
+
+        Rows ``r0:r1`` of W are flattened columns ``[r0·in, r1·in)``: their per-example
+        gradients for all B examples come from one ``bmm``, are transformed in place with
+        those columns' moments and added into one accumulator
+        (:meth:`Projector.accumulate`), so each hashed index is read once per batch, not
+        once per example, and at most one chunk of ``B × (r1 − r0)·in`` exists.
+        """
+        projector = cast(Projector, self.projector)  # row_blocks is a Projector attribute
+        out_features, in_features = shape
+        moments = self.adam_state[name] if self.transform == "adam" else None
+        transform = inplace_transform(self.transform, moments, param.device)
+        step = max(1, COLUMN_CHUNK_ELEMENTS // (bsz * in_features))
+        acc = projector.accumulator(bsz)
+        for r0 in range(0, out_features, step):
+            r1 = min(r0 + step, out_features)
+            with self._phase("per_example"):
+                g = self.capture.weight_rows_grad(param, bsz, mask, r0, r1)
+            if self.transform != "sgd":
+                with self._phase("transform"):
+                    g = transform(g, r0 * in_features)
+            with self._phase("projection"):
+                projector.accumulate(acc, g, start + r0 * in_features)
+            del g
+        self.capture.release(param)
+        with self._phase("projection"):
+            return projector.finish(acc)
+
     def _stream(self, bsz: int, mask: torch.Tensor | None, normalize: bool) -> torch.Tensor:
         """Per-parameter blocks, transformed, projected a few consecutive parameters at a time.
 
@@ -252,13 +303,15 @@ class FeaturePlan:
         out: torch.Tensor | None = None
         width = start = 0
 
-        def project(x: torch.Tensor, offset: int, rows: slice) -> None:
+        def add(part: torch.Tensor, rows: slice) -> None:
             nonlocal out
+            if out is None:
+                out = torch.zeros(bsz, part.shape[1], dtype=part.dtype, device=part.device)
+            out[rows].add_(part)
+
+        def project(x: torch.Tensor, offset: int, rows: slice) -> None:
             with self._phase("projection"):
-                part = self.projector.project(x, offset)
-                if out is None:
-                    out = torch.zeros(bsz, part.shape[1], dtype=part.dtype, device=part.device)
-                out[rows].add_(part)
+                add(self.projector.project(x, offset), rows)
 
         def flush() -> None:
             nonlocal width, start, pending
@@ -267,6 +320,13 @@ class FeaturePlan:
             width, pending = 0, []
 
         for name, param in self.capture.params:
+            shape = self._chunk_shape(param, bsz)
+            if shape is not None:
+                if pending:
+                    flush()
+                add(self._column_chunks(name, param, bsz, mask, start, shape), slice(0, bsz))
+                start += full_numel(param)
+                continue
             slices = None if self.projector is None else self._row_slices(param, bsz)
             if slices is not None:
                 if pending:

@@ -185,13 +185,15 @@ def apply_transform(transform: str, grads: torch.Tensor, moments: AdamMoments | 
 
 def inplace_transform(
     transform: str, moments: AdamMoments | None = None, device: torch.device | str | None = None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``f(grads)``: :func:`apply_transform` computed in place on ``(b, n)`` fp32 ``grads``.
+) -> Callable[..., torch.Tensor]:
+    """``f(grads, start=0)``: :func:`apply_transform` computed in place on ``(b, n)`` fp32 ``grads``.
 
     The same operations in the same order as :func:`apply_transform` (so the same
-    values), with the moments scaled by β₁, β₂ once for all the row blocks of one
-    parameter, and one scratch block instead of two fresh ones: the per-example block
-    is overwritten by its Adam direction where it lies, while it is still in cache.
+    values), with the moments scaled by β₁, β₂ once for all the row or column blocks of
+    one parameter, and one scratch block instead of two fresh ones: the per-example
+    block is overwritten by its Adam direction where it lies, while it is still in
+    cache. ``grads`` holds the parameter's flattened columns ``[start, start + n)``
+    (a column chunk); the moments of those columns are broadcast over its rows.
 
     Args:
         transform: ``"sgd"``, ``"adam"`` or ``"sign"``.
@@ -199,18 +201,19 @@ def inplace_transform(
         device: Where the gradients live (the moments are moved there once).
     """
     if transform == "sgd":
-        return lambda grads: grads
+        return lambda grads, start=0: grads
     if transform == "sign":
-        return torch.Tensor.sign_
+        return lambda grads, start=0: grads.sign_()
     if moments is None:  # guarded by the caller's validation
         raise ValueError("transform='adam' needs the parameter's Adam moments.")
     m = moments.beta1 * moments.exp_avg.to(device=device, dtype=torch.float32).reshape(1, -1)
     v = moments.beta2 * moments.exp_avg_sq.to(device=device, dtype=torch.float32).reshape(1, -1)
     beta1, beta2, eps = moments.beta1, moments.beta2, moments.eps
 
-    def adam(grads: torch.Tensor) -> torch.Tensor:
-        denom = torch.addcmul(v, grads, grads, value=1.0 - beta2).sqrt_().add_(eps)
-        return torch.add(m, grads, alpha=1.0 - beta1, out=grads).div_(denom)
+    def adam(grads: torch.Tensor, start: int = 0) -> torch.Tensor:
+        cols = slice(start, start + grads.shape[1])
+        denom = torch.addcmul(v[:, cols], grads, grads, value=1.0 - beta2).sqrt_().add_(eps)
+        return torch.add(m[:, cols], grads, alpha=1.0 - beta1, out=grads).div_(denom)
 
     return adam
 

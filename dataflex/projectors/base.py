@@ -104,6 +104,37 @@ class Projector(ABC):
             ValueError: on a non-floating dtype, a slice outside ``[0, input_dim)``,
                 or NaN/Inf in ``x``.
         """
+        x = self._checked_input(x, offset)
+        out = self._project(x, offset)
+        self._check_output(out)
+        return out
+
+    def accumulator(self, batch: int) -> torch.Tensor:
+        """A zeroed accumulator for :meth:`accumulate` of ``batch`` rows (backend-specific layout)."""
+        return torch.zeros(batch, self.proj_dim, device=self.device, dtype=torch.float32)
+
+    def accumulate(self, acc: torch.Tensor, x: torch.Tensor, offset: int = 0) -> None:
+        """Add the contribution of coordinates ``[offset, offset + n)`` of ``x`` into ``acc``.
+
+        Streaming consecutive column slices of one block through :meth:`accumulate` and
+        then calling :meth:`finish` once equals :meth:`project` of the whole block (for
+        ``sjlt`` bit for bit: the same additions in the same order), without the whole
+        block ever existing. Validated as :meth:`project` is, except for NaN/Inf, which
+        :meth:`finish` checks on the result.
+
+        Args:
+            acc: From :meth:`accumulator`.
+            x: ``(B, n)`` floating tensor holding those coordinates.
+            offset: Index of ``x``'s first column among the D input coordinates.
+        """
+        acc.add_(self._project(self._checked_input(x, offset), offset))
+
+    def finish(self, acc: torch.Tensor) -> torch.Tensor:
+        """The ``(B, proj_dim)`` fp32 projection summed in ``acc`` (checked for NaN/Inf)."""
+        self._check_output(acc)
+        return acc
+
+    def _checked_input(self, x: torch.Tensor, offset: int) -> torch.Tensor:
         if x.dim() != 2:
             raise ValueError(f"project expects a (batch, width) tensor, got shape {tuple(x.shape)}.")
         if not x.dtype.is_floating_point:
@@ -116,7 +147,9 @@ class Projector(ABC):
             )
         if x.dtype != self.dtype and not holds_exactly(self.dtype, x.dtype):
             x = x.to(self.dtype)
-        out = self._project(x, offset)
+        return x
+
+    def _check_output(self, out: torch.Tensor) -> None:
         # Checked on the (B, k) output, not the (B, n) input: a pass over B·n values costs as
         # much as a sparse projection. Every backend's columns have a nonzero entry, so a
         # NaN or Inf in x always reaches the output (as NaN or ±Inf).
@@ -125,7 +158,6 @@ class Projector(ABC):
             if self.dtype == torch.float16:
                 hint = " (or values beyond float16's range, 65504: use dtype float32 or bfloat16)"
             raise ValueError(f"project received NaN or Inf values; the gradients upstream diverged{hint}.")
-        return out
 
     @abstractmethod
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:

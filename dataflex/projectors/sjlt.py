@@ -67,8 +67,8 @@ def sjlt_indices(seed: int, proj_dim: int, nnz: int, start: int, stop: int, devi
 class SJLTProjector(Projector):
     """Sparse JL projection: ``nnz_per_column`` hashed ±1/√s entries per column; cost independent of k.
 
-    Its cost is per input entry, so blocks may be projected a few rows at a time
-    (:attr:`row_blocks`).
+    Its cost is per input entry, so blocks may be projected a few rows (:attr:`row_blocks`)
+    or a few columns at a time (:meth:`accumulate`), at no extra cost per call.
 
     Args:
         input_dim: D.
@@ -166,19 +166,41 @@ class SJLTProjector(Projector):
             self._cache[chunk] = idx
             self._cache_used += size
         else:
-            # Past the budget, still keep the latest chunk: a large parameter projected a
-            # few rows at a time reads the same chunk once per row block.
+            # Past the budget, still keep the latest chunk: the column slices of a large
+            # parameter (accumulate) read each chunk several times in a row, then never again.
             self._last = (chunk, idx)
         return idx
 
-    def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        x = x.to(self.device)  # rounded to dtype already (Projector.project); fp32 holds it exactly
-        if x.dtype != torch.float32:
-            x = x.float()
+    def accumulator(self, batch: int) -> torch.Tensor:
+        """Zeroed ``(B, 2k)`` sums (torch backend): even entries positive, odd negative contributions."""
         if self.backend == "triton":
-            return self._project_triton(x, offset)
-        batch, width = x.shape
-        acc = torch.zeros(batch, 2 * self.proj_dim, device=self.device, dtype=torch.float32)
+            return super().accumulator(batch)
+        return torch.zeros(batch, 2 * self.proj_dim, device=self.device, dtype=torch.float32)
+
+    def accumulate(self, acc: torch.Tensor, x: torch.Tensor, offset: int = 0) -> None:
+        if self.backend == "triton":
+            super().accumulate(acc, x, offset)
+            return
+        self._scatter(acc, self._as_fp32(self._checked_input(x, offset)), offset)
+
+    def finish(self, acc: torch.Tensor) -> torch.Tensor:
+        if self.backend == "triton":
+            return super().finish(acc)
+        out = self._signed(acc)
+        self._check_output(out)
+        return out
+
+    def _as_fp32(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)  # rounded to dtype already (Projector.project); fp32 holds it exactly
+        return x if x.dtype == torch.float32 else x.float()
+
+    def _scatter(self, acc: torch.Tensor, x: torch.Tensor, offset: int) -> None:
+        """Add fp32 ``x`` (columns from ``offset``) into the ``(B, 2k)`` sums, in column order.
+
+        Each output entry lies in one row block j, so it receives its additions in column
+        order whatever the slicing: slices streamed in order give the same sums, bit for bit.
+        """
+        width = x.shape[1]
         first, last = offset // CHUNK_COLUMNS, (offset + width - 1) // CHUNK_COLUMNS
         for chunk in range(first, last + 1):
             c0 = chunk * CHUNK_COLUMNS
@@ -187,8 +209,18 @@ class SJLTProjector(Projector):
             src = x[:, a - offset : b - offset]
             for j in range(self.nnz):
                 acc.index_add_(1, idx[j, a - c0 : b - c0], src)
-        pairs = acc.view(batch, self.proj_dim, 2)
+
+    def _signed(self, acc: torch.Tensor) -> torch.Tensor:
+        pairs = acc.view(acc.shape[0], self.proj_dim, 2)
         return (pairs[:, :, 0] - pairs[:, :, 1]).mul_(self.scale)
+
+    def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        x = self._as_fp32(x)
+        if self.backend == "triton":
+            return self._project_triton(x, offset)
+        acc = self.accumulator(x.shape[0])
+        self._scatter(acc, x, offset)
+        return self._signed(acc)
 
     def _project_triton(self, x: torch.Tensor, offset: int) -> torch.Tensor:
         kernels = importlib.import_module("dataflex.projectors._triton_kernels")

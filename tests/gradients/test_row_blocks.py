@@ -47,6 +47,7 @@ def _state(model, seed=0):
 def test_row_blocks_equal_the_batch1_reference(llama, examples, slow, row_dense, monkeypatch, kind):
     model = llama(kind)
     monkeypatch.setattr(features_module, "ROW_BLOCK_ELEMENTS", 300)
+    monkeypatch.setattr(features_module, "COLUMN_CHUNK_ELEMENTS", 300)
     exs = examples(5, min_len=3, max_len=14, seed=7)
     state = _state(model)
     proj = row_dense(num_trainable(model), 12, seed=1)
@@ -57,21 +58,31 @@ def test_row_blocks_equal_the_batch1_reference(llama, examples, slow, row_dense,
     want = slow(model, exs, transform="adam", moments=moments, projector=proj)
     scale = want.abs().max().clamp_min(1.0)
     torch.testing.assert_close(got, want, atol=2e-5 * scale, rtol=1e-4)
-    # Every parameter larger than the budget went in row blocks of at most 300 elements,
-    # covering all 5 rows of its columns once; the rest went whole.
-    sizes = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
-    offsets, at = {}, 0
-    for size in sizes.values():
-        offsets[at] = size
-        at += size
-    rows_seen: dict[int, int] = {}
+    # Every parameter larger than the budget went in pieces covering each of its 5 x numel
+    # entries once: Linear weights in column chunks of all 5 rows (whole rows of W, at most
+    # 300 elements unless one row of W is more), the rest (embeddings) in row blocks.
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    spans, at = [], 0
+    for n, p in params:
+        spans.append((n, at, p.numel(), p.shape[-1]))
+        at += p.numel()
+    cover = torch.zeros(at, dtype=torch.long)
+    kinds = set()
     for offset, rows, width in proj.calls:
+        cover[offset : offset + width] += rows
+        _, start, size, row_len = next(s for s in spans if s[1] <= offset < s[1] + s[2])
         if rows < 5:
-            assert offset in offsets and width == offsets[offset] and rows * width <= max(300, width)
-        rows_seen[offset] = rows_seen.get(offset, 0) + rows
-    large = [o for o, size in offsets.items() if 5 * size > 300]
-    assert large and all(rows_seen[o] == 5 for o in large)
-    assert any(rows < 5 for _, rows, _ in proj.calls)
+            kinds.add("row block")
+            assert offset == start and width == size and rows * width <= max(300, width)
+        elif width < size:
+            kinds.add("column chunk")
+            assert offset + width <= start + size
+            assert (offset - start) % row_len == 0 and width % row_len == 0
+            assert rows * width <= max(300, 5 * row_len)
+    assert bool((cover == 5).all())
+    assert "column chunk" in kinds
+    if kind != "lora":
+        assert "row block" in kinds  # the embedding
 
 
 def test_sjlt_row_blocks_equal_whole_blocks(llama, examples, monkeypatch):
