@@ -28,10 +28,10 @@ CHUNK_ELEMENTS = 1 << 22
 ROW_BLOCK_ELEMENTS = 1 << 17
 """Target elements (rows × columns, 512 KiB fp32) of one row block of a large parameter.
 
-With a projector whose cost is per row (:attr:`Projector.row_blocks`), a parameter
-whose ``B × numel`` exceeds this is made, transformed and projected a few examples at a
-time, so each block is still in cache when the transform and the projection read it
-(and the whole ``B × numel`` block never exists)."""
+With a projector whose cost is per entry (:attr:`Projector.row_blocks`), a parameter
+whose ``B × numel`` exceeds this is never made whole: a Linear weight goes in column
+chunks (:data:`COLUMN_CHUNK_ELEMENTS`), any other parameter a few examples at a time,
+so each block is still in cache when the transform and the projection read it."""
 
 COLUMN_CHUNK_ELEMENTS = 1 << 19
 """Target elements (B × columns, 2 MiB fp32) of one column chunk of a large Linear weight.
@@ -206,9 +206,11 @@ class FeaturePlan:
     ) -> torch.Tensor:
         """``(B, param.numel())`` transformed per-example gradient of one trainable parameter.
 
-        The one place where a parameter (and its optimizer state) is read during the
-        stream: an engine that shards parameters gathers ``param`` around this call. The
-        layer's captured records are released after the block holding its last row.
+        With the column chunks of Linear weights (:meth:`_column_chunks`, which read only
+        the captured activations and the Adam moments, never the weight itself), the one
+        place where a parameter is read during the stream: an engine that shards
+        parameters gathers ``param`` around this call. The layer's captured records are
+        released after the block holding its last row.
 
         Args:
             name: The parameter's name (its Adam moments are looked up by it).
@@ -295,8 +297,9 @@ class FeaturePlan:
         ``B × numel``): consecutive small blocks (LoRA matrices) are joined up to
         :data:`CHUNK_ELEMENTS` before each ``project`` call, larger ones are projected as
         soon as they are made, so memory stays O(B × (largest parameter + chunk)). With a
-        per-row projector (``sjlt``) a large parameter goes a few rows at a time
-        (:data:`ROW_BLOCK_ELEMENTS`), and memory is O(one row block + chunk).
+        per-entry projector (``sjlt``) a large Linear weight goes a column chunk of all B
+        examples at a time (:meth:`_column_chunks`), another large parameter a few rows
+        at a time (:data:`ROW_BLOCK_ELEMENTS`), and memory is O(one such block + chunk).
         """
         chunks: list[torch.Tensor] = []
         pending: list[torch.Tensor] = []

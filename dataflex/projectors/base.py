@@ -61,10 +61,11 @@ class Projector(ABC):
 
     registry_name: ClassVar[str]
     row_blocks: ClassVar[bool] = False
-    """Whether projecting a block a few rows at a time costs no more than all rows at once.
+    """Whether projecting a block a few rows or columns at a time costs no more than all at once.
 
-    True when :meth:`project` has no per-call work of order ``n × k`` (generating a
-    tile of P), so callers may stream a large block in row blocks that stay in cache."""
+    True when :meth:`project` and :meth:`accumulate` have no per-call work of order
+    ``n × k`` (generating a tile of P), so callers may stream a large block in row
+    blocks or column chunks that stay in cache."""
 
     def __init__(
         self,
