@@ -20,12 +20,13 @@ reported. Methods:
   Kronecker projection p × p), ``cache()`` over the same batches.
 
 Each method first runs one untimed batch (one-off setup such as dattri's projection
-matrices is not timed). Fidelity: Pearson correlation of each method's pairwise cosines (among the first 32
-examples, sgd features) with the exact ones (no projection). Peak memory: largest
+matrices is not timed). Fidelity: Pearson correlation of each method's pairwise
+cosines (among the first 32 examples, 16 at D = 3.4·10⁷; sgd features) with the exact ones
+(no projection). Peak memory: largest
 resident set size above the level before the method's first repetition (sampled every
 2 ms, after ``malloc_trim``). Prints a markdown table; asserts nothing about time.
 
-    python benchmarks/features.py                       # LoRA and full FT, k = 8192 (~8 min)
+    python benchmarks/features.py --seconds 0           # LoRA, full FT at D = 4.5e6 and 3.4e7, k = 8192
     python benchmarks/features.py --workloads lora --seconds 10 --reps 2
 """
 
@@ -50,8 +51,17 @@ from benchmarks.gradients import PeakRSS
 WORKLOADS = {
     "lora": {"hidden": 256, "layers": 4, "lora_rank": 16},
     "full": {"hidden": 256, "layers": 4, "lora_rank": None},
+    "full-34m": {"hidden": 512, "layers": 8, "lora_rank": None},
+}
+# Methods not run by default on a workload (``--methods`` overrides): TRAK's batch-1 loop
+# regenerates a D × k matrix per call at full FT, and the dense projector costs 2·B·D·k
+# (≈ 4.5·10¹² flops a batch at D = 3.4·10⁷).
+SKIP = {
+    "full": {"LESS loop + TRAK"},
+    "full-34m": {"LESS loop + TRAK", "dataflex rademacher sgd", "dataflex sjlt sgd"},
 }
 BATCH = 16
+FIDELITY_EXAMPLES = {"full-34m": 16}  # examples whose pairwise cosines give r(cos); 32 elsewhere
 
 
 def trim() -> None:
@@ -80,7 +90,7 @@ def make_plain(s, k):
 
 
 def make_dataflex(s, k, projector: str, transform: str):
-    from dataflex.gradients import FeaturePlan
+    from dataflex.gradients.features import FeaturePlan
     from dataflex.projectors import RademacherProjector, SJLTProjector
 
     cls = SJLTProjector if projector == "sjlt" else RademacherProjector
@@ -197,25 +207,48 @@ SGD_VARIANT = {  # fidelity is measured on sgd features, against the exact sgd c
 }
 
 
-def pair_r(feats: torch.Tensor, exact: torch.Tensor) -> float:
-    def cos(x):
-        x = x / x.norm(dim=1, keepdim=True)
-        c = x @ x.t()
-        i, j = torch.triu_indices(len(x), len(x), 1)
+def exact_gram(s, rows) -> torch.Tensor:
+    """Gram matrix of the exact (unprojected) sgd per-example gradients of ``rows``, one batch.
+
+    Accumulated parameter by parameter, so the (B, D) gradients never exist together
+    (4.4 GB at D = 3.4·10⁷ for 32 examples).
+    """
+    from dataflex.gradients.features import FeaturePlan
+
+    class GramPlan(FeaturePlan):
+        def _stream(self, bsz, mask, normalize):
+            gram = torch.zeros(bsz, bsz, dtype=torch.float64)
+            for name, param in self.capture.params:
+                g = self.parameter_block(name, param, bsz, mask).double()
+                gram += g @ g.t()
+            return gram
+
+    return GramPlan(s.model, transform="sgd").features(s.collator(rows))
+
+
+def pair_r(feats: torch.Tensor, gram: torch.Tensor) -> float:
+    """Pearson r of the pairwise cosines of ``feats`` with those of the exact Gram matrix."""
+
+    def cos(c):
+        d = c.diagonal().sqrt()
+        c = c / d[:, None] / d[None, :]
+        i, j = torch.triu_indices(len(c), len(c), 1)
         return c[i, j]
 
-    return torch.corrcoef(torch.stack([cos(feats.float()), cos(exact)]))[0, 1].item()
+    f = feats.double()
+    return torch.corrcoef(torch.stack([cos(f @ f.t()), cos(gram)]))[0, 1].item()
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
-    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--methods", nargs="+", help="default: all but those SKIP lists for the workload")
     p.add_argument("--k", type=int, default=8192)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--seconds", type=float, default=8.0, help="per method and repetition (≥ 1 batch)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
+    started = time.perf_counter()
     torch.set_num_threads(1)
     pool = tokenised_pool(96, 160)
     g = torch.Generator().manual_seed(0)
@@ -224,12 +257,11 @@ def main() -> None:
     for wname in args.workloads:
         s = build(wname, examples=pool, **WORKLOADS[wname])
         print(f"# {wname}: D = {s.dim:,}", flush=True)
-        from dataflex.gradients import FeaturePlan
-
-        exact_plan = FeaturePlan(s.model, transform="sgd")
-        exact = torch.cat([exact_plan.features(s.collator(rows[a : a + BATCH])) for a in (0, BATCH)])
+        methods = args.methods or [m for m in METHODS if m not in SKIP.get(wname, ())]
+        n_fid = FIDELITY_EXAMPLES.get(wname, 32)
+        exact = exact_gram(s, rows[:n_fid])
         runners, notes, fidelity, kdims = {}, {}, {}, {}
-        for m in args.methods:
+        for m in methods:
             try:
                 runners[m] = METHODS[m](s, args.k)
                 kdims[m] = getattr(runners[m], "k", None if m.startswith("plain") else args.k)
@@ -275,12 +307,13 @@ def main() -> None:
                 continue
             try:
                 run = SGD_VARIANT[m](s, args.k) if m in SGD_VARIANT else runners[m]
-                feats = torch.cat([run(rows[a : a + BATCH]) for a in (0, BATCH)])
+                feats = torch.cat([run(rows[a : a + BATCH]) for a in range(0, n_fid, BATCH)])
                 fidelity[m] = pair_r(feats, exact)
             except Exception as exc:
                 notes[m] = f"fidelity failed: {type(exc).__name__}: {exc}"
         plain = statistics.median(rates["plain fwd+bwd"]) if rates.get("plain fwd+bwd") else None
-        for m in args.methods:
+        bergson = statistics.median(rates["bergson"]) if rates.get("bergson") else None
+        for m in methods:
             r = rates.get(m) or []
             med = statistics.median(r) if r else None
             results.append(
@@ -292,6 +325,7 @@ def main() -> None:
                     "examples_per_s": med,
                     "rates": r,
                     "x_plain": (med / plain) if (med and plain) else None,
+                    "x_bergson": (med / bergson) if (med and bergson) else None,
                     "peak_gib": peaks.get(m),
                     "r_cos": fidelity.get(m),
                     "note": notes.get(m),
@@ -299,8 +333,8 @@ def main() -> None:
             )
         del s, runners
     print()
-    print("| workload | method | k | examples/s | × plain | peak GiB | r(cos) | note |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| workload | method | k | examples/s | × plain | × bergson | peak GiB | r(cos) | note |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
 
         def f(v, fmt):
@@ -312,11 +346,13 @@ def main() -> None:
             f(r["k"], ","),
             f(r["examples_per_s"], ".2f"),
             f(r["x_plain"], ".2f"),
+            f(r["x_bergson"], ".2f"),
             f(r["peak_gib"], ".2f"),
             f(r["r_cos"], ".3f"),
             r["note"] or "",
         ]
         print("| " + " | ".join(cells) + " |")
+    print(f"\n{time.perf_counter() - started:.0f} s in all", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

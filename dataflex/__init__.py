@@ -8,7 +8,7 @@ selects its data) with :class:`SelectionSchedule`, and the selector extension po
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dataflex.errors import ConfigError, DataflexError, RegistryError
 from dataflex.logging_utils import configure_library_logger
@@ -52,7 +52,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 

@@ -8,6 +8,7 @@ traceback is shown only for genuine bugs.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -28,20 +29,23 @@ def _cmd_version(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from dataflex.configs.yaml_files import split_names
-    from dataflex.registry import PROJECTORS, SELECTORS
+    from dataflex.data.templates import TOKENIZER_TEMPLATE
+    from dataflex.registry import PROJECTORS, SELECTORS, TEMPLATES
     from dataflex.train.config import import_plugins
 
     import_plugins([m for value in args.plugins for m in split_names(value)], "--")
 
-    for title, registry in (("selectors", SELECTORS), ("projectors", PROJECTORS)):
+    for title, registry in (("selectors", SELECTORS), ("projectors", PROJECTORS), ("templates", TEMPLATES)):
         if args.kind not in (None, title):
             continue
-        names = registry.names(args.pattern)
+        rows = [(name, registry.summary(name)) for name in registry.names(args.pattern)]
+        if registry is TEMPLATES and fnmatch.fnmatchcase(TOKENIZER_TEMPLATE, args.pattern or "*"):
+            rows.insert(0, (TOKENIZER_TEMPLATE, "the tokenizer's own chat template (the default)"))
         print(f"{title}:")
-        width = max((len(n) for n in names), default=0)
-        for name in names:
-            print(f"  {name:<{width}}  {registry.summary(name)}")
-        if not names:
+        width = max((len(name) for name, _ in rows), default=0)
+        for name, summary in rows:
+            print(f"  {name:<{width}}  {summary}")
+        if not rows:
             print("  (none)")
     return 0
 
@@ -147,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     p.set_defaults(handler=_cmd_export)
 
-    p = sub.add_parser("list", help="list registered selectors and projectors")
-    p.add_argument("kind", nargs="?", choices=["selectors", "projectors"], help="only this kind")
+    p = sub.add_parser("list", help="list registered selectors, projectors and chat templates")
+    p.add_argument("kind", nargs="?", choices=["selectors", "projectors", "templates"], help="only this kind")
     p.add_argument("--pattern", help="glob filter on names, e.g. 'l*'")
     p.add_argument(
         "--plugins",
@@ -156,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="MODULE",
         help="import these modules first (comma-separated or repeated), as a config's `plugins:` does, "
-        "so that the selectors they register are listed",
+        "so that the selectors and templates they register are listed",
     )
     p.set_defaults(handler=_cmd_list)
 

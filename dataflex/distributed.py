@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class DistributedView:
         start = self.rank * base + min(self.rank, extra)
         return range(start, start + base + (1 if self.rank < extra else 0))
 
-    def all_gather_object(self, obj: Any) -> list[Any]:
+    def all_gather_object(self, obj: T) -> list[T]:
         """Gather a picklable object from every rank, in rank order."""
         if self.world_size == 1:
             return [obj]
@@ -68,7 +70,7 @@ class DistributedView:
         parts = self.all_gather_object(t.detach().cpu())
         return torch.cat(parts, dim=0).to(t.device)
 
-    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+    def broadcast_object(self, obj: T, src: int = 0) -> T:
         """Return rank ``src``'s ``obj`` on every rank."""
         if self.world_size == 1:
             return obj

@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import threading
+from typing import TextIO
 
 LIBRARY_LOGGER = "dataflex"
 VERBOSITY_ENV = "DATAFLEX_VERBOSITY"
@@ -55,12 +56,12 @@ class RankZeroFilter(logging.Filter):
 class _StderrHandler(logging.StreamHandler):
     """A stream handler writing to whatever ``sys.stderr`` is at each record (capture-friendly)."""
 
-    @property  # type: ignore[override]
-    def stream(self):
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property wins
+    def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ assigns it; the property wins
         pass
 
 

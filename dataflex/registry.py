@@ -1,8 +1,8 @@
-"""A small generic registry: register classes by decorator, look them up by name.
+"""A small generic registry: register entries by decorator, look them up by name.
 
-One :class:`Registry` instance exists per kind of component (selectors, projectors).
-Lookups of unknown names raise with the closest registered names, the way timm's
-``create_model`` does.
+One :class:`Registry` instance exists per kind of component (selectors, projectors,
+chat templates). Lookups of unknown names raise with the closest registered names,
+the way timm's ``create_model`` does.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from dataflex.errors import RegistryError
 
 if TYPE_CHECKING:
+    from dataflex.data.templates import Template
     from dataflex.projectors.base import Projector
     from dataflex.selectors.base import Selector
 
@@ -41,12 +42,13 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
 
 class Registry(Generic[T]):
-    """Maps names to classes of one kind.
+    """Maps names to entries of one kind: classes (selectors, projectors) or values (templates).
 
     Args:
         kind: What the registry holds, used in messages (e.g. ``"selector"``).
-        base: Base class every registered class must subclass, or its dotted path
-            ``"package.module:Class"`` (resolved on first use, avoiding import cycles).
+        base: Class every entry must subclass (an entry that is a class) or be an instance
+            of (any other entry), or its dotted path ``"package.module:Class"`` (resolved on
+            first use, avoiding import cycles).
         builtins: Module whose import registers the built-in entries; imported on
             the first lookup, so ``list_selectors()`` shows them without the caller
             importing ``dataflex.selectors`` first.
@@ -56,7 +58,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._base = base
         self._builtins = builtins
-        self._entries: dict[str, type[T]] = {}
+        self._entries: dict[str, T] = {}
 
     @property
     def base(self) -> type | None:
@@ -70,31 +72,51 @@ class Registry(Generic[T]):
             module, self._builtins = self._builtins, None
             importlib.import_module(module)
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
-        """Decorator registering a class under ``name``.
+    def add(self, name: str, entry: T, *, overwrite: bool = False) -> T:
+        """Register ``entry`` under ``name``; a class also gets ``registry_name = name``.
+
+        Registering the same entry (or an equal value) twice is a no-op.
 
         Raises:
-            RegistryError: if ``name`` is taken or the class has the wrong base.
+            RegistryError: if ``name`` is not a non-empty string, is taken by another entry
+                (unless ``overwrite``), or the entry has the wrong base.
+        """
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
+        other = self._entries.get(name)
+        if other is not None and other is not entry and other != entry and not overwrite:
+            owner = other if inspect.isclass(other) else type(other)
+            raise RegistryError(
+                f"{self.kind} {name!r} is already registered by "
+                f"{owner.__module__}.{owner.__qualname__}; choose another name."
+            )
+        base = self.base
+        if base is not None:
+            ok = issubclass(entry, base) if inspect.isclass(entry) else isinstance(entry, base)
+            if not ok:
+                how = "subclass" if inspect.isclass(entry) else "be an instance of"
+                raise RegistryError(
+                    f"Cannot register {entry!r} as {self.kind} {name!r}: it must {how} "
+                    f"{base.__module__}.{base.__qualname__}."
+                )
+        self._entries[name] = entry
+        if inspect.isclass(entry):
+            # Selector and Projector declare registry_name; a Registry[T] of another base need not.
+            entry.registry_name = name  # type: ignore[attr-defined]
+        return entry
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering a class (or function) under ``name``; see :meth:`add`.
+
+        Raises:
+            RegistryError: if ``name`` is not a non-empty string (at once), or, when the
+                decorator is applied, as :meth:`add` does.
         """
         if not isinstance(name, str) or not name:
             raise RegistryError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
 
-        def decorator(cls: type[T]) -> type[T]:
-            if name in self._entries and self._entries[name] is not cls:
-                other = self._entries[name]
-                raise RegistryError(
-                    f"{self.kind} {name!r} is already registered by "
-                    f"{other.__module__}.{other.__qualname__}; choose another name."
-                )
-            base = self.base
-            if base is not None and not (inspect.isclass(cls) and issubclass(cls, base)):
-                raise RegistryError(
-                    f"Cannot register {cls!r} as {self.kind} {name!r}: it must subclass "
-                    f"{base.__module__}.{base.__qualname__}."
-                )
-            self._entries[name] = cls
-            cls.registry_name = name  # type: ignore[attr-defined]
-            return cls
+        def decorator(entry: T) -> T:
+            return self.add(name, entry)
 
         return decorator
 
@@ -103,8 +125,8 @@ class Registry(Generic[T]):
         self.get(name)
         del self._entries[name]
 
-    def get(self, name: str) -> type[T]:
-        """Return the class registered as ``name``.
+    def get(self, name: str) -> T:
+        """Return the entry registered as ``name``.
 
         Raises:
             RegistryError: naming the closest registered names.
@@ -129,22 +151,32 @@ class Registry(Generic[T]):
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
 
-    def build(self, name: str, *args: object, **params: object) -> T:
-        """Instantiate the class registered as ``name`` with ``args`` and ``params``."""
-        return self.get(name)(*args, **params)
+    def build(self, name: str, *args: object, **params: object) -> object:
+        """Call the entry registered as ``name`` (instantiate a class) with ``args`` and ``params``."""
+        entry = self.get(name)
+        if not callable(entry):
+            raise RegistryError(f"{self.kind} {name!r} is a value, not something to build.")
+        return entry(*args, **params)
 
     def summary(self, name: str) -> str:
-        """First line of the registered class's docstring."""
-        doc = inspect.getdoc(self.get(name)) or ""
+        """The entry's ``description`` if it has one, else the first line of its docstring."""
+        entry = self.get(name)
+        doc = getattr(entry, "description", None) if not inspect.isclass(entry) else None
+        doc = doc or inspect.getdoc(entry) or ""
         return doc.splitlines()[0] if doc else ""
 
 
-SELECTORS: Registry[Selector] = Registry(
+SELECTORS: Registry[type[Selector]] = Registry(
     "selector", base="dataflex.selectors.base:Selector", builtins="dataflex.selectors"
 )
-PROJECTORS: Registry[Projector] = Registry(
+PROJECTORS: Registry[type[Projector]] = Registry(
     "projector", base="dataflex.projectors.base:Projector", builtins="dataflex.projectors"
 )
+TEMPLATES: Registry[Template] = Registry(
+    "template", base="dataflex.data.templates:Template", builtins="dataflex.data.templates"
+)
+"""Named chat templates (``template:`` in configs); ``tokenizer`` is not one of them but the
+tokenizer's own chat template (see :func:`dataflex.data.templates.get_template`)."""
 
 
 def register_selector(name: str) -> Callable[[type[T]], type[T]]:
@@ -185,4 +217,4 @@ def build_selector(name: str, **params: object) -> Selector:
 
 def build_projector(name: str, **kwargs: object) -> Projector:
     """Build the projector registered as ``name`` (kwargs go to its constructor)."""
-    return PROJECTORS.build(name, **kwargs)
+    return PROJECTORS.get(name)(**kwargs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,7 +35,7 @@ def shared_data() -> Path:
 
 
 def make_tiny_llama(
-    vocab_size: int = 64, hidden_size: int = 32, layers: int = 2, seed: int = 0, **config: Any
+    vocab_size: int = 64, hidden_size: int = 32, layers: int = 2, seed: int = 0, **config: object
 ):
     """A randomly initialised Llama small enough for exact CPU tests.
 

@@ -58,3 +58,28 @@ def test_list_imports_plugins_first(tmp_path, monkeypatch, capsys):
     assert "listed_by_plugin" in out and "A selector that only a plugin module registers." in out
     assert main(["list", "--plugins", "no_such_plugin_mod"]) == 1
     assert "--plugins: cannot import 'no_such_plugin_mod'" in capsys.readouterr().err
+
+
+def test_list_templates_goes_through_the_registry(tmp_path, monkeypatch, capsys):
+    from dataflex.registry import TEMPLATES
+
+    (tmp_path / "listed_template_mod.py").write_text(
+        "from dataflex.data import Template, register_template\n\n"
+        "register_template(Template(name='listed_chat', user='{content}', assistant='{content}', "
+        "description='A template that only a plugin module registers.'))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "listed_template_mod", raising=False)
+    try:
+        assert main(["list", "templates", "--plugins", "listed_template_mod"]) == 0
+    finally:
+        if "listed_chat" in TEMPLATES:
+            TEMPLATES.unregister("listed_chat")
+    out = capsys.readouterr().out
+    assert "selectors:" not in out and out.startswith("templates:\n")
+    assert re.search(r"^  listed_chat +A template that only a plugin module registers\.$", out, re.M)
+    assert re.search(r"^  tokenizer +the tokenizer's own chat template", out, re.M)
+    assert re.search(r"^  llama3 +Llama 3 headers", out, re.M)
+    assert main(["list", "templates", "--pattern", "l*"]) == 0
+    out = capsys.readouterr().out
+    assert "llama3" in out and "tokenizer" not in out and "chatml" not in out

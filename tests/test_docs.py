@@ -29,8 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from dataflex.data import templates
-from dataflex.registry import PROJECTORS, SELECTORS, list_projectors, list_selectors
+from dataflex.registry import PROJECTORS, SELECTORS, TEMPLATES
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob("*.md"))]
@@ -97,9 +96,10 @@ def marker_errors(blocks: list[Block]) -> list[str]:
 @pytest.fixture
 def restore_registries():
     """Selectors, projectors and templates a page registers are removed afterwards."""
-    list_selectors(), list_projectors()  # load the built-ins before the snapshot
-    saved = [(r._entries, dict(r._entries)) for r in (SELECTORS, PROJECTORS)]
-    saved.append((templates._TEMPLATES, dict(templates._TEMPLATES)))
+    registries = (SELECTORS, PROJECTORS, TEMPLATES)
+    for registry in registries:
+        registry.names()  # load the built-ins before the snapshot
+    saved = [(r._entries, dict(r._entries)) for r in registries]
     yield
     for live, copy in saved:
         live.clear()

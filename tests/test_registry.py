@@ -112,3 +112,51 @@ def test_projector_registry_requires_projector_subclass():
     assert PROJECTORS.base is Projector
     with pytest.raises(RegistryError, match="must subclass dataflex.projectors.base.Projector"):
         PROJECTORS.register("not_a_projector")(Base)
+
+
+def test_value_entries_are_checked_by_isinstance_and_equal_values_are_idempotent():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Widget(Base):
+        size: int
+        description: str = ""
+
+    reg = Registry("widget", base=Base)
+    small = reg.add("small", Widget(1, "a small widget"))
+    assert reg.get("small") is small
+    assert not hasattr(small, "registry_name")  # only classes learn their name
+    assert reg.summary("small") == "a small widget"
+    reg.add("small", Widget(1, "a small widget"))  # an equal value again: no-op
+    with pytest.raises(RegistryError, match=r"widget 'small' is already registered by .*Widget"):
+        reg.add("small", Widget(2))
+    assert reg.get("small").size == 1
+    reg.add("small", Widget(2), overwrite=True)
+    assert reg.get("small").size == 2
+    with pytest.raises(RegistryError, match="must be an instance of .*Base"):
+        reg.add("bad", 3)
+    with pytest.raises(RegistryError, match="is a value, not something to build"):
+        reg.build("small")
+
+
+def test_builtin_templates_live_on_the_registry():
+    from dataflex.data.templates import Template, get_template, list_templates, register_template
+    from dataflex.errors import ConfigError
+    from dataflex.registry import TEMPLATES
+
+    assert TEMPLATES.base is Template
+    assert {"llama3", "chatml", "qwen", "mistral", "alpaca", "empty", "default"} <= set(TEMPLATES.names())
+    assert list_templates() == ["tokenizer", *TEMPLATES.names()]
+    assert get_template("chatml") is TEMPLATES.get("chatml")
+    mine = Template(name="registry_test_chat", user="{content}", assistant="{content}")
+    TEMPLATES.add(mine.name, mine)  # registered the way a selector is: get_template sees it
+    try:
+        assert get_template("registry_test_chat") is mine
+        with pytest.raises(RegistryError, match="already registered"):
+            register_template(Template(name="registry_test_chat", user="x{content}", assistant="{content}"))
+    finally:
+        TEMPLATES.unregister("registry_test_chat")
+    with pytest.raises(ConfigError, match="unknown template 'registry_test_chat'"):
+        get_template("registry_test_chat")
+    with pytest.raises(ConfigError, match="reserved for the tokenizer's own chat template"):
+        register_template(Template(name="tokenizer", user="{content}", assistant="{content}"))

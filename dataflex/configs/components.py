@@ -65,8 +65,8 @@ class Components:
         """The selector keys defined in the file."""
         return sorted(self.selectors)
 
-    def build_selector(self, key: str) -> Selector:
-        """Instantiate the selector configured under ``selectors.<key>``.
+    def spec(self, key: str) -> tuple[str, BaseModel]:
+        """The registry name and validated params of ``selectors.<key>``.
 
         Raises:
             ConfigError: if ``key`` is not in the file (closest keys suggested).
@@ -76,7 +76,15 @@ class Components:
                 f"{self.path}: no selector {key!r} under 'selectors'."
                 + did_you_mean(key, self.selector_names())
             )
-        name, params = self.selectors[key]
+        return self.selectors[key]
+
+    def build_selector(self, key: str) -> Selector:
+        """Instantiate the selector configured under ``selectors.<key>``.
+
+        Raises:
+            ConfigError: if ``key`` is not in the file (closest keys suggested).
+        """
+        name, params = self.spec(key)
         return SELECTORS.get(name)(params)
 
 

@@ -45,7 +45,7 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def load_yaml_text(text: str, path: str | Path) -> Any:
+def load_yaml_text(text: str, path: str | Path) -> object:
     """Parse YAML ``text`` (safe, duplicate keys refused); errors name ``path``.
 
     Raises:
@@ -93,15 +93,15 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
     return raw
 
 
-def _accepts_str(annotation: Any) -> bool:
+def _accepts_str(annotation: object) -> bool:
     return annotation is str or "str" in str(annotation)
 
 
-def _is_list(annotation: Any) -> bool:
+def _is_list(annotation: object) -> bool:
     return "list[" in str(annotation)
 
 
-def _override_list(value: str, parsed: Any) -> Any:
+def _override_list(value: str, parsed: object) -> object:
     """A list key's override: a YAML list (``[a, b]``), ``null``, or comma-separated text."""
     if parsed is None or isinstance(parsed, list):
         return parsed
@@ -157,7 +157,7 @@ def validate_model(schema: type[M], raw: dict[str, Any], where: str) -> M:
         raise ConfigError(format_validation_error(exc, schema, where=where)) from None
 
 
-def refuse_bools_for_numbers(schema: type[BaseModel], raw: Any, where: str) -> None:
+def refuse_bools_for_numbers(schema: type[BaseModel], raw: object, where: str) -> None:
     """Pydantic reads ``true`` as 1 for a number key; a config almost never means that."""
     if not isinstance(raw, dict):
         return

@@ -58,7 +58,7 @@ def read_rows(path: Path, limit: int | None = None) -> list[Any]:
     return data[:limit] if limit is not None else data
 
 
-def _text(value: Any, what: str) -> str:
+def _text(value: object, what: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -73,7 +73,7 @@ def required_columns(attr: DatasetAttr) -> list[str]:
     return [attr.columns.messages]
 
 
-def convert_row(row: Any, attr: DatasetAttr) -> dict[str, Any]:
+def convert_row(row: object, attr: DatasetAttr) -> dict[str, Any]:
     """Convert one raw row to the conversation form.
 
     Raises:

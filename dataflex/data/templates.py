@@ -14,13 +14,17 @@ rendering growing prefixes of the conversation.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataflex.errors import ConfigError
-from dataflex.registry import did_you_mean
+from dataflex.registry import TEMPLATES, did_you_mean
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class Template:
         separator: Text before every user turn but the first (part of the prompt).
         system_in_user: Put the system block inside the first user turn (Llama-2/Mistral).
         special_tokens: Literal tokens the tokenizer must know.
+        description: One line shown by ``dataflex-cli list templates``.
     """
 
     name: str
@@ -72,6 +77,7 @@ class Template:
     separator: str = ""
     system_in_user: bool = False
     special_tokens: tuple[str, ...] = field(default_factory=tuple)
+    description: str = ""
 
     def render_pairs(
         self, example: dict[str, Any], bos: str | None = None, eos: str | None = None
@@ -123,7 +129,7 @@ class ChatTemplate:
     name = TOKENIZER_TEMPLATE
     special_tokens: tuple[str, ...] = ()
 
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(
                 f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template, so "
@@ -186,33 +192,37 @@ class ChatTemplate:
         return pairs
 
 
-_TEMPLATES: dict[str, Template] = {}
-
-
 def register_template(template: Template, *, overwrite: bool = False) -> Template:
-    """Add a named template (``template: <name>`` in configs).
+    """Add a named template (``template: <name>`` in configs) to :data:`~dataflex.registry.TEMPLATES`.
+
+    Call it from a ``plugins:`` module to make the template usable from a config.
 
     Raises:
-        ConfigError: the name is taken (unless ``overwrite``) or is ``"tokenizer"``.
+        RegistryError: the name is taken by another template (unless ``overwrite``).
+        ConfigError: the name is ``"tokenizer"`` (the tokenizer's own chat template).
     """
-    if template.name == TOKENIZER_TEMPLATE or (template.name in _TEMPLATES and not overwrite):
-        raise ConfigError(f"template name {template.name!r} is already taken.")
-    _TEMPLATES[template.name] = template
-    return template
+    if template.name == TOKENIZER_TEMPLATE:
+        raise ConfigError(
+            f"template name {TOKENIZER_TEMPLATE!r} is reserved for the tokenizer's own chat template."
+        )
+    return TEMPLATES.add(template.name, template, overwrite=overwrite)
 
 
-def list_templates() -> list[str]:
-    """Every valid ``template:`` value (``tokenizer`` = the tokenizer's chat template)."""
-    return [TOKENIZER_TEMPLATE, *sorted(_TEMPLATES)]
+def list_templates(pattern: str | None = None) -> list[str]:
+    """Every valid ``template:`` value (``tokenizer`` = the tokenizer's chat template), optionally globbed."""
+    names = [TOKENIZER_TEMPLATE, *TEMPLATES.names()]
+    return [n for n in names if pattern is None or fnmatch.fnmatchcase(n, pattern)]
 
 
 def check_template_name(name: str | None) -> None:
     """Raise a :class:`ConfigError` (closest names suggested) if ``name`` is not a template."""
-    if name is not None and name != TOKENIZER_TEMPLATE and name not in _TEMPLATES:
+    if name is not None and name != TOKENIZER_TEMPLATE and name not in TEMPLATES:
         raise ConfigError(f"unknown template {name!r}." + did_you_mean(name, list_templates()))
 
 
-def get_template(name: str | None, tokenizer: Any = None) -> Template | ChatTemplate:
+def get_template(
+    name: str | None, tokenizer: PreTrainedTokenizerBase | None = None
+) -> Template | ChatTemplate:
     """The template called ``name``; ``None``/``"tokenizer"`` → the tokenizer's chat template.
 
     Raises:
@@ -224,10 +234,12 @@ def get_template(name: str | None, tokenizer: Any = None) -> Template | ChatTemp
         if tokenizer is None:
             raise ConfigError(f"template: {TOKENIZER_TEMPLATE} needs the tokenizer (its chat template).")
         return ChatTemplate(tokenizer)
-    return _TEMPLATES[name]
+    return TEMPLATES.get(name)
 
 
-def split_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> dict[str, int]:
+def split_template_tokens(
+    template: Template | ChatTemplate, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, int]:
     """The literal special tokens of ``template`` that ``tokenizer`` does not encode as one token.
 
     Returns:
@@ -244,7 +256,7 @@ def split_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> 
 _warned_split: set[tuple[str, str]] = set()
 
 
-def check_template_tokens(template: Template | ChatTemplate, tokenizer: Any) -> None:
+def check_template_tokens(template: Template | ChatTemplate, tokenizer: PreTrainedTokenizerBase) -> None:
     """Warn (once per template and tokenizer) when the template's special tokens are not single tokens.
 
     ``llama3`` on a ChatML tokenizer, for instance, turns ``<|start_header_id|>`` into a
@@ -273,6 +285,7 @@ _IM = "<|im_start|>{role}\n"
 for _t in (
     Template(
         name="llama3",
+        description="Llama 3 headers (<|start_header_id|>role<|end_header_id|>), turns end with <|eot_id|>",
         prefix="{bos}",
         system=_LLAMA3_HEADER.format(role="system") + "{content}<|eot_id|>",
         user=_LLAMA3_HEADER.format(role="user")
@@ -286,6 +299,7 @@ for _t in (
     ),
     Template(
         name="chatml",
+        description="ChatML (<|im_start|>role ... <|im_end|>), tool results as the tool role",
         system=_IM.format(role="system") + "{content}<|im_end|>\n",
         user=_IM.format(role="user") + "{content}<|im_end|>\n" + _IM.format(role="assistant"),
         assistant="{content}<|im_end|>\n",
@@ -294,6 +308,7 @@ for _t in (
     ),
     Template(
         name="qwen",
+        description="ChatML with Qwen's default system prompt and <tool_call>/<tool_response> blocks",
         system=_IM.format(role="system") + "{content}<|im_end|>\n",
         user=_IM.format(role="user") + "{content}<|im_end|>\n" + _IM.format(role="assistant"),
         assistant="{content}<|im_end|>\n",
@@ -306,6 +321,7 @@ for _t in (
     ),
     Template(
         name="mistral",
+        description="Mistral / Llama 2 [INST] ... [/INST], system prompt inside the first user turn",
         prefix="{bos}",
         system="{content}\n\n",
         user="[INST] {content}[/INST]",
@@ -315,6 +331,7 @@ for _t in (
     ),
     Template(
         name="alpaca",
+        description="Alpaca's ### Instruction: / ### Response: with its default system prompt",
         system="{content}\n\n",
         user="### Instruction:\n{content}\n\n### Response:\n",
         assistant="{content}{eos}\n\n",
@@ -323,10 +340,16 @@ for _t in (
             "Write a response that appropriately completes the request."
         ),
     ),
-    Template(name="empty", user="{content}", assistant="{content}{eos}"),
+    Template(
+        name="empty",
+        description="no markup: the prompt as it is, the answer followed by EOS",
+        user="{content}",
+        assistant="{content}{eos}",
+    ),
     # LLaMA-Factory's `default`: not the tokenizer's template (that is `tokenizer` here).
     Template(
         name="default",
+        description="LLaMA-Factory's default: Human: ... Assistant:",
         system="{content}\n",
         user="Human: {content}\nAssistant:",
         assistant="{content}{eos}",

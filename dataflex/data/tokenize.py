@@ -14,11 +14,14 @@ import logging
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataflex.data.collator import IGNORE_INDEX
 from dataflex.data.templates import ChatTemplate, Template, check_template_tokens
 from dataflex.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +63,15 @@ class TokenizeStats:
         self.skipped.update(other.skipped)
 
 
-def _bos_eos(tokenizer: Any) -> tuple[str | None, str | None]:
+def _bos_eos(tokenizer: PreTrainedTokenizerBase) -> tuple[str | None, str | None]:
     return getattr(tokenizer, "bos_token", None), getattr(tokenizer, "eos_token", None)
 
 
 def tokenize_one(
-    example: dict[str, Any], tokenizer: Any, template: Template | ChatTemplate, cutoff_len: int
+    example: dict[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template | ChatTemplate,
+    cutoff_len: int,
 ) -> tuple[dict[str, Any] | None, str | None, bool]:
     """Tokenise one conversation.
 
@@ -99,7 +105,10 @@ def tokenize_one(
 
 
 def _tokenize_chunk(
-    examples: list[dict[str, Any]], tokenizer: Any, template: Template | ChatTemplate, cutoff_len: int
+    examples: list[dict[str, Any]],
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template | ChatTemplate,
+    cutoff_len: int,
 ) -> tuple[list[tuple[int, dict[str, Any] | None, str | None]], TokenizeStats]:
     stats = TokenizeStats()
     results = []
@@ -116,7 +125,7 @@ def _tokenize_chunk(
 
 def tokenize_examples(
     examples: list[dict[str, Any]],
-    tokenizer: Any,
+    tokenizer: PreTrainedTokenizerBase,
     template: Template | ChatTemplate,
     cutoff_len: int,
     *,

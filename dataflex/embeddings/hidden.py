@@ -67,7 +67,9 @@ def _hidden(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], layer: in
         return states[layer]
     captured: list[torch.Tensor] = []
 
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+    def hook(
+        module: torch.nn.Module, args: tuple[object, ...], output: torch.Tensor | tuple[torch.Tensor, ...]
+    ) -> None:
         captured.append(output[0] if isinstance(output, tuple) else output)
 
     handle = _module_named(model, layer).register_forward_hook(hook)

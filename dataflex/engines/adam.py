@@ -12,7 +12,8 @@ Every collective here is issued for the trainable parameters in
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple, Protocol
 
 import torch
 import torch.distributed as dist
@@ -32,14 +33,28 @@ class FullMoments(NamedTuple):
     eps: float
 
 
-def _inner(optimizer: Any) -> Any:
+class HoldsOptimizerState(Protocol):
+    """An optimizer whose ``param_groups`` and per-parameter ``state`` can be read.
+
+    torch's optimizers, accelerate's wrapper of one and DeepSpeed's ZeRO optimizers (which
+    do not subclass ``torch.optim.Optimizer``) all have this shape.
+    """
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def state(self) -> Mapping[torch.Tensor, Any]: ...
+
+
+def _inner(optimizer: HoldsOptimizerState) -> HoldsOptimizerState:
     """The optimizer holding ``param_groups``/``state`` (accelerate wraps it in ``.optimizer``)."""
     while not hasattr(optimizer, "param_groups") and hasattr(optimizer, "optimizer"):
         optimizer = optimizer.optimizer
     return optimizer
 
 
-def _group_hparams(optimizer: Any, index: int) -> tuple[float, float, float]:
+def _group_hparams(optimizer: HoldsOptimizerState, index: int) -> tuple[float, float, float]:
     group = optimizer.param_groups[index]
     if "betas" not in group or "eps" not in group:
         raise ConfigError(
@@ -51,7 +66,7 @@ def _group_hparams(optimizer: Any, index: int) -> tuple[float, float, float]:
     return beta1, beta2, float(group["eps"])
 
 
-def has_optimizer_state(model: nn.Module, optimizer: Any) -> bool:
+def has_optimizer_state(model: nn.Module, optimizer: HoldsOptimizerState) -> bool:
     """Whether the optimizer has stepped (holds Adam state), agreed by every rank.
 
     Under a sharded engine a rank may hold no partition of the state; the local answers
@@ -66,7 +81,7 @@ def has_optimizer_state(model: nn.Module, optimizer: Any) -> bool:
     return local
 
 
-def full_adam_state(model: nn.Module, optimizer: Any) -> dict[str, FullMoments]:
+def full_adam_state(model: nn.Module, optimizer: HoldsOptimizerState) -> dict[str, FullMoments]:
     """Full ``exp_avg`` / ``exp_avg_sq`` (fp32, full shape, CPU) of each trainable parameter.
 
     Args:
@@ -105,7 +120,9 @@ def full_adam_state(model: nn.Module, optimizer: Any) -> dict[str, FullMoments]:
     return out
 
 
-def _deepspeed_moments(trainable: list[tuple[str, nn.Parameter]], opt: Any) -> dict[str, FullMoments]:
+def _deepspeed_moments(
+    trainable: list[tuple[str, nn.Parameter]], opt: HoldsOptimizerState
+) -> dict[str, FullMoments]:
     from deepspeed.utils import safe_get_full_optimizer_state
 
     hparams = {_group_hparams(opt, i) for i in range(len(opt.param_groups))}

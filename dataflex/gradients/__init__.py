@@ -4,7 +4,6 @@ from dataflex.gradients.dataset_pass import compute_features
 from dataflex.gradients.features import num_trainable, per_example_features, per_example_losses
 from dataflex.gradients.store import FeatureStore, FeatureStoreError
 from dataflex.gradients.transforms import TRANSFORMS, AdamMoments, AdamState
-from dataflex.io import fingerprint_key  # the one fingerprint key, re-exported for store users
 
 __all__ = [
     "TRANSFORMS",
@@ -13,7 +12,6 @@ __all__ = [
     "FeatureStore",
     "FeatureStoreError",
     "compute_features",
-    "fingerprint_key",
     "num_trainable",
     "per_example_features",
     "per_example_losses",

@@ -5,7 +5,9 @@ inputs and keep its output tensor. One call of ``torch.autograd.grad(total_loss,
 outputs)`` then yields each output's gradient, from which per-example parameter
 gradients follow exactly:
 
-* ``nn.Linear``: ``dW[b] = Σ_t gy[b, t] ⊗ x[b, t]`` and ``db[b] = Σ_t gy[b, t]`` (einsum);
+* ``nn.Linear``: ``dW[b] = gy[b]ᵀ x[b]`` (one ``bmm`` of the ``(T, out)`` and ``(T, in)``
+  blocks, the per-example form of the training step's weight gradient) and
+  ``db[b] = Σ_t gy[b, t]``;
 * ``nn.Embedding``: rows of ``gy[b]`` scattered into the rows of the token ids;
 * anything else: a vector-Jacobian product of the module alone, vmapped over the
   batch with ``torch.func`` (see :mod:`dataflex.gradients.functional`).
@@ -20,10 +22,10 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
-from einops import einsum, rearrange
+from einops import rearrange
 from torch import nn
 
 from dataflex.engines import full_numel
@@ -40,6 +42,9 @@ class _Call:
     kwargs: dict[str, Any]
     output: torch.Tensor
     grad: torch.Tensor | None = None
+    # (input, output-gradient) as (B, T, ·) fp32 with padding cleared, made once per call
+    # and shared by every row slice and parameter of the module (see _prepared).
+    prepared: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -122,7 +127,7 @@ class GradientCapture:
             self._recording = False
 
     def _make_hook(self, owner: _Owner):
-        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
             if not self._recording:
                 return
             if not isinstance(output, torch.Tensor):
@@ -157,7 +162,8 @@ class GradientCapture:
         grads = torch.autograd.grad(total_loss, [c.output for c in calls], allow_unused=True)
         for c, g in zip(calls, grads):
             c.grad = g
-            c.output = None  # type: ignore[assignment]  # free the graph's activations early
+            # Free the graph's activations early; nothing reads a call's output after this.
+            c.output = None  # type: ignore[assignment]  # output is typed for while it is read
         # Trainable parameters still to be read, per owner: see release().
         self._pending = {}
         for _, param in self.params:
@@ -177,8 +183,16 @@ class GradientCapture:
             if left <= 0:
                 owner.calls.clear()
 
+    def sliceable(self, param: nn.Parameter) -> bool:
+        """Whether :meth:`per_example_grad` of ``param`` computes only the rows it is asked for.
+
+        True when every module using ``param`` is an ``nn.Linear`` or ``nn.Embedding``;
+        the ``torch.func`` fallback always computes the whole batch.
+        """
+        return all(owner.kind != "functional" for owner, _ in self.uses[id(param)])
+
     def per_example_grad(
-        self, param: nn.Parameter, batch_size: int, mask: torch.Tensor | None
+        self, param: nn.Parameter, batch_size: int, mask: torch.Tensor | None, rows: slice | None = None
     ) -> torch.Tensor:
         """``(B, param.numel())`` fp32 per-example gradient of one trainable parameter.
 
@@ -187,30 +201,38 @@ class GradientCapture:
             batch_size: B.
             mask: ``(B, T)`` bool mask of real tokens; recorded activations at other
                 positions are zeroed (they contribute nothing, but may hold NaN).
+            rows: Only these examples (a step-1 slice of ``range(B)``): the result has
+                ``len(range(B)[rows])`` rows. Computed for those rows alone when
+                :meth:`sliceable`, else sliced from the whole batch's.
         """
+        rows = slice(0, batch_size) if rows is None else slice(*rows.indices(batch_size))
+        count = rows.stop - rows.start
         total: torch.Tensor | None = None
         for owner, attr in self.uses[id(param)]:
             for call in owner.calls:
                 if call.grad is None:
                     continue
-                g = self._call_grad(owner, attr, call, batch_size, mask)
+                g = self._call_grad(owner, attr, call, batch_size, mask, rows)
                 total = g if total is None else total + g
         if total is None:
-            return torch.zeros(batch_size, full_numel(param), dtype=torch.float32, device=param.device)
-        return total.reshape(batch_size, -1)
+            return torch.zeros(count, full_numel(param), dtype=torch.float32, device=param.device)
+        return total.reshape(count, -1)
 
-    def _call_grad(
-        self, owner: _Owner, attr: str, call: _Call, batch: int, mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def _prepared(
+        self, owner: _Owner, call: _Call, batch: int, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, gy)`` of a linear/embedding call as ``(B, T, ·)``, padding cleared; made once."""
+        if call.prepared is not None:
+            return call.prepared
         gy = call.grad.float()
         if gy.shape[0] != batch:
             raise RuntimeError(
                 f"Module {owner.name!r} produced an output of shape {tuple(gy.shape)} whose first "
                 f"dimension is not the batch size {batch}; per-example gradients need batch-first outputs."
             )
+        x = call.args[0] if call.args else call.kwargs["input"]
         if owner.kind == "linear":
-            x = call.args[0].float() if call.args else call.kwargs["input"].float()
-            x = rearrange(x, "batch ... inp -> batch (...) inp", batch=batch)
+            x = rearrange(x.float(), "batch ... inp -> batch (...) inp", batch=batch)
             gy = rearrange(gy, "batch ... out -> batch (...) out", batch=batch)
             if mask is not None and x.shape[1] == mask.shape[1]:
                 # Padding contributes exactly nothing (its output-gradient is zero), but a
@@ -219,26 +241,37 @@ class GradientCapture:
                 gy = gy.masked_fill_(pad[:, :, None], 0.0)
                 if not bool(torch.isfinite(x[pad]).all()):
                     x = x.masked_fill(pad[:, :, None], 0.0)
-            if attr == "weight":
-                return einsum(gy, x, "batch token out, batch token inp -> batch out inp")
-            return gy.sum(dim=1)
-        if owner.kind == "embedding":
-            module: nn.Embedding = owner.module  # type: ignore[assignment]
-            ids = call.args[0] if call.args else call.kwargs["input"]
-            ids = ids.reshape(batch, -1)
-            gy = gy.reshape(batch, ids.shape[1], -1)
-            if mask is not None and ids.shape[1] == mask.shape[1]:
+        else:  # embedding: x holds the token ids
+            x = x.reshape(batch, -1)
+            gy = gy.reshape(batch, x.shape[1], -1)
+            if mask is not None and x.shape[1] == mask.shape[1]:
                 gy = gy.masked_fill_(~mask[:, :, None], 0.0)
-            vocab = module.num_embeddings
-            flat = (ids + torch.arange(batch, device=ids.device)[:, None] * vocab).reshape(-1)
-            out = torch.zeros(batch * vocab, gy.shape[-1], dtype=gy.dtype, device=gy.device)
-            out.index_add_(0, flat, gy.reshape(-1, gy.shape[-1]))
-            out = out.view(batch, vocab, -1)
-            if module.padding_idx is not None:
-                out[:, module.padding_idx] = 0.0
-            return out
-        return per_example_module_grads(owner.module, attr, call.args, call.kwargs, call.grad, batch)
+        call.prepared = (x, gy)
+        call.grad = gy  # the original is no longer needed; keep one copy alive, not two
+        return call.prepared
+
+    def _call_grad(
+        self, owner: _Owner, attr: str, call: _Call, batch: int, mask: torch.Tensor | None, rows: slice
+    ) -> torch.Tensor:
+        if owner.kind == "functional":
+            full = per_example_module_grads(owner.module, attr, call.args, call.kwargs, call.grad, batch)
+            return full if rows.stop - rows.start == batch else full[rows]
+        x, gy = self._prepared(owner, call, batch, mask)
+        x, gy = x[rows], gy[rows]
+        if owner.kind == "linear":
+            if attr == "weight":
+                return torch.bmm(gy.transpose(1, 2), x)
+            return gy.sum(dim=1)
+        module = cast(nn.Embedding, owner.module)  # owner.kind says so
+        count, vocab = x.shape[0], module.num_embeddings
+        flat = (x + torch.arange(count, device=x.device)[:, None] * vocab).reshape(-1)
+        out = torch.zeros(count * vocab, gy.shape[-1], dtype=gy.dtype, device=gy.device)
+        out.index_add_(0, flat, gy.reshape(-1, gy.shape[-1]))
+        out = out.view(count, vocab, -1)
+        if module.padding_idx is not None:
+            out[:, module.padding_idx] = 0.0
+        return out
 
 
-def _detach(value: Any) -> Any:
+def _detach(value: object) -> object:
     return value.detach() if isinstance(value, torch.Tensor) else value

@@ -18,13 +18,21 @@ from dataflex.errors import ConfigError
 from dataflex.gradients.batching import causal_lm_inputs
 from dataflex.gradients.capture import GradientCapture
 from dataflex.gradients.sharded import check_capturable
-from dataflex.gradients.transforms import AdamState, apply_transform, check_transform
+from dataflex.gradients.transforms import AdamState, check_transform, inplace_transform
 from dataflex.projectors.base import Projector
 
 logger = logging.getLogger(__name__)
 
 CHUNK_ELEMENTS = 1 << 22
 """Most elements (B × columns) of consecutive parameter blocks joined into one ``project`` call."""
+
+ROW_BLOCK_ELEMENTS = 1 << 17
+"""Target elements (rows × columns, 512 KiB fp32) of one row block of a large parameter.
+
+With a projector whose cost is per row (:attr:`Projector.row_blocks`), a parameter
+whose ``B × numel`` exceeds this is made, transformed and projected a few examples at a
+time, so each block is still in cache when the transform and the projection read it
+(and the whole ``B × numel`` block never exists)."""
 
 PHASES = ("forward", "backward", "per_example", "transform", "projection", "normalize")
 """The phases of a feature pass that :attr:`FeaturePlan.timings` accumulates (seconds)."""
@@ -188,22 +196,48 @@ class FeaturePlan:
                 m.training = training
 
     def parameter_block(
-        self, name: str, param: nn.Parameter, bsz: int, mask: torch.Tensor | None
+        self, name: str, param: nn.Parameter, bsz: int, mask: torch.Tensor | None, rows: slice | None = None
     ) -> torch.Tensor:
         """``(B, param.numel())`` transformed per-example gradient of one trainable parameter.
 
         The one place where a parameter (and its optimizer state) is read during the
         stream: an engine that shards parameters gathers ``param`` around this call. The
-        layer's captured records are released afterwards.
+        layer's captured records are released after the block holding its last row.
+
+        Args:
+            name: The parameter's name (its Adam moments are looked up by it).
+            param: The parameter.
+            bsz: B.
+            mask: ``(B, T)`` bool mask of real tokens, or None (no padding).
+            rows: Only these examples (a step-1 slice of ``range(B)``; default all).
         """
-        with self._phase("per_example"):
-            g = self.capture.per_example_grad(param, bsz, mask)
-        self.capture.release(param)
-        if self.transform == "sgd":
-            return g
-        with self._phase("transform"):
-            moments = self.adam_state[name] if self.transform == "adam" else None
-            return apply_transform(self.transform, g, moments)
+        return next(self._row_blocks(name, param, bsz, mask, [rows or slice(0, bsz)]))
+
+    def _row_blocks(
+        self, name: str, param: nn.Parameter, bsz: int, mask: torch.Tensor | None, slices: list[slice]
+    ) -> Iterator[torch.Tensor]:
+        """The transformed blocks of ``param`` for each row slice in turn (a generator)."""
+        moments = self.adam_state[name] if self.transform == "adam" else None
+        transform = inplace_transform(self.transform, moments, param.device)
+        for i, rows in enumerate(slices):
+            with self._phase("per_example"):
+                g = self.capture.per_example_grad(param, bsz, mask, rows)
+            if i == len(slices) - 1:
+                self.capture.release(param)
+            if self.transform != "sgd":
+                with self._phase("transform"):
+                    g = transform(g)
+            yield g
+
+    def _row_slices(self, param: nn.Parameter, bsz: int) -> list[slice] | None:
+        """Row slices for projecting ``param`` a few examples at a time, or None (whole batch)."""
+        numel = full_numel(param)
+        if not getattr(self.projector, "row_blocks", False) or bsz * numel <= ROW_BLOCK_ELEMENTS:
+            return None
+        if not self.capture.sliceable(param):
+            return None
+        step = max(1, ROW_BLOCK_ELEMENTS // numel)
+        return [slice(a, min(a + step, bsz)) for a in range(0, bsz, step)]
 
     def _stream(self, bsz: int, mask: torch.Tensor | None, normalize: bool) -> torch.Tensor:
         """Per-parameter blocks, transformed, projected a few consecutive parameters at a time.
@@ -211,23 +245,39 @@ class FeaturePlan:
         One parameter's per-example gradient exists at a time (the largest one alone is
         ``B × numel``): consecutive small blocks (LoRA matrices) are joined up to
         :data:`CHUNK_ELEMENTS` before each ``project`` call, larger ones are projected as
-        soon as they are made, so memory stays O(B × (largest parameter + chunk)).
+        soon as they are made, so memory stays O(B × (largest parameter + chunk)). With a
+        per-row projector (``sjlt``) a large parameter goes a few rows at a time
+        (:data:`ROW_BLOCK_ELEMENTS`), and memory is O(one row block + chunk).
         """
         chunks: list[torch.Tensor] = []
         pending: list[torch.Tensor] = []
         out: torch.Tensor | None = None
         width = start = 0
 
-        def flush() -> None:
-            nonlocal out, width, start, pending
+        def project(x: torch.Tensor, offset: int, rows: slice) -> None:
+            nonlocal out
             with self._phase("projection"):
-                x = pending[0] if len(pending) == 1 else torch.cat(pending, dim=1)
-                part = self.projector.project(x, start)
-                out = part if out is None else out.add_(part)
+                part = self.projector.project(x, offset)
+                if out is None:
+                    out = torch.zeros(bsz, part.shape[1], dtype=part.dtype, device=part.device)
+                out[rows].add_(part)
+
+        def flush() -> None:
+            nonlocal width, start, pending
+            project(pending[0] if len(pending) == 1 else torch.cat(pending, dim=1), start, slice(0, bsz))
             start += width
             width, pending = 0, []
 
         for name, param in self.capture.params:
+            slices = None if self.projector is None else self._row_slices(param, bsz)
+            if slices is not None:
+                if pending:
+                    flush()
+                for rows, g in zip(slices, self._row_blocks(name, param, bsz, mask, slices)):
+                    project(g, start, rows)
+                    del g
+                start += full_numel(param)
+                continue
             g = self.parameter_block(name, param, bsz, mask)
             if self.projector is None:
                 chunks.append(g)

@@ -12,6 +12,7 @@ rescales Γ (and cancels under the cosine LESS uses), so it is left out.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,38 @@ def apply_transform(transform: str, grads: torch.Tensor, moments: AdamMoments | 
     m_new = torch.add(moments.beta1 * m, grads, alpha=1.0 - moments.beta1)
     v_new = torch.addcmul(moments.beta2 * v, grads, grads, value=1.0 - moments.beta2)
     return m_new.div_(v_new.sqrt_().add_(moments.eps))
+
+
+def inplace_transform(
+    transform: str, moments: AdamMoments | None = None, device: torch.device | str | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``f(grads)``: :func:`apply_transform` computed in place on ``(b, n)`` fp32 ``grads``.
+
+    The same operations in the same order as :func:`apply_transform` (so the same
+    values), with the moments scaled by β₁, β₂ once for all the row blocks of one
+    parameter, and one scratch block instead of two fresh ones: the per-example block
+    is overwritten by its Adam direction where it lies, while it is still in cache.
+
+    Args:
+        transform: ``"sgd"``, ``"adam"`` or ``"sign"``.
+        moments: The parameter's Adam moments (``"adam"`` only).
+        device: Where the gradients live (the moments are moved there once).
+    """
+    if transform == "sgd":
+        return lambda grads: grads
+    if transform == "sign":
+        return torch.Tensor.sign_
+    if moments is None:  # guarded by the caller's validation
+        raise ValueError("transform='adam' needs the parameter's Adam moments.")
+    m = moments.beta1 * moments.exp_avg.to(device=device, dtype=torch.float32).reshape(1, -1)
+    v = moments.beta2 * moments.exp_avg_sq.to(device=device, dtype=torch.float32).reshape(1, -1)
+    beta1, beta2, eps = moments.beta1, moments.beta2, moments.eps
+
+    def adam(grads: torch.Tensor) -> torch.Tensor:
+        denom = torch.addcmul(v, grads, grads, value=1.0 - beta2).sqrt_().add_(eps)
+        return torch.add(m, grads, alpha=1.0 - beta1, out=grads).div_(denom)
+
+    return adam
 
 
 def check_transform(transform: object) -> str:

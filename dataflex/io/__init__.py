@@ -3,6 +3,7 @@
 * :mod:`~dataflex.io.atomic`: atomic, fsynced writes with the umask's permissions;
 * :mod:`~dataflex.io.digest`: canonical JSON fingerprints and content digests of files;
 * :mod:`~dataflex.io.integrity`: SHA-256 sidecars checked on every read-back;
+* :mod:`~dataflex.io.json_types`: ``JSONValue``, the type of what JSON can hold;
 * :mod:`~dataflex.io.lock`: the output-folder lock;
 * :mod:`~dataflex.io.owned`: the "written by dataflex" marker and safe file names;
 * :mod:`~dataflex.io.text`: reading a user's text file with a clear error.
@@ -35,6 +36,7 @@ from dataflex.io.integrity import (
     verify,
     write_verified,
 )
+from dataflex.io.json_types import JSONObject, JSONValue
 from dataflex.io.lock import LOCK_FILE, OutputLock
 from dataflex.io.owned import (
     MARKER,
@@ -54,6 +56,8 @@ __all__ = [
     "MARKER",
     "FingerprintError",
     "IntegrityError",
+    "JSONObject",
+    "JSONValue",
     "OutputLock",
     "apply_default_modes",
     "atomic_write",

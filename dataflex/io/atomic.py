@@ -13,7 +13,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from dataflex.io.json_types import JSONValue
 
 Writer = Callable[[str], None]
 """A function that writes the whole content to the path it is given."""
@@ -109,6 +110,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, text)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> Path:
+def atomic_write_json(path: str | os.PathLike, obj: JSONValue, *, indent: int | None = 2) -> Path:
     """Write ``obj`` as UTF-8 JSON (non-ASCII kept) to ``path`` atomically."""
     return atomic_write(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")

@@ -12,9 +12,10 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dataflex.errors import DataflexError
+from dataflex.io.json_types import JSONValue
 
 KEY_LENGTH = 24
 """Hex digits of a :func:`fingerprint_key` (96 bits)."""
@@ -31,8 +32,11 @@ class FingerprintError(DataflexError, TypeError):
     """A fingerprint holds a value that has no canonical JSON form."""
 
 
-def canonical_json(obj: Any) -> str:
+def canonical_json(obj: object) -> str:
     """The canonical JSON text of ``obj``: sorted keys, no spaces, no NaN.
+
+    ``obj`` is any object, so that a caller may hand over what it cannot vouch for and
+    catch the :class:`FingerprintError` (as the pool digest of a resumed run does).
 
     Raises:
         FingerprintError: for values JSON cannot represent (objects, NaN, bytes).
@@ -48,17 +52,17 @@ def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def fingerprint_digest(obj: Any) -> str:
+def fingerprint_digest(obj: JSONValue) -> str:
     """Full SHA-256 hex digest of :func:`canonical_json` of ``obj``."""
     return sha256_hex(canonical_json(obj))
 
 
-def fingerprint_key(obj: Any, length: int = KEY_LENGTH) -> str:
+def fingerprint_key(obj: JSONValue, length: int = KEY_LENGTH) -> str:
     """A short stable name for a fingerprint (e.g. a cache file or folder name)."""
     return fingerprint_digest(obj)[:length]
 
 
-def _sampled(fh: Any, size: int) -> Iterable[bytes]:
+def _sampled(fh: BinaryIO, size: int) -> Iterable[bytes]:
     """The first and last block and ``_SAMPLES`` blocks spread evenly between them."""
     step = max(1, (size - _SAMPLE_BYTES) // (_SAMPLES - 1))
     for offset in range(0, size, step):

@@ -13,7 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from dataflex.errors import DataflexError
+from dataflex.errors import ConfigError, DataflexError
 from dataflex.io.atomic import Writer, atomic_write
 
 SIDECAR_SUFFIX = ".sha256"
@@ -135,8 +135,6 @@ def check_inputs_whole(folders: list[str], key: str) -> None:
     Raises:
         ConfigError: naming ``key`` and the truncated or damaged file.
     """
-    from dataflex.errors import ConfigError
-
     for folder in folders:
         if not folder or not Path(folder).is_dir():
             continue

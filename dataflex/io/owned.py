@@ -16,11 +16,12 @@ from typing import Any
 from dataflex import __version__
 from dataflex.errors import ConfigError
 from dataflex.io.atomic import atomic_write_json
+from dataflex.io.json_types import JSONValue
 
 MARKER = ".dataflex.json"
 
 
-def write_marker(folder: str | os.PathLike, kind: str, **extra: Any) -> Path:
+def write_marker(folder: str | os.PathLike, kind: str, **extra: JSONValue) -> Path:
     """Mark ``folder`` as written by dataflex (``kind``: ``"export"``, ``"select"``, ...)."""
     return atomic_write_json(
         Path(folder) / MARKER, {"written_by": "dataflex", "version": __version__, "kind": kind, **extra}

@@ -13,12 +13,17 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dataflex.data.dataset_info import load_dataset_info
+from dataflex.data.dataset_info import DatasetAttr, load_dataset_info
 from dataflex.data.loader import read_attr_rows, resolve_datasets
 from dataflex.data.tokenize import tokenize_examples
 from dataflex.io import atomic_write_text, path_inside, safe_file_name
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from dataflex.data.templates import ChatTemplate, Template
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ class OfflineDataset:
         return len(self.examples)
 
 
-def _info_entry(attr: Any, dataset_dir: Path) -> dict[str, Any]:
+def _info_entry(attr: DatasetAttr, dataset_dir: Path) -> dict[str, Any]:
     """The ``dataset_info.json`` entry of ``attr`` (rebuilt from ``attr`` for a direct file)."""
     info = load_dataset_info(dataset_dir)
     if attr.name in info:
@@ -70,8 +75,8 @@ def load_offline_dataset(
     names: str,
     dataset_dir: str | Path,
     *,
-    tokenizer: Any,
-    template: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template | ChatTemplate,
     cutoff_len: int,
     max_samples: int | None = None,
     strict: bool = False,

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -53,6 +53,9 @@ from dataflex.selectors.less import LessSelector
 from dataflex.selectors.less_features import check_feature_budget
 from dataflex.selectors.scoring import summarize, top_n
 from dataflex.train import model as train_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -136,10 +139,12 @@ def check_before_work(config: OfflineSelectConfig, selector: Selector) -> None:
                 )
 
 
-def load_data(config: OfflineSelectConfig, tokenizer: Any) -> tuple[OfflineDataset, OfflineDataset | None]:
+def load_data(
+    config: OfflineSelectConfig, tokenizer: PreTrainedTokenizerBase
+) -> tuple[OfflineDataset, OfflineDataset | None]:
     """The pool and the validation set, tokenised as in training."""
     template = get_template(config.template, tokenizer)
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "tokenizer": tokenizer,
         "template": template,
         "cutoff_len": config.cutoff_len,

@@ -40,6 +40,7 @@ def project_kernel(
     k0,
     k1,
     GAUSSIAN: tl.constexpr,
+    ROUND_P: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -49,6 +50,8 @@ def project_kernel(
 
     Grid: (batch blocks, row blocks of P, column splits). Each program generates its
     ``(BLOCK_N, BLOCK_K)`` tiles of P̃ᵀ in registers and accumulates ``x @ P̃ᵀ`` in fp32.
+    ``ROUND_P`` (0, 1 = bf16, 2 = fp16) rounds the Gaussian entries to the projector's
+    dtype first, as the torch backend does.
     """
     pid_b = tl.program_id(0)
     pid_k = tl.program_id(1)
@@ -84,6 +87,12 @@ def project_kernel(
             radius = tl.sqrt_rn(-2.0 * tl.log(u1))
             angle = u2 * 6.283185307179586
             p = tl.reshape(tl.join(tl.cos(angle) * radius, tl.sin(angle) * radius), (BLOCK_N, BLOCK_K))
+            if ROUND_P == 1:  # to nearest bf16, ties to even, in integer ops (the interpreter truncates)
+                bits = p.to(tl.uint32, bitcast=True)
+                bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+                p = bits.to(tl.float32, bitcast=True)
+            elif ROUND_P == 2:
+                p = p.to(tl.float16).to(tl.float32)
         else:
             h = _mix32(ck[:, None] ^ rk[None, :])
             bits = ((h[:, :, None] >> shifts[None, None, :]) & 1).to(tl.float32)

@@ -9,6 +9,26 @@ import torch
 
 from dataflex.errors import ConfigError
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The dtypes a projector multiplies in, by name (``projector_dtype`` of LESS's params)."""
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` → ``"bfloat16"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def holds_exactly(wide: torch.dtype, narrow: torch.dtype) -> bool:
+    """Whether every value of ``narrow`` is a value of ``wide`` (bf16 and fp16 in fp32; not bf16 in fp16)."""
+    return wide == narrow or (wide == torch.float32 and narrow in (torch.bfloat16, torch.float16))
+
+
+def round_to(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Round fp32 ``values`` in place to the nearest ``dtype`` values (kept in fp32); returns them."""
+    if dtype != torch.float32:
+        values.copy_(values.to(dtype))
+    return values
+
 
 class Projector(ABC):
     """Random projection ``f = P·x`` of D-dimensional inputs to ``proj_dim`` dimensions.
@@ -19,17 +39,32 @@ class Projector(ABC):
     a vector equals projecting the whole vector, which lets gradients stream in
     layer by layer.
 
-    Subclasses implement :meth:`_project`; :meth:`project` validates input first.
+    Subclasses implement :meth:`_project`; :meth:`project` validates input first and
+    rounds it to :attr:`dtype`.
+
+    The ``dtype`` contract, the same on every backend: the input is rounded to
+    ``dtype`` (a tensor whose values ``dtype`` holds exactly, e.g. bf16 under fp32, is
+    left as it is), P's entries are rounded to ``dtype`` (exact for the ±1 entries of
+    ``rademacher``/``sjlt``/``identity``; Gaussian entries lose bits under bf16/fp16),
+    their products and sums are fp32 and the output is fp32, scaled by 1/√k in fp32.
+    That is what a bf16 tensor-core multiply with fp32 accumulation computes.
 
     Args:
         input_dim: D, the number of input coordinates.
         proj_dim: k, the output dimension.
         seed: Seed of the matrix; the same seed gives the same P on every backend.
-        dtype: Dtype in which the backend multiplies (accumulation is fp32).
+        dtype: Precision of the multiply: ``torch.float32`` (default), ``torch.bfloat16``
+            or ``torch.float16``; inputs and P's entries are rounded to it, products and
+            sums are fp32 (see above). Part of :meth:`fingerprint`.
         device: Device of the outputs (and of the generated tiles).
     """
 
     registry_name: ClassVar[str]
+    row_blocks: ClassVar[bool] = False
+    """Whether projecting a block a few rows at a time costs no more than all rows at once.
+
+    True when :meth:`project` has no per-call work of order ``n × k`` (generating a
+    tile of P), so callers may stream a large block in row blocks that stay in cache."""
 
     def __init__(
         self,
@@ -44,8 +79,10 @@ class Projector(ABC):
             raise ConfigError(f"input_dim must be a positive integer, got {input_dim!r}.")
         if not isinstance(proj_dim, int) or proj_dim <= 0:
             raise ConfigError(f"proj_dim must be a positive integer, got {proj_dim!r}.")
-        if not dtype.is_floating_point:
-            raise ConfigError(f"dtype must be a floating dtype, got {dtype}.")
+        if dtype not in DTYPES.values():
+            raise ConfigError(
+                f"dtype must be one of {', '.join(f'torch.{n}' for n in DTYPES)}, got {dtype!r}."
+            )
         self.input_dim = input_dim
         self.proj_dim = proj_dim
         self.seed = int(seed)
@@ -77,12 +114,17 @@ class Projector(ABC):
                 f"Coordinates [{offset}, {offset + width}) are outside [0, {self.input_dim}) "
                 f"of this {type(self).__name__} (input_dim={self.input_dim})."
             )
+        if x.dtype != self.dtype and not holds_exactly(self.dtype, x.dtype):
+            x = x.to(self.dtype)
         out = self._project(x, offset)
         # Checked on the (B, k) output, not the (B, n) input: a pass over B·n values costs as
         # much as a sparse projection. Every backend's columns have a nonzero entry, so a
         # NaN or Inf in x always reaches the output (as NaN or ±Inf).
         if not bool(torch.isfinite(out).all()):
-            raise ValueError("project received NaN or Inf values; the gradients upstream diverged.")
+            hint = ""
+            if self.dtype == torch.float16:
+                hint = " (or values beyond float16's range, 65504: use dtype float32 or bfloat16)"
+            raise ValueError(f"project received NaN or Inf values; the gradients upstream diverged{hint}.")
         return out
 
     @abstractmethod
@@ -99,6 +141,7 @@ class Projector(ABC):
             "input_dim": self.input_dim,
             "proj_dim": self.proj_dim,
             "seed": self.seed,
+            "dtype": dtype_name(self.dtype),
         }
 
     @property

@@ -29,6 +29,7 @@ _STREAMS = {"rademacher": STREAM_RADEMACHER, "gaussian": STREAM_GAUSSIAN}
 _PRECISIONS = ("tf32x3", "ieee", "tf32")
 _PARTIAL_BYTES = 256 << 20  # cap on the per-split partial sums, summed afterwards in torch
 _MAX_GRID_Z = 65535  # CUDA's limit on the third grid dimension
+_ROUND_P = {torch.bfloat16: 1, torch.float16: 2}  # the kernel's ROUND_P code of a dtype
 
 
 def triton_available() -> bool:
@@ -56,9 +57,11 @@ class CudaProjector(Projector):
         distribution: ``"rademacher"`` (default) or ``"gaussian"``; the same seed gives
             the same P as the backend of that name.
         seed: Seed of the matrix.
-        dtype: Accepted for interface compatibility: inputs are upcast to fp32 in
-            registers and accumulated in fp32. bf16/fp16 inputs against Rademacher P
-            take one exact TF32 tensor-core pass (their values and ±1 are exact in TF32).
+        dtype: Precision of the multiply (see :class:`~dataflex.projectors.base.Projector`):
+            inputs and Gaussian entries are rounded to it, upcast to fp32 in registers
+            and accumulated in fp32. Under bf16/fp16 (and for bf16/fp16 inputs against
+            Rademacher P) the kernel takes one TF32 tensor-core pass, exact for such
+            values, instead of ``fp32_precision``.
         device: A CUDA device (a CPU device only under ``TRITON_INTERPRET=1``).
         block_b: Batch rows per program (power of two ≥ 16).
         block_n: Columns of P per generated tile (power of two ≥ 16).
@@ -122,11 +125,11 @@ class CudaProjector(Projector):
         kernels = importlib.import_module("dataflex.projectors._triton_kernels")
         x = x.to(self.device).contiguous()
         batch, width = x.shape
+        # x is rounded to dtype already (Projector.project)
         precision = self.fp32_precision
-        if x.dtype in (torch.bfloat16, torch.float16) and self._distribution == "rademacher":
-            precision = "tf32"  # exact: such inputs and ±1 are representable in TF32
-        elif x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            x = x.float()
+        half = x.dtype in (torch.bfloat16, torch.float16)
+        if half and (self._distribution == "rademacher" or self.dtype == x.dtype):
+            precision = "tf32"  # exact: half values, ±1 and half-rounded entries are TF32 values
         # Columns are split across programs so a small batch still fills the GPU; the
         # split depends only on the shapes (never on the device), and the partial sums
         # are added in a fixed order, so results are deterministic.
@@ -154,6 +157,7 @@ class CudaProjector(Projector):
             self._keys[0],
             self._keys[1],
             GAUSSIAN=self._distribution == "gaussian",
+            ROUND_P=_ROUND_P.get(self.dtype, 0),
             PRECISION=precision,
             BLOCK_B=self.block_b,
             BLOCK_N=self.block_n,

@@ -13,6 +13,8 @@ from dataflex.registry import register_projector
 class IdentityProjector(Projector):
     """No projection: ``proj_dim`` must equal ``input_dim`` and features are the inputs in fp32.
 
+    With ``dtype`` bf16 or fp16 the features are the inputs rounded to it (then held in fp32).
+
     Useful to check a pipeline exactly (cosines of the true gradients) and for
     models small enough that D fits in memory per example.
     """

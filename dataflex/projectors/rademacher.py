@@ -26,6 +26,7 @@ class RademacherProjector(TiledProjector):
     """
 
     row_group = 32
+    exact_entries = True
 
     def __init__(self, input_dim: int, proj_dim: int, **kwargs) -> None:
         super().__init__(input_dim, proj_dim, **kwargs)

@@ -25,6 +25,7 @@ import torch
 
 from dataflex.errors import ConfigError
 from dataflex.projectors.base import Projector
+from dataflex.projectors.cuda import interpreting, triton_available
 from dataflex.projectors.hashing import (
     HASH_SCHEME,
     STREAM_SJLT,
@@ -66,22 +67,28 @@ def sjlt_indices(seed: int, proj_dim: int, nnz: int, start: int, stop: int, devi
 class SJLTProjector(Projector):
     """Sparse JL projection: ``nnz_per_column`` hashed ±1/√s entries per column; cost independent of k.
 
+    Its cost is per input entry, so blocks may be projected a few rows at a time
+    (:attr:`row_blocks`).
+
     Args:
         input_dim: D.
         proj_dim: k; a multiple of ``nnz_per_column``.
         nnz_per_column: s, nonzeros per column (1 is CountSketch).
         seed: Seed of the matrix.
-        dtype: Accepted for interface compatibility; inputs are upcast, sums are fp32.
+        dtype: Precision of the multiply: the input is rounded to it (the ±1 entries are
+            exact in any dtype) and summed in fp32.
         device: Device of the outputs (CPU or CUDA for ``backend="torch"``).
         backend: ``"torch"`` (``index_add_``, any device) or ``"triton"`` (one Triton
             kernel; a CUDA device, or the CPU under ``TRITON_INTERPRET=1``). Same P.
         cache_bytes: Budget for hashed indices kept between calls (torch backend;
-            0 hashes every call). Indices take ``8·s`` bytes per cached column.
+            0 keeps only the latest chunk's). Indices take ``8·s`` bytes per cached column.
 
     Raises:
         ConfigError: on ``nnz_per_column`` not in ``[1, k]`` or not dividing k, an
             unknown backend, or ``triton`` without Triton or a CUDA device.
     """
+
+    row_blocks = True
 
     def __init__(
         self,
@@ -106,8 +113,6 @@ class SJLTProjector(Projector):
         if not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise ConfigError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}.")
         if backend == "triton":
-            from dataflex.projectors.cuda import interpreting, triton_available
-
             if not triton_available():
                 raise ConfigError(
                     "sjlt backend='triton' needs Triton, which is not installed "
@@ -126,6 +131,7 @@ class SJLTProjector(Projector):
         self._keys = seed_keys(self.seed, STREAM_SJLT)
         self._cache: dict[int, torch.Tensor] = {}
         self._cache_used = 0
+        self._last: tuple[int, torch.Tensor] | None = None
 
     @property
     def distribution(self) -> str:
@@ -150,6 +156,8 @@ class SJLTProjector(Projector):
         cached = self._cache.get(chunk)
         if cached is not None:
             return cached
+        if self._last is not None and self._last[0] == chunk:
+            return self._last[1]
         start = chunk * CHUNK_COLUMNS
         stop = min(start + CHUNK_COLUMNS, self.input_dim)
         idx = sjlt_indices(self.seed, self.proj_dim, self.nnz, start, stop, self.device)
@@ -157,10 +165,14 @@ class SJLTProjector(Projector):
         if self._cache_used + size <= self.cache_bytes:
             self._cache[chunk] = idx
             self._cache_used += size
+        else:
+            # Past the budget, still keep the latest chunk: a large parameter projected a
+            # few rows at a time reads the same chunk once per row block.
+            self._last = (chunk, idx)
         return idx
 
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        x = x.to(self.device)
+        x = x.to(self.device)  # rounded to dtype already (Projector.project); fp32 holds it exactly
         if x.dtype != torch.float32:
             x = x.float()
         if self.backend == "triton":

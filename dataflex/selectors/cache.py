@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -33,6 +33,9 @@ from dataflex.io import (
     write_verified,
 )
 
+if TYPE_CHECKING:
+    from dataflex.gradients import AdamState
+
 logger = logging.getLogger(__name__)
 
 _FULL_HASH_LIMIT = 64_000_000
@@ -41,7 +44,13 @@ _FROZEN_SAMPLE = 1_000_000
 """Values of the frozen weights :func:`model_identity` hashes (a strided sample)."""
 
 
-def _hash_tensor(h: Any, t: torch.Tensor, stride: int) -> None:
+class _Hasher(Protocol):
+    """``hashlib``'s hash objects (``sha256``, ``blake2b``, ...): what ``_hash_tensor`` feeds."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
+def _hash_tensor(h: _Hasher, t: torch.Tensor, stride: int) -> None:
     # a copy: numpy must never share a parameter's storage (FSDP2 resizes it in place)
     flat = t.detach().reshape(-1)[::stride].to("cpu", torch.float32, copy=True).contiguous()
     h.update(str(tuple(t.shape)).encode())
@@ -87,7 +96,7 @@ def model_identity(model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def adam_identity(state: Any) -> str | None:
+def adam_identity(state: AdamState | None) -> str | None:
     """Hash of an :class:`~dataflex.gradients.AdamState`: every moment and hyper-parameter."""
     if state is None:
         return None

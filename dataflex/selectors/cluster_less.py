@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
@@ -88,7 +88,7 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         def _known_projector(cls, value: str) -> str:
             return LessSelector.Params._known_projector(value)
 
-    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         p = self.params
         less_params = {k: getattr(p, k) for k in _LESS_KEYS}

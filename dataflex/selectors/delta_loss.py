@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
@@ -105,7 +105,7 @@ class DeltaLossSelector(PoolSelector):
             default=None, ge=1, description="R of the progress (r-1)/(R-1); None: the run's update_times."
         )
 
-    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.reference_losses: torch.Tensor | None = None
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -44,6 +44,11 @@ from dataflex.selectors.scoring import (
 )
 
 logger = logging.getLogger(__name__)
+
+FeatureRows: TypeAlias = Callable[
+    [Sequence[Mapping[str, Any]], list[int], str, AdamState | None, str], torch.Tensor
+]
+"""``rows(dataset, indices, transform, adam_state, role)``: projected per-example gradient features."""
 
 
 @register_selector("less")
@@ -304,7 +309,7 @@ class LessSelector(PoolSelector):
         """
         return {}
 
-    def validation_features(self, ctx: SelectionContext, rows: Any) -> torch.Tensor:
+    def validation_features(self, ctx: SelectionContext, rows: FeatureRows) -> torch.Tensor:
         """``(M, k)`` projected validation directions (not normalised), identical on every rank.
 
         LESS: the plain gradient ∇ℓ(z') of each eval example, each rank computing its

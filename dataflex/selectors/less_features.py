@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
 from dataflex.engines import engine_of
 from dataflex.errors import ConfigError
@@ -37,7 +38,9 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def check_feature_budget(name: str, params: Any, pool: int, num_eval: int, cache_dir: Path | None) -> None:
+def check_feature_budget(
+    name: str, params: BaseModel, pool: int, num_eval: int, cache_dir: Path | None
+) -> None:
     """Refuse a round whose features would not fit in memory or on the cache's disk.
 
     The round's features, ``(candidates + eval) × proj_dim``, are stored in ``cache_dir``
@@ -111,7 +114,11 @@ class FeatureRequest:
 
 
 def idle_collective_forwards(
-    model: torch.nn.Module, request: FeatureRequest, projector: Any, ctx: SelectionContext, batch_size: int
+    model: torch.nn.Module,
+    request: FeatureRequest,
+    projector: Projector,
+    ctx: SelectionContext,
+    batch_size: int,
 ) -> None:
     """A rank with no rows still takes part in the other ranks' collective forwards (ZeRO-3, FSDP).
 

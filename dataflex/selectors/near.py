@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
@@ -85,7 +84,7 @@ class NearSelector(EmbeddingPoolSelector):
                 read_embedding_file(value)
             return value
 
-    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self._file: EmbeddingFile | None = None
 

@@ -18,13 +18,21 @@ import time
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from dataflex.gradients import num_trainable
 from dataflex.registry import did_you_mean, register_selector
 from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.less import LessSelector
+from dataflex.selectors.less import FeatureRows, LessSelector
 from dataflex.selectors.nice_metrics import METRICS, get_metric
-from dataflex.selectors.nice_policy import rollouts, sample_generations, sample_rng, split_example, strip_eos
+from dataflex.selectors.nice_policy import (
+    PromptRollouts,
+    rollouts,
+    sample_generations,
+    sample_rng,
+    split_example,
+    strip_eos,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +77,7 @@ class NiceSelector(LessSelector):
                 )
             return value
 
-    def __init__(self, params: Any = None, **kwargs: Any) -> None:
+    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self._round_rewards: list[float] = []
         self._time_generation = 0.0
@@ -85,7 +93,7 @@ class NiceSelector(LessSelector):
             "generation_seed": [self.seed_for(ctx), ctx.round],
         }
 
-    def prompt_rollouts(self, ctx: SelectionContext, index: int) -> Any:
+    def prompt_rollouts(self, ctx: SelectionContext, index: int) -> PromptRollouts:
         """Generations, rewards and policy-gradient weights of eval example ``index``."""
         p = self.params
         example = ctx.eval_dataset[index]
@@ -106,7 +114,7 @@ class NiceSelector(LessSelector):
         rewards = [float(metric(strip_eos(y, eos), target, example)) for y in samples]
         return rollouts(prompt, samples, rewards, p.baseline)
 
-    def validation_features(self, ctx: SelectionContext, rows: Any) -> torch.Tensor:
+    def validation_features(self, ctx: SelectionContext, rows: FeatureRows) -> torch.Tensor:
         """``(M, k)``: per eval example, P·v = Σ_m w_m · P∇ℓ(y_m) over its generations.
 
         Each rank generates for, scores and differentiates its shard of the eval set;
@@ -158,8 +166,6 @@ class NiceSelector(LessSelector):
         return features
 
     def _feature_dim(self, ctx: SelectionContext) -> int:
-        from dataflex.gradients import num_trainable
-
         projector = self.projector_for(ctx)
         return projector.proj_dim if projector is not None else num_trainable(ctx.model)
 

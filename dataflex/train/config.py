@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from dataflex.configs.components import SHIPPED_COMPONENTS, load_components
+from dataflex.configs.components import SHIPPED_COMPONENTS, Components, load_components
 from dataflex.configs.yaml_files import apply_overrides, comma_separated, read_yaml_mapping, validate_model
 from dataflex.data.templates import check_template_name
 from dataflex.errors import ConfigError
@@ -155,17 +155,42 @@ class TrainConfig(BaseModel):
     )
     plugins: list[str] = Field(
         default=[],
-        description="Python modules imported before the components file is read, so that selectors "
-        "they register with @register_selector can be named in it (e.g. `my_project.selectors`).",
+        description="Python modules imported before the template and the components file are checked, "
+        "so that selectors they register with @register_selector can be named in the components file and "
+        "templates they register with register_template in `template` (e.g. `my_project.selectors`).",
     )
 
     _normalise_lists = field_validator(
         "dataset", "eval_dataset", "lora_target", "report_to", "plugins", mode="before"
     )(comma_separated)
 
+    # (components_cfg_file it was read from, the loaded file): parsed once per config
+    _components: tuple[str, Components] | None = PrivateAttr(default=None)
+
+    def components(self) -> Components:
+        """The validated ``components_cfg_file``: read on the first call, then reused.
+
+        :func:`load_train_config` reads it while checking the config, so the runner and
+        the plan use that one parse (read again only if ``components_cfg_file`` changed).
+
+        Raises:
+            ConfigError: the file is missing or invalid (see :func:`load_components`).
+        """
+        if self._components is None or self._components[0] != self.components_cfg_file:
+            self._components = (self.components_cfg_file, load_components(self.components_cfg_file))
+        return self._components[1]
+
+    def selector_name(self) -> str:
+        """Registry name of the selector ``component_name`` names (from :meth:`components`).
+
+        Raises:
+            ConfigError: as :meth:`components`, or ``component_name`` is not in the file.
+        """
+        return self.components().spec(self.component_name or "")[0]
+
     @field_validator("eval_strategy", mode="before")
     @classmethod
-    def _yaml_no(cls, value: Any) -> Any:
+    def _yaml_no(cls, value: object) -> object:
         return "no" if value is False else value  # YAML 1.1 reads a bare `no` as false
 
     @property
@@ -192,7 +217,12 @@ class ExportConfig(BaseModel):
     adapter_name_or_path: list[str] | None = Field(
         None, description="LoRA adapter folder(s) to merge, in order; unset: re-save the model."
     )
-    template: str | None = Field(None, description="Checked for validity; the tokenizer is saved as it is.")
+    template: str | None = Field(
+        None,
+        description="The template the model was trained with: written into the exported tokenizer as "
+        "its Jinja `chat_template`, so `apply_chat_template` renders the training text; unset or "
+        "`tokenizer` keeps the tokenizer's own chat template.",
+    )
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder/hub.")
     export_dir: str = Field(description="Where the merged model and tokenizer are written.")
     overwrite_export_dir: bool = Field(
@@ -228,6 +258,7 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}dataset: no dataset given.")
     if not cfg.lora_target:
         raise ConfigError(f"{where}lora_target: give `all` or module names.")
+    import_plugins(cfg.plugins, where)  # before the template and components: they may register both
     try:
         check_template_name(cfg.template)
     except ConfigError as exc:
@@ -248,7 +279,7 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
 
 
 def import_plugins(modules: list[str], where: str = "") -> None:
-    """Import the ``plugins`` modules (they register user selectors as a side effect).
+    """Import the ``plugins`` modules (they register user selectors and templates as a side effect).
 
     Raises:
         ConfigError: naming the module that cannot be imported and why.
@@ -266,10 +297,9 @@ def _check_dynamic(cfg: TrainConfig, where: str) -> None:
     for key in ("component_name", "update_step", "update_times"):
         if getattr(cfg, key) is None:
             raise ConfigError(f"{where}{key}: required with train_type: dynamic_select.")
-    import_plugins(cfg.plugins, where)
     try:
         # Full validation: every entry's name is registered and its params are valid.
-        components = load_components(cfg.components_cfg_file)
+        components = cfg.components()
     except ConfigError as exc:
         raise ConfigError(f"{where}components_cfg_file: {exc}") from None
     if cfg.component_name not in components.selectors:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataflex.data.loader import load_attr_examples, resolve_datasets
 from dataflex.data.sft_dataset import SFTDataset
-from dataflex.data.templates import get_template
+from dataflex.data.templates import ChatTemplate, Template, get_template
 from dataflex.data.tokenize import TokenizeStats, tokenize_examples
 from dataflex.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +28,13 @@ class PreparedData:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _build(names: list[str], cfg: TrainConfig, tokenizer: Any, template: Any, what: str):
+def _build(
+    names: list[str],
+    cfg: TrainConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template | ChatTemplate,
+    what: str,
+):
     attrs = resolve_datasets(names, cfg.dataset_dir)  # every name checked before reading any file
     examples: list[dict[str, Any]] = []
     load_skipped: Counter[str] = Counter()
@@ -60,7 +69,7 @@ def _report(ds: SFTDataset, stats: TokenizeStats, load_skipped: Counter[str], n_
     }
 
 
-def prepare_datasets(cfg: TrainConfig, tokenizer: Any) -> PreparedData:
+def prepare_datasets(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> PreparedData:
     """Load, render and tokenise ``dataset`` and ``eval_dataset`` (all checks before any model work).
 
     Raises:

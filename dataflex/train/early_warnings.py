@@ -8,9 +8,12 @@ are legal, only surprising.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dataflex.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ def precision_warning(cfg: TrainConfig, has_accelerator: bool) -> str | None:
     )
 
 
-def context_warning(cfg: TrainConfig, model_config: Any) -> str | None:
+def context_warning(cfg: TrainConfig, model_config: PretrainedConfig) -> str | None:
     """``cutoff_len`` longer than the positions the model was built for."""
     limit = getattr(model_config, "max_position_embeddings", None)
     if not isinstance(limit, int) or cfg.cutoff_len <= limit:
@@ -53,7 +56,11 @@ def epochs_warning(cfg: TrainConfig, examples_per_step: int | None = None) -> st
 
 
 def warn_before_loading(
-    cfg: TrainConfig, model_config: Any, *, has_accelerator: bool, examples_per_step: int | None = None
+    cfg: TrainConfig,
+    model_config: PretrainedConfig,
+    *,
+    has_accelerator: bool,
+    examples_per_step: int | None = None,
 ) -> list[str]:
     """Log every warning that applies to ``cfg``; return their texts.
 

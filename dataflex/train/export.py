@@ -7,12 +7,18 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
+from dataflex.data.jinja import check_chat_template, template_to_jinja
+from dataflex.data.templates import TOKENIZER_TEMPLATE
 from dataflex.errors import ConfigError
 from dataflex.io import OutputLock, apply_default_modes, check_replaceable, check_writable_dir, write_marker
+from dataflex.registry import TEMPLATES
 from dataflex.train.config import ExportConfig
 from dataflex.train.model import check_model_path, load_model, load_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,9 @@ def run_export(cfg: ExportConfig) -> Path:
 
     The merged model is written to a temporary folder beside ``export_dir`` and swapped
     in only when complete, as safetensors shards of at most ``export_size`` GB, with the
-    tokenizer (the adapter folder's, when it has one). An existing ``export_dir`` is
+    tokenizer (the adapter folder's, when it has one); a named ``template`` becomes the
+    tokenizer's ``chat_template`` (:func:`set_chat_template`), so ``apply_chat_template``
+    on the export renders the text the model was trained on. An existing ``export_dir`` is
     replaced only when it is empty, an earlier dataflex export (it carries the
     ``.dataflex.json`` marker) or ``overwrite_export_dir: true``; it is moved aside and
     deleted after the swap, so a failed export leaves it intact.
@@ -65,8 +73,9 @@ def run_export(cfg: ExportConfig) -> Path:
         The export folder, loadable by ``AutoModelForCausalLM.from_pretrained``.
 
     Raises:
-        ConfigError: a missing model or adapter, an ``export_dir`` overlapping them, or a
-            non-empty ``export_dir`` that dataflex did not write.
+        ConfigError: a missing model or adapter, an ``export_dir`` overlapping them, a
+            non-empty ``export_dir`` that dataflex did not write, or a ``template`` that
+            cannot be written as the tokenizer's chat template.
     """
     from peft import PeftModel
 
@@ -76,6 +85,7 @@ def run_export(cfg: ExportConfig) -> Path:
     if adapters and any((Path(adapters[-1]) / f).is_file() for f in _TOKENIZER_FILES):
         tok_source = adapters[-1]
     tokenizer = load_tokenizer(tok_source, cfg.trust_remote_code)
+    set_chat_template(tokenizer, cfg.template)  # before the model loads: a refusal costs nothing
     model = load_model(
         cfg.model_name_or_path,
         dtype="auto",
@@ -93,7 +103,32 @@ def run_export(cfg: ExportConfig) -> Path:
     return export_dir  # dataflex-cli export prints it, once
 
 
-def _save_and_swap(model: Any, tokenizer: Any, export_dir: Path, shard_bytes: int) -> None:
+def set_chat_template(tokenizer: PreTrainedTokenizerBase, name: str | None) -> None:
+    """Write the named template into ``tokenizer.chat_template``, checked against the probes.
+
+    ``None`` or ``"tokenizer"`` keeps the tokenizer's own chat template (what such a run
+    trained on).
+
+    Raises:
+        ConfigError: the template needs a BOS/EOS token the tokenizer lacks, or its Jinja
+            form renders a probe conversation differently
+            (:func:`~dataflex.data.jinja.check_chat_template`).
+    """
+    if name is None or name == TOKENIZER_TEMPLATE:
+        return
+    template = TEMPLATES.get(name)  # load_export_config checked the name
+    bos, eos = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "eos_token", None)
+    try:
+        tokenizer.chat_template = template_to_jinja(template, bos, eos)
+        check_chat_template(template, tokenizer)
+    except ConfigError as exc:
+        raise ConfigError(f"template: {exc}") from None
+    logger.info("the exported tokenizer's chat_template is template %r", name)
+
+
+def _save_and_swap(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, export_dir: Path, shard_bytes: int
+) -> None:
     """Save into a temporary folder beside ``export_dir``, then swap it in."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
     old: Path | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 
@@ -13,7 +13,14 @@ from dataflex.engines import full_numel
 from dataflex.errors import ConfigError
 from dataflex.registry import did_you_mean
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
 logger = logging.getLogger(__name__)
+
+TrainableModel: TypeAlias = "PreTrainedModel | PeftModel"
+"""The model a run trains: a transformers causal LM, or peft's LoRA wrapper of one."""
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -43,7 +50,9 @@ def check_local_path(value: str, key: str) -> None:
         raise ConfigError(f"{key}: the path {value!r} does not exist.")
 
 
-def check_model_path(name: str, trust_remote_code: bool = False, key: str = "model_name_or_path") -> Any:
+def check_model_path(
+    name: str, trust_remote_code: bool = False, key: str = "model_name_or_path"
+) -> PretrainedConfig:
     """Check that ``name`` is a loadable model and return its ``AutoConfig``.
 
     Raises:
@@ -78,7 +87,7 @@ def check_model_path(name: str, trust_remote_code: bool = False, key: str = "mod
         ) from None
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Load the tokenizer of ``name`` and make sure it can pad (EOS pads when there is no PAD)."""
     from transformers import AutoTokenizer
 
@@ -98,7 +107,7 @@ def torch_dtype(bf16: bool, fp16: bool) -> torch.dtype:
 
 def load_model(
     name: str, *, dtype: torch.dtype | str = torch.float32, trust_remote_code: bool = False, device_map=None
-) -> Any:
+) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` with the given dtype (``use_cache`` off)."""
     from transformers import AutoModelForCausalLM
 
@@ -120,7 +129,7 @@ def linear_module_names(model: torch.nn.Module) -> list[str]:
     return sorted(names)
 
 
-def load_adapter(model: Any, adapter: str) -> Any:
+def load_adapter(model: torch.nn.Module, adapter: str) -> PeftModel:
     """Wrap ``model`` with the LoRA adapter in folder ``adapter``, its weights trainable and float32.
 
     Raises:
@@ -130,19 +139,19 @@ def load_adapter(model: Any, adapter: str) -> Any:
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise ConfigError(f"adapter_name_or_path: {adapter!r} has no adapter_config.json.")
-    model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    _trainable_in_float32(model)
-    return model
+    peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    _trainable_in_float32(peft_model)
+    return peft_model
 
 
-def _trainable_in_float32(model: Any) -> None:
+def _trainable_in_float32(model: torch.nn.Module) -> None:
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
 
 
 def apply_finetuning(
-    model: Any,
+    model: TrainableModel,
     finetuning_type: str,
     *,
     lora_target: list[str],
@@ -151,7 +160,7 @@ def apply_finetuning(
     lora_dropout: float,
     adapter_name_or_path: str | None = None,
     gradient_checkpointing: bool = False,
-) -> Any:
+) -> TrainableModel:
     """Make the trainable parameters: a LoRA adapter (new or loaded) or the whole model.
 
     Trainable parameters are kept in float32 even when the base is bf16/fp16, so the

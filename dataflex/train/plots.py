@@ -12,7 +12,10 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ def loss_points(log_history: Sequence[Mapping[str, Any]], key: str) -> list[tupl
 
 
 def draw_loss(
-    ax: Any,
+    ax: Axes,
     log_history: Sequence[Mapping[str, Any]],
     *,
     train: bool = True,

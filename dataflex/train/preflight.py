@@ -13,13 +13,22 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from dataflex.errors import ConfigError
 from dataflex.io import check_writable_dir
-from dataflex.selectors.less_features import available_memory, gib
+from dataflex.selectors.less_features import available_memory, check_feature_budget, gib
+from dataflex.selectors.pool import PoolSelector
+
+if TYPE_CHECKING:
+    from dataflex.selectors.base import Selector
+    from dataflex.train.config import TrainConfig
+    from dataflex.train.dynamic.schedule import SelectionSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +75,7 @@ def check_report_to(report_to: list[str]) -> None:
             )
 
 
-def check_resume_adapter(cfg: Any) -> None:
+def check_resume_adapter(cfg: TrainConfig) -> None:
     """A LoRA checkpoint to resume from has the rank, alpha and dropout of this config.
 
     Raises:
@@ -95,7 +104,7 @@ def check_resume_adapter(cfg: Any) -> None:
             )
 
 
-def check_run_inputs(cfg: Any) -> None:
+def check_run_inputs(cfg: TrainConfig) -> None:
     """Everything about a training config that needs neither data nor model.
 
     Raises:
@@ -115,17 +124,18 @@ def check_run_inputs(cfg: Any) -> None:
 
 
 def check_selection_inputs(
-    cfg: Any, selector: Any, schedule: Any, train_dataset: Any, eval_dataset: Any, examples_per_step: int
+    cfg: TrainConfig,
+    selector: Selector,
+    schedule: SelectionSchedule,
+    train_dataset: Sized,
+    eval_dataset: Sequence[Mapping[str, Any]] | None,
+    examples_per_step: int,
 ) -> None:
     """What a dynamic-selection run would otherwise find after the model loaded or warm-up ran.
 
     Raises:
         ConfigError: naming the key and the fix.
     """
-    import torch
-
-    from dataflex.selectors.pool import PoolSelector
-
     params = getattr(selector, "params", None)
     name = getattr(selector, "registry_name", type(selector).__name__)
     if hasattr(selector, "subtask_labels") and eval_dataset is not None:
@@ -159,9 +169,7 @@ def check_selection_inputs(
     _check_cache_dir(cfg, selector)
 
 
-def _check_feature_size(cfg: Any, selector: Any, pool: int, num_eval: int) -> None:
-    from dataflex.selectors.less_features import check_feature_budget
-
+def _check_feature_size(cfg: TrainConfig, selector: Selector, pool: int, num_eval: int) -> None:
     params = getattr(selector, "params", None)
     if getattr(params, "proj_dim", None) is None:
         return
@@ -169,14 +177,14 @@ def _check_feature_size(cfg: Any, selector: Any, pool: int, num_eval: int) -> No
     check_feature_budget(name, params, pool, num_eval, _cache_dir(cfg, selector))
 
 
-def _cache_dir(cfg: Any, selector: Any) -> Path:
+def _cache_dir(cfg: TrainConfig, selector: Selector) -> Path:
     params = getattr(selector, "params", None)
     if getattr(params, "cache_dir", None):
         return Path(params.cache_dir)
     return Path(cfg.output_dir) / "dataflex" / "cache"
 
 
-def _check_cache_dir(cfg: Any, selector: Any) -> None:
+def _check_cache_dir(cfg: TrainConfig, selector: Selector) -> None:
     params = getattr(selector, "params", None)
     if getattr(params, "cache_dir", None):
         check_writable_dir(params.cache_dir, f"{getattr(selector, 'registry_name', 'selector')}: cache_dir")

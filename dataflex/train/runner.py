@@ -14,9 +14,8 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dataflex.configs.components import selector_from_components
 from dataflex.data.collator import SFTDataCollator
 from dataflex.engines import check_engine_config, require_deepspeed
 from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
@@ -30,16 +29,21 @@ from dataflex.io import (
     is_marked,
     write_marker,
 )
-from dataflex.selectors.base import Selector
 from dataflex.train.config import TrainConfig
-from dataflex.train.data import prepare_datasets
-from dataflex.train.dynamic.sampler import check_dynamic_plan
+from dataflex.train.data import PreparedData, prepare_datasets
+from dataflex.train.dynamic.sampler import DynamicPlan
 from dataflex.train.dynamic.schedule import SelectionSchedule
-from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_training_args, global_batch_size
+from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_plan, global_batch_size
 from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
 from dataflex.train.preflight import check_run_inputs, check_selection_inputs
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+
+    from dataflex.data.sft_dataset import SFTDataset
+    from dataflex.train.model import TrainableModel
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +124,7 @@ def _has_accelerator() -> bool:
     return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
-def build_training_args(cfg: TrainConfig) -> Any:
+def build_training_args(cfg: TrainConfig) -> TrainingArguments:
     """The ``transformers.TrainingArguments`` of a config (``deepspeed`` passed untouched)."""
     from transformers import TrainingArguments
 
@@ -183,45 +187,37 @@ def build_training_args(cfg: TrainConfig) -> Any:
         raise ConfigError(f"invalid training arguments: {exc}") from None
 
 
-@dataclass(frozen=True)
-class DynamicPlan:
-    """The schedule and the selector of a ``dynamic_select`` run, built once and checked."""
-
-    schedule: SelectionSchedule
-    selector: Selector
-
-
-def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: Any) -> DynamicPlan:
+def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: TrainingArguments) -> DynamicPlan:
     """Build and check the selection plan of a ``dynamic_select`` config, before the model loads.
+
+    The selector comes from the components file :func:`load_train_config` already read
+    (:meth:`TrainConfig.components`); the plan is checked here, once, and the Trainer
+    takes it as checked.
 
     Raises:
         ConfigError: for a bad schedule, an unknown component or missing components file,
             a per-round budget larger than the pool, or training arguments that
             contradict the schedule.
     """
+    # the config types update_step/update_times as optional; SelectionSchedule refuses a None by name
     schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)  # type: ignore[arg-type]
-    selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "")
-    check_dynamic_plan(
-        schedule,
-        selector,
-        pool_size,
-        global_batch_size(training_args),
-        has_eval_dataset=bool(cfg.eval_dataset),
-    )
-    check_training_args(training_args, schedule)
-    return DynamicPlan(schedule, selector)
+    try:
+        selector = cfg.components().build_selector(cfg.component_name or "")
+    except ConfigError as exc:
+        raise ConfigError(f"component_name: {exc}") from None
+    return check_plan(schedule, selector, pool_size, training_args, has_eval_dataset=bool(cfg.eval_dataset))
 
 
 def build_trainer(
     cfg: TrainConfig,
-    model: Any,
-    tokenizer: Any,
-    train_dataset: Any,
-    eval_dataset: Any,
-    collator: Any,
-    training_args: Any,
+    model: TrainableModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: SFTDataset,
+    eval_dataset: SFTDataset | None,
+    collator: SFTDataCollator,
+    training_args: TrainingArguments,
     plan: DynamicPlan | None = None,
-) -> Any:
+) -> Trainer:
     """The one place a trainer is created: plain ``transformers.Trainer`` or the dynamic one.
 
     A ``dynamic_select`` run passes the ``plan`` :func:`plan_dynamic_selection` built.
@@ -236,7 +232,7 @@ def build_trainer(
                 early_stopping_threshold=cfg.early_stopping_min_delta,
             )
         )
-    trainer_kwargs = {
+    trainer_kwargs: dict[str, Any] = {
         "callbacks": callbacks,
         "model": model,
         "args": training_args,
@@ -250,8 +246,7 @@ def build_trainer(
             raise ValueError("a dynamic_select run needs its DynamicPlan (plan_dynamic_selection).")
         return DynamicSelectTrainer(
             **trainer_kwargs,
-            selector=plan.selector,
-            schedule=plan.schedule,
+            plan=plan,
             # the selector scores against eval_dataset even when the Trainer does not evaluate
             selection_eval_dataset=eval_dataset,
             plots=cfg.plot_loss,
@@ -263,9 +258,7 @@ def build_trainer(
 
 def _check_engine(cfg: TrainConfig) -> None:
     """DeepSpeed installed, its config readable, and the engine fits the selector and method."""
-    selector = None
-    if cfg.train_type == "dynamic_select" and cfg.deepspeed is not None:
-        selector = selector_from_components(cfg.components_cfg_file, cfg.component_name or "").registry_name
+    selector = cfg.selector_name() if cfg.train_type == "dynamic_select" else None
     check_engine_config(cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector)
 
 
@@ -306,7 +299,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         )
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
-    model = load_model(
+    model: TrainableModel = load_model(
         cfg.model_name_or_path, dtype=torch_dtype(cfg.bf16, cfg.fp16), trust_remote_code=cfg.trust_remote_code
     )
     model = apply_finetuning(
@@ -338,10 +331,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
 def _train(
     cfg: TrainConfig,
     out: Path,
-    model: Any,
-    tokenizer: Any,
-    data: Any,
-    training_args: Any,
+    model: TrainableModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: PreparedData,
+    training_args: TrainingArguments,
     plan: DynamicPlan | None,
 ) -> TrainResult:
     collator = SFTDataCollator(tokenizer.pad_token_id)

@@ -11,6 +11,7 @@ from dataflex.data import SFTDataCollator, get_template, list_templates, templat
 from dataflex.data.templates import check_template_tokens, split_template_tokens
 from dataflex.data.tokenize import infer_seqlen
 from dataflex.errors import ConfigError
+from tests.data.conftest import QUICKSTART
 from tests.data.masking import assert_masked_exactly
 
 CONV = {
@@ -161,15 +162,47 @@ def test_cutoff_len_leaving_no_answer_tokens(qs_tokenizer, caplog):
         tokenize_examples([short, long], qs_tokenizer, template, cutoff_len=24, strict=True)
 
 
-def test_workers_give_identical_results(shared_data, qs_tokenizer):
+def test_workers_give_identical_results(qs_tokenizer):
     from dataflex.data import load_dataset_examples
 
-    examples = load_dataset_examples("alpaca_en_demo", shared_data, max_samples=40)
+    # the quickstart's alpaca-format rows: a local check, it runs in any clone
+    examples = load_dataset_examples("quickstart_train", QUICKSTART / "data", max_samples=40)
     template = get_template("llama3")
     one, s1 = tokenize_examples(examples, qs_tokenizer, template, cutoff_len=128)
     two, s2 = tokenize_examples(examples, qs_tokenizer, template, cutoff_len=128, num_workers=2)
     assert one == two
     assert s1 == s2
+
+
+TOOL_CONV = {
+    "messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "function_call", "content": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
+        {"role": "observation", "content": '{"temp_c": -3, "sky": "snow"}'},
+        {"role": "assistant", "content": "It is -3 C and snowing in Oslo."},
+    ],
+    "system": "",
+    "tools": '[{"name": "weather", "parameters": {"city": {"type": "string"}}}]',
+    "dataset": "toy",
+    "subtask": "tools",
+}
+
+
+@pytest.mark.parametrize("template_name", ["llama3", None])
+def test_tool_calls_are_trained_and_observations_masked(qs_tokenizer, template_name):
+    """The local form of tests/data/test_shared_datasets.py's glaive check: it runs in any clone."""
+    template = get_template(template_name, qs_tokenizer)
+    (tok,), _ = tokenize_examples([TOOL_CONV], qs_tokenizer, template, cutoff_len=100_000)
+    ids, labels = tok["input_ids"], tok["labels"]
+    trained = qs_tokenizer.decode([i for i, lab in zip(ids, labels) if lab != -100])
+    call, observation, answer = (m["content"] for m in TOOL_CONV["messages"][1:])
+    assert call in trained and answer in trained  # both assistant turns are learned
+    assert observation not in trained and "Weather in Oslo?" not in trained
+    text = qs_tokenizer.decode(ids)
+    assert observation in text and "You have access to the following tools:" in text
+    pairs = template.render_pairs(TOOL_CONV, bos=qs_tokenizer.bos_token, eos=qs_tokenizer.eos_token)
+    assert len(pairs) == 2
+    assert_masked_exactly(tok, pairs, qs_tokenizer)
 
 
 def test_chat_template_that_refuses_a_role_is_a_clear_error(qs_tokenizer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -109,9 +111,11 @@ def test_length_sorted_batches_pad_less_and_keep_the_order(llama, examples, dens
     proj = dense_projector(num_trainable(model), 8)
     sorted_coll, plain_coll = PaddingCollator(), PaddingCollator()
     timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     got = compute_features(
         model, data, sorted_coll, batch_size=3, projector=proj, indices=indices, timings=timings
     )
+    wall = time.perf_counter() - t0
     plain = compute_features(
         model, data, plain_coll, batch_size=3, projector=proj, indices=indices, sort_by_length=False
     )
@@ -122,7 +126,9 @@ def test_length_sorted_batches_pad_less_and_keep_the_order(llama, examples, dens
     assert sorted_coll.widths == [max(by_length[a : a + 3]) for a in range(0, 8, 3)]
     assert sum(sorted_coll.widths) < sum(plain_coll.widths)
     assert set(timings) >= {"forward", "backward", "per_example", "projection", "io"}
-    assert all(v >= 0 for v in timings.values()) and timings["forward"] > 0
+    # disjoint parts of the pass: together within the wall time measured around it
+    assert timings["forward"] > 0 and timings["backward"] > 0
+    assert sum(timings.values()) <= wall
     # A store holds the rows in length order and is resumed in it.
     fp = {"model": "lora-test", "data": "examples-52"}
     store = FeatureStore.open(tmp_path / "s", fp, num_rows=8, dim=8, format="safetensors")

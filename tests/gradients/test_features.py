@@ -136,11 +136,11 @@ def test_one_parameter_block_and_only_pending_layers_alive_at_a_time(
     seen: list[tuple[int, list[str]]] = []
     original = GradientCapture.per_example_grad
 
-    def spy(self, param, batch_size, mask):
+    def spy(self, param, batch_size, mask, rows=None):
         still = [r for r in alive if r() is not None]
         recorded = [o.name for o in self.owners if o.calls]
         seen.append((len(still), recorded))
-        g = original(self, param, batch_size, mask)
+        g = original(self, param, batch_size, mask, rows)
         alive.append(weakref.ref(g))
         return g
 

@@ -16,6 +16,7 @@ from dataflex.offline.config import load_offline_config
 from dataflex.offline.select import run_offline_select
 from dataflex.registry import SELECTORS, register_selector
 from dataflex.selectors.base import CandidateScores, ScoresCandidates, Selector
+from tests.selectors.less_reference import less_round_scores
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -201,15 +202,32 @@ def test_missing_model_path_is_refused(tmp_path, warmup):
         run_offline_select(load_offline_config(cfg))
 
 
-def test_select_from_full_finetuning_checkpoints(tmp_path):
+def test_select_from_full_finetuning_checkpoints_equals_a_slow_less(tmp_path):
+    """Full FT, identity projection: every score is LESS computed by hand from the checkpoint."""
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
     full = train_checkpoints(tmp_path / "full", "full")
-    assert not (full / "checkpoint-2" / "adapter_config.json").exists()
-    cfg = write_configs(
-        tmp_path, full, checkpoints=[str(full / "checkpoint-2")], checkpoint_learning_rates=None
-    )
+    ckpt = full / "checkpoint-2"
+    assert not (ckpt / "adapter_config.json").exists()
+    cfg = write_configs(tmp_path, full, checkpoints=[str(ckpt)], checkpoint_learning_rates=None)
+    components = yaml.safe_load((tmp_path / "components.yaml").read_text())
+    components["selectors"]["less"]["params"]["projector"] = "identity"
+    (tmp_path / "components.yaml").write_text(yaml.safe_dump(components))
     result = run_offline_select(load_offline_config(cfg))
-    assert len(result.indices) == 4
-    assert len(read_jsonl(tmp_path / "out" / "scores.jsonl")) == 16
+    rows = read_jsonl(tmp_path / "out" / "scores.jsonl")
+
+    # The reference reads the Adam moments through the Trainer's own optimizer, loaded from
+    # optimizer.pt, so a wrong index → parameter mapping in dataflex shows as wrong scores.
+    model = AutoModelForCausalLM.from_pretrained(ckpt).eval()
+    args = TrainingArguments(output_dir=str(tmp_path / "ref"), report_to=[], use_cpu=True)
+    optimizer = Trainer(model=model, args=args).create_optimizer()
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    config = load_offline_config(cfg)
+    val = result_pool(cfg, config.eval_dataset)
+    expected, _ = less_round_scores(model, optimizer, result_pool(cfg), val, [ex["subtask"] for ex in val])
+    assert [r["score"] for r in rows] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert float(expected.std()) > 1e-2  # the scores tell the examples apart
+    assert result.indices == sorted(range(16), key=lambda i: -float(expected[i]))[:4]
 
 
 class LengthScorer(Selector):
@@ -246,14 +264,15 @@ def test_a_users_scoring_selector_runs_over_every_checkpoint(warmup, tmp_path, l
     assert result.indices == sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[:3]
 
 
-def result_pool(cfg: Path) -> list[dict]:
-    """The pool as training tokenises it (the offline pool must be exactly this)."""
+def result_pool(cfg: Path, dataset: str | None = None) -> list[dict]:
+    """The pool (or ``dataset``) as training tokenises it (the offline pool must be exactly this)."""
     from dataflex.data import get_template, tokenize_examples
     from dataflex.train.model import load_tokenizer
 
     config = load_offline_config(cfg)
     tok = load_tokenizer(config.model_name_or_path)
-    rows = load_dataset_examples(config.dataset, config.dataset_dir, max_samples=config.max_samples)
+    name = dataset or config.dataset
+    rows = load_dataset_examples(name, config.dataset_dir, max_samples=config.max_samples)
     return tokenize_examples(rows, tok, get_template(config.template, tok), config.cutoff_len)[0]
 
 

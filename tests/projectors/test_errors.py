@@ -22,9 +22,10 @@ def test_non_positive_proj_dim(projector_name, proj_dim):
         build_projector(name, input_dim=10, proj_dim=proj_dim, device="cpu")
 
 
-def test_non_floating_dtype_argument():
-    with pytest.raises(ConfigError, match="dtype must be a floating dtype"):
-        RademacherProjector(10, 4, dtype=torch.int32)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.float64])
+def test_dtype_argument_must_be_one_a_backend_multiplies_in(dtype):
+    with pytest.raises(ConfigError, match=r"dtype must be one of torch.float32, torch.bfloat16, torch.fl"):
+        RademacherProjector(10, 4, dtype=dtype)
 
 
 def test_bad_input_to_project(projector_name, make_projector):

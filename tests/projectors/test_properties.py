@@ -89,3 +89,31 @@ def test_fingerprint_names_what_p_depends_on(projector_name, make_projector):
         assert fp["proj_dim"] == K
         assert fp["hash_scheme"]
         assert fp != make_projector(projector_name, D, K, seed=10).fingerprint()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_dtype_rounds_the_multiply_and_is_in_the_fingerprint(
+    projector_name, make_projector, matrix_of, dtype
+):
+    full = make_projector(projector_name, D, K, seed=6)
+    half = make_projector(projector_name, D, K, seed=6, dtype=dtype)
+    x = torch.randn(8, D, generator=torch.Generator().manual_seed(3))  # fp32 values dtype cannot hold
+    assert not torch.equal(x.to(dtype).float(), x)
+    out, ref = half.project(x), full.project(x)
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, ref)  # the dtype acts
+    # Within a half-precision error: each product off by at most 2 roundings of 2^-(mantissa+1).
+    p_abs = matrix_of(full).abs()
+    eps = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
+    assert ((out.cpu() - ref.cpu()).abs() <= 2.1 * eps * (x.abs() @ p_abs.t()) + 1e-6).all()
+    # Exactly the rounded input against the rounded entries, summed in fp32 (slow, independent).
+    p_half = matrix_of(half)  # one-hot inputs are exact in any dtype: P with rounded entries
+    if full.distribution == "gaussian":
+        assert not torch.equal(p_half, matrix_of(full))  # N(0, 1) entries lose bits
+    else:
+        assert torch.equal(p_half, matrix_of(full))  # ±1 entries are exact in any dtype
+    expected = x.to(dtype).double() @ p_half.double().t()
+    torch.testing.assert_close(out.cpu().double(), expected, rtol=1e-5, atol=1e-6)
+    fp = half.fingerprint()
+    assert fp["dtype"] == str(dtype).removeprefix("torch.") and full.fingerprint()["dtype"] == "float32"
+    assert fp != full.fingerprint()  # a feature cache made with the other dtype is not reused

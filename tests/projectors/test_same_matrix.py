@@ -187,3 +187,23 @@ def test_cuda_block_sizes_give_the_same_p(blocks, make_projector, matrix_of):
     block_b, block_n, block_k = blocks
     p = make_projector("cuda", 100, 70, seed=6, block_b=block_b, block_n=block_n, block_k=block_k)
     assert torch.equal(matrix_of(p), RademacherProjector(100, 70, seed=6).matrix())
+
+
+@pytest.mark.parametrize("name", ["gaussian", "cuda", "auto"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_every_backend_rounds_gaussian_entries_to_its_dtype(name, dtype, make_projector, matrix_of):
+    d, k = 100, 70
+    kwargs = {} if name == "gaussian" else {"distribution": "gaussian"}
+    got = matrix_of(make_projector(name, d, k, seed=11, dtype=dtype, **kwargs))
+    want = torch.tensor([[reference_entry("gaussian", 11, k, r, c) for c in range(d)] for r in range(k)])
+    # the unscaled N(0, 1) entry is rounded, then scaled by 1/sqrt(k) in fp32
+    rounded = (want * math.sqrt(k)).to(dtype).float() / math.sqrt(k)
+    assert not torch.equal(got, want)
+    eps = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
+    # round to nearest: within half an ulp of the fp32 entry
+    assert ((got - want).abs() <= 1.01 * eps * want.abs() + 1e-7).all()
+    # the same value as rounding the reference, except where sin/cos/log differ by an fp32 ulp
+    # right at a rounding boundary (then one ulp of dtype apart)
+    same = torch.isclose(got, rounded, rtol=1e-6, atol=1e-9)
+    assert same.float().mean() > 0.99
+    assert ((got - rounded).abs() <= 2.01 * eps * want.abs() + 1e-7).all()

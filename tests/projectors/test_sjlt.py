@@ -92,6 +92,30 @@ def test_chunk_boundaries_and_cache_do_not_change_p():
     assert cached._cache and not uncached._cache
 
 
+def test_past_the_cache_budget_the_latest_chunk_is_hashed_once(monkeypatch):
+    from dataflex.projectors import sjlt as sjlt_module
+
+    calls = []
+    original = sjlt_module.sjlt_indices
+
+    def spy(*args):
+        calls.append(args[3:5])
+        return original(*args)
+
+    monkeypatch.setattr(sjlt_module, "sjlt_indices", spy)
+    d = 2 * CHUNK_COLUMNS
+    x = torch.randn(4, 500)
+    p = SJLTProjector(d, 32, seed=6, nnz_per_column=2, cache_bytes=0)
+    want = x @ p.matrix(CHUNK_COLUMNS + 10, CHUNK_COLUMNS + 510).t()
+    calls.clear()
+    rows = torch.cat([p.project(x[i : i + 1], CHUNK_COLUMNS + 10) for i in range(4)])  # row blocks
+    torch.testing.assert_close(rows, want, rtol=1e-5, atol=1e-5)
+    assert calls == [(CHUNK_COLUMNS, d)]  # hashed once for the four calls, then reused
+    p.project(x, 0)
+    p.project(x, CHUNK_COLUMNS)
+    assert calls == [(CHUNK_COLUMNS, d), (0, CHUNK_COLUMNS), (CHUNK_COLUMNS, d)]  # only the latest is kept
+
+
 @pytest.mark.parametrize("name", ["sjlt", "sjlt-triton"])
 def test_projection_is_x_times_p_exactly_on_integers(name, make_projector, matrix_of):
     # Small integers times ±1/√s are exact in fp32 up to the scale: compare unscaled sums.

@@ -53,6 +53,17 @@ def test_a_bit_flipped_score_cache_is_recomputed_not_used(tmp_path, caplog):
     assert "checksum mismatch" in caplog.text
 
 
+def test_a_score_cache_written_for_another_fingerprint_is_not_used(tmp_path, caplog):
+    cache = ScoreCache(tmp_path, "less-scores")
+    old, new = {"model": "m", "step": 3}, {"model": "m", "step": 4}
+    written = cache.save(old, {"per_subtask": torch.ones(2, 1)})
+    # a complete, checksummed file under the new key (a copied cache folder, a key collision)
+    write_verified(cache.path(new), written.read_bytes())
+    assert cache.load(new) is None  # the checksum holds, but the stored fingerprint is the old one
+    assert "written for a different fingerprint" in caplog.text
+    assert torch.equal(cache.load(old)["per_subtask"], torch.ones(2, 1))
+
+
 def test_a_score_cache_without_checksum_is_not_used(tmp_path, caplog):
     cache = ScoreCache(tmp_path, "less-scores")
     path = cache.save({"k": 1}, {"per_subtask": torch.ones(2, 1)})

@@ -165,10 +165,11 @@ def test_metadata_reports_round_composition_and_timings(warm, ctx_factory):
     assert sum(meta["composition"].values()) == 3
     # the phases are parts of this select call, not of earlier work or another unit
     assert meta["time_features_s"] > 0
-    assert meta["time_scoring_s"] >= 0
     assert meta["time_features_s"] + meta["time_scoring_s"] <= wall + 2e-4  # rounded to 0.1 ms
-    assert 0 <= meta["time_io_s"] < meta["time_features_s"] + 1.0
+    assert meta["time_io_s"] <= wall + 1e-4
     assert meta["feature_phases"]["forward"] > 0 and meta["feature_phases"]["backward"] > 0
+    # the feature pass's disjoint phases are parts of the features' time
+    assert sum(meta["feature_phases"].values()) <= meta["time_features_s"] + 1e-3
     assert set(meta["feature_phases"]) >= {"per_example", "projection", "io"}
     assert set(meta["candidate_scores"]) == {"min", "mean", "max", "std"}
 

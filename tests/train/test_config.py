@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 import pytest
 import yaml
@@ -201,3 +202,25 @@ def test_plugins_register_user_selectors_before_the_components_file_is_read(seed
             SELECTORS.unregister("user_plugin_random")
     with pytest.raises(ConfigError, match=r"plugins: cannot import 'no_such_plugin_module'"):
         load_train_config(seed_less, [*overrides, "plugins=no_such_plugin_module"])
+
+
+def test_plugins_register_user_templates_before_the_template_is_checked(tmp_path, monkeypatch):
+    from dataflex.registry import TEMPLATES
+
+    (tmp_path / "user_plugin_templates.py").write_text(
+        "from dataflex.data import Template, register_template\n\n"
+        "register_template(Template(name='user_plugin_chat', user='<u>{content}</u>', "
+        "assistant='{content}{eos}', description='a user template'))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "user_plugin_templates", raising=False)
+    static = ["model_name_or_path=m", "dataset=d", "output_dir=o", "template=user_plugin_chat"]
+    with pytest.raises(ConfigError, match=r"template: unknown template 'user_plugin_chat'"):
+        load_train_config(None, static)
+    try:
+        cfg = load_train_config(None, [*static, "plugins=user_plugin_templates"])
+        assert cfg.template == "user_plugin_chat"
+        assert TEMPLATES.get("user_plugin_chat").description == "a user template"
+    finally:
+        if "user_plugin_chat" in TEMPLATES:
+            TEMPLATES.unregister("user_plugin_chat")

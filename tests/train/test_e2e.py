@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
+from typing import ClassVar
 
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
 
 from dataflex.cli import main
+from dataflex.registry import SELECTORS, register_selector
+from dataflex.selectors.less import LessSelector
 from dataflex.train.config import load_train_config
 from dataflex.train.runner import run_train
 from tests.train.conftest import QUICKSTART
@@ -110,21 +116,98 @@ def test_same_seed_same_weights(tmp_path, quickstart_overrides, kind, weights_fi
         assert changed
 
 
-def test_lora_bf16_with_gradient_checkpointing_trains(tmp_path, quickstart_overrides):
+class ProbeLess(LessSelector):
+    """LESS that, at its first round, hooks the model to record how training runs from then on."""
+
+    calls: ClassVar[list[dict]] = []  # class-level: the runner builds the instance
+    rounds: ClassVar[list[dict]] = []
+
+    def select(self, ctx, num_samples):
+        model = ctx.model
+        if not self.rounds:
+            # the first decoder layer's q_proj: a checkpointed layer's recomputation in the
+            # backward runs it again (a hook on the layer itself sits outside the checkpoint)
+            q_proj = next(m for n, m in model.named_modules() if n.endswith("q_proj.base_layer"))
+            q_proj.register_forward_hook(self._record)
+        self.rounds.append(
+            {
+                "checkpointing": model.is_gradient_checkpointing,
+                "base_dtype": next(p.dtype for p in model.parameters() if not p.requires_grad),
+                "trainable_dtypes": {p.dtype for p in model.parameters() if p.requires_grad},
+            }
+        )
+        selection = super().select(ctx, num_samples)
+        self.rounds[-1].update(scores=selection.scores, cache_hit=selection.metadata["cache_hit"])
+        return selection
+
+    def _record(self, module, args, output):
+        self.calls.append(
+            {"training": module.training, "autocast": torch.is_autocast_enabled("cpu"), "dtype": output.dtype}
+        )
+
+
+@pytest.fixture
+def probe_less():
+    """``ProbeLess`` registered while the test runs, with fresh records."""
+    register_selector("test_probe_less")(ProbeLess)
+    ProbeLess.calls.clear()
+    ProbeLess.rounds.clear()
+    yield ProbeLess
+    SELECTORS.unregister("test_probe_less")
+
+
+def test_bf16_and_gradient_checkpointing_are_in_effect_and_less_scores_under_them(
+    tmp_path, quickstart_overrides, probe_less, caplog
+):
+    components = tmp_path / "components.yaml"
+    less = {"proj_dim": 32, "seed": 1, "repeat_across_rounds": True}
+    selectors = {"less": {"name": "test_probe_less", "params": less}}
+    components.write_text(yaml.safe_dump({"selectors": selectors}))
     overrides = [
         *quickstart_overrides,
         "finetuning_type=lora",
         "lora_target=q_proj,v_proj",
         "bf16=true",
-        "gradient_checkpointing=true",
         "logging_steps=1",
-        "max_steps=2",
         "eval_strategy=no",
         "per_device_train_batch_size=4",
+        "warmup_ratio=0",  # a warm-up's lr of 0 would weight round 1's scores by 0
+        "train_type=dynamic_select",
+        f"components_cfg_file={components}",
+        "component_name=less",
+        "eval_dataset=quickstart_valid",
+        "warmup_step=1",
+        "update_step=1",
+        "update_times=2",
     ]
-    result = run_train(load_train_config(SFT, overrides))
-    assert result.global_step == 2
+    plain = [*overrides, f"output_dir={tmp_path / 'plain'}", "plot_loss=false"]
+    run_train(load_train_config(SFT, plain))
+    without_checkpointing = [r["scores"] for r in probe_less.rounds]
+    probe_less.calls.clear()
+    probe_less.rounds.clear()
+    caplog.set_level(logging.INFO)
+    result = run_train(load_train_config(SFT, [*overrides, "gradient_checkpointing=true"]))
+    assert result.global_step == 3
+    assert "bf16: true, but there is no GPU/accelerator" in caplog.text  # the CPU warning, then autocast
     assert torch.isfinite(torch.tensor(result.training_loss))
+
+    # the base weights are bf16, the adapter fp32, and the Trainer enabled checkpointing
+    assert [r["checkpointing"] for r in probe_less.rounds] == [True, True]
+    assert all(r["base_dtype"] == torch.bfloat16 for r in probe_less.rounds)
+    assert all(r["trainable_dtypes"] == {torch.float32} for r in probe_less.rounds)
+    # the training steps after round 1 (steps 1 and 2) ran under bf16 autocast, each layer
+    # twice per step: the forward, then its recomputation in the backward
+    train = [c for c in probe_less.calls if c["training"]]
+    assert len(train) == 2 * 2
+    assert all(c["autocast"] and c["dtype"] == torch.bfloat16 for c in train)
+    # LESS scored both rounds under them: real, distinct scores, the same as without
+    # checkpointing (it recomputes the same activations; LESS scores in eval mode)
+    for r in probe_less.rounds:
+        assert len(r["scores"]) == 4 and all(math.isfinite(s) and s != 0 for s in r["scores"])
+        assert len(set(r["scores"])) == 4
+    for r, scores in zip(probe_less.rounds, without_checkpointing, strict=True):
+        assert r["scores"] == pytest.approx(scores, rel=1e-6) and not r["cache_hit"]
+
     with safe_open(tmp_path / "out" / "adapter_model.safetensors", "pt") as f:
         names = list(f.keys())
         assert names

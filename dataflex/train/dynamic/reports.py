@@ -14,11 +14,16 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from dataflex.data.sft_dataset import composition
 from dataflex.io import atomic_write_text
 from dataflex.selectors.base import Selection
+from dataflex.train.plots import draw_loss
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SELECTIONS_FILE = "selections.jsonl"
 LOG_HISTORY_FILE = "log_history.json"
@@ -34,7 +39,7 @@ def round_record(
     selection: Selection,
     seconds: float,
     candidates: int,
-    train_dataset: Any,
+    train_dataset: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """The report record of one round."""
     return {
@@ -82,7 +87,7 @@ def read_selections(path: str | os.PathLike) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _pyplot() -> Any:
+def _pyplot() -> ModuleType:
     try:
         import matplotlib
 
@@ -96,7 +101,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def target_labels(eval_dataset: Any) -> tuple[str, list[str]] | None:
+def target_labels(eval_dataset: Sequence[object] | None) -> tuple[str, list[str]] | None:
     """What the target task is called in the pool: ``("subtask", names)`` or ``("dataset", names)``.
 
     The eval (target) examples' ``subtask`` values when they have one, else their
@@ -227,10 +232,13 @@ def plot_run(
 
 
 def _plot_loss(
-    plt: Any, path: Path, records: Sequence[Mapping[str, Any]], log_history: Any, targets: Any, run: str
+    plt: ModuleType,
+    path: Path,
+    records: Sequence[Mapping[str, Any]],
+    log_history: Sequence[Mapping[str, Any]],
+    targets: tuple[str, list[str]] | None,
+    run: str,
 ) -> Path:
-    from dataflex.train.plots import draw_loss
-
     fig, ax = plt.subplots(figsize=(8, 4.5))
     target = f" ({', '.join(targets[1])})" if targets else ""
     drawn = draw_loss(
@@ -257,7 +265,11 @@ def _plot_loss(
 
 
 def _plot_composition(
-    plt: Any, path: Path, records: Sequence[Mapping[str, Any]], targets: Any, run: str
+    plt: ModuleType,
+    path: Path,
+    records: Sequence[Mapping[str, Any]],
+    targets: tuple[str, list[str]] | None,
+    run: str,
 ) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     field, title = _composition_field(records)
@@ -312,7 +324,7 @@ def _plot_composition(
     return _save(fig, path, plt)
 
 
-def _plot_scores(plt: Any, path: Path, records: Sequence[Mapping[str, Any]], run: str) -> Path:
+def _plot_scores(plt: ModuleType, path: Path, records: Sequence[Mapping[str, Any]], run: str) -> Path:
     scored = [r for r in records if r["round"] >= 1 and (r.get("metadata") or {}).get("score_histogram")]
     if not scored:
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -360,7 +372,7 @@ def _composition_field(records: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     return "composition", "dataset"
 
 
-def _save(fig: Any, path: Path, plt: Any) -> Path:
+def _save(fig: Figure, path: Path, plt: ModuleType) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")  # keeps the outside legends in the picture
     plt.close(fig)

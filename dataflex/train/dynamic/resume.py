@@ -15,13 +15,18 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataflex.errors import ConfigError
 from dataflex.io import FingerprintError, IntegrityError, canonical_json, check_safetensors
 from dataflex.train.dynamic.state import checkpoint_problem
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from dataflex.selectors.base import Selector
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ _TRAINING_KEYS = (
 )
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Mapping):
@@ -49,7 +54,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def dataset_digest(dataset: Any) -> str | None:
+def dataset_digest(dataset: Sequence[Mapping[str, Any]] | None) -> str | None:
     """Digest of every row of ``dataset`` in order (tensors and arrays as lists); ``None`` for none."""
     if dataset is None:
         return None
@@ -63,7 +68,12 @@ def dataset_digest(dataset: Any) -> str | None:
     return h.hexdigest()
 
 
-def run_fingerprint(selector: Any, train_dataset: Any, eval_dataset: Any, args: Any) -> dict[str, Any]:
+def run_fingerprint(
+    selector: Selector,
+    train_dataset: Sequence[Mapping[str, Any]],
+    eval_dataset: Sequence[Mapping[str, Any]] | None,
+    args: TrainingArguments,
+) -> dict[str, Any]:
     """What the recorded selections depend on beyond schedule, batch, seed and selector name."""
     params = selector.params.model_dump(mode="json") if hasattr(selector, "params") else {}
     params.pop("cache_dir", None)  # where the cache lives does not change a result
@@ -75,7 +85,9 @@ def run_fingerprint(selector: Any, train_dataset: Any, eval_dataset: Any, args: 
     }
 
 
-def check_same_run(state: Mapping[str, Any], expected: Mapping[str, Any], checkpoint: Any) -> None:
+def check_same_run(
+    state: Mapping[str, Any], expected: Mapping[str, Any], checkpoint: str | os.PathLike
+) -> None:
     """Refuse to resume when a recorded key differs from this run's.
 
     Keys missing from an older checkpoint's state are not compared.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,6 +72,31 @@ def check_dynamic_plan(
     return budget
 
 
+@dataclass(frozen=True)
+class DynamicPlan:
+    """A selection plan that has been checked, with the numbers it was checked against.
+
+    Built by :func:`dataflex.train.dynamic.trainer.check_plan` (``dataflex-cli train``
+    builds it before the model loads); :class:`DynamicSelectTrainer` given one does not
+    check again, it only confirms that it trains with the same pool and global batch.
+
+    Attributes:
+        schedule: The selection schedule.
+        selector: The selector making rounds 1..update_times.
+        pool_size: Number of candidate examples the plan was checked for.
+        examples_per_step: The global batch it was checked for.
+        has_eval_dataset: Whether the selector gets a target set.
+        budget: The per-round budget ``examples_per_step × update_step``.
+    """
+
+    schedule: SelectionSchedule
+    selector: Selector
+    pool_size: int
+    examples_per_step: int
+    has_eval_dataset: bool
+    budget: int
+
+
 def warmup_indices(pool_size: int, num_samples: int, seed: int) -> list[int]:
     """The warm-up draw: a seeded uniform subset of ``range(pool_size)``, the same on every rank.
 
@@ -112,7 +138,8 @@ class DynamicSelectionSampler(Sampler[int]):
             see :func:`check_dynamic_plan`.
 
     Raises:
-        ConfigError: if the plan cannot run (:func:`check_dynamic_plan`).
+        ConfigError: if the plan cannot run (:func:`check_dynamic_plan`). A plan checked
+            already (:class:`DynamicPlan`) builds its sampler with :meth:`from_plan`.
     """
 
     def __init__(
@@ -128,6 +155,23 @@ class DynamicSelectionSampler(Sampler[int]):
         check_dynamic_plan(
             schedule, selector, pool_size, examples_per_step, has_eval_dataset=has_eval_dataset
         )
+        self._setup(selector, schedule, pool_size, examples_per_step, seed)
+
+    @classmethod
+    def from_plan(cls, plan: DynamicPlan, seed: int = 0) -> DynamicSelectionSampler:
+        """The sampler of a plan that has already been checked (no second check)."""
+        sampler = cls.__new__(cls)
+        sampler._setup(plan.selector, plan.schedule, plan.pool_size, plan.examples_per_step, seed)
+        return sampler
+
+    def _setup(
+        self,
+        selector: Selector,
+        schedule: SelectionSchedule,
+        pool_size: int,
+        examples_per_step: int,
+        seed: int,
+    ) -> None:
         self.selector = selector
         self.schedule = schedule
         self.pool_size = int(pool_size)

@@ -16,7 +16,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -27,12 +27,15 @@ from safetensors.torch import save as save_bytes
 from dataflex.errors import ConfigError
 from dataflex.io import IntegrityError, read_verified, remove_verified, write_verified
 
+if TYPE_CHECKING:
+    from dataflex.io.json_types import JSONValue
+
 STATE_FILE = "dataflex_selection.json"
 TENSORS_FILE = "dataflex_selection.safetensors"
 FORMAT_VERSION = 1
 
 
-def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+def _encode(obj: object, tensors: dict[str, torch.Tensor]) -> JSONValue:
     if isinstance(obj, torch.Tensor):
         key = f"t{len(tensors)}"
         tensors[key] = obj.detach().cpu().contiguous()
@@ -57,7 +60,7 @@ def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     )
 
 
-def _decode(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+def _decode(obj: object, tensors: Mapping[str, torch.Tensor]) -> object:
     if isinstance(obj, dict):
         if set(obj) == {"__tensor__"}:
             return tensors[obj["__tensor__"]]
@@ -117,7 +120,7 @@ def load_selection_state(folder: str | os.PathLike) -> dict[str, Any]:
             raise ConfigError(f"{path}: unsupported selection-state format {payload.get('format')!r}.")
         tensors = load_bytes(read_verified(folder / TENSORS_FILE)) if _needs_tensors(payload) else {}
         payload.pop("format")
-        return _decode(payload, tensors)
+        return cast("dict[str, Any]", _decode(payload, tensors))  # a JSON object decodes to a dict
     except IntegrityError as exc:
         raise ConfigError(
             f"cannot resume from {str(folder)!r}: {exc} Resume from another checkpoint."
@@ -129,7 +132,7 @@ def load_selection_state(folder: str | os.PathLike) -> dict[str, Any]:
         ) from None
 
 
-def _needs_tensors(obj: Any) -> bool:
+def _needs_tensors(obj: object) -> bool:
     if isinstance(obj, dict):
         return bool({"__tensor__", "__ndarray__"} & set(obj)) or any(_needs_tensors(v) for v in obj.values())
     if isinstance(obj, list):

@@ -23,7 +23,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
@@ -46,9 +46,12 @@ from dataflex.train.dynamic.resume import (
     last_complete_checkpoint,
     run_fingerprint,
 )
-from dataflex.train.dynamic.sampler import DynamicSelectionSampler
+from dataflex.train.dynamic.sampler import DynamicPlan, DynamicSelectionSampler, check_dynamic_plan
 from dataflex.train.dynamic.schedule import SelectionSchedule
 from dataflex.train.dynamic.state import load_selection_state, save_selection_state
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -131,16 +134,41 @@ def global_batch_size(args: TrainingArguments) -> int:
     return args.train_batch_size * args.gradient_accumulation_steps * (args.world_size // parallel)
 
 
+def check_plan(
+    schedule: SelectionSchedule,
+    selector: Selector,
+    pool_size: int,
+    args: TrainingArguments,
+    *,
+    has_eval_dataset: bool,
+) -> DynamicPlan:
+    """Check a plan against the pool and the training arguments once, before the model loads.
+
+    Runs :func:`check_training_args` and :func:`~dataflex.train.dynamic.sampler.check_dynamic_plan`
+    with the global batch of :func:`global_batch_size`; pass the result to
+    :class:`DynamicSelectTrainer` as ``plan=`` so it does not check again.
+
+    Raises:
+        ConfigError: naming the value to change.
+    """
+    check_training_args(args, schedule)
+    examples_per_step = global_batch_size(args)
+    budget = check_dynamic_plan(
+        schedule, selector, pool_size, examples_per_step, has_eval_dataset=has_eval_dataset
+    )
+    return DynamicPlan(schedule, selector, int(pool_size), examples_per_step, has_eval_dataset, budget)
+
+
 class TrainerLike(Protocol):
     """The members of ``transformers.Trainer`` the mixin uses; it is always mixed into one."""
 
     args: TrainingArguments
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer | None
-    train_dataset: Any
-    eval_dataset: Any
-    data_collator: Any
-    accelerator: Any
+    train_dataset: Sequence[Mapping[str, Any]]  # the pool: map-style, one tokenised row per index
+    eval_dataset: Sequence[Mapping[str, Any]] | None
+    data_collator: Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]]
+    accelerator: Accelerator
     state: TrainerState
 
     def is_world_process_zero(self) -> bool: ...
@@ -148,6 +176,10 @@ class TrainerLike(Protocol):
     def add_callback(self, callback: TrainerCallback) -> None: ...
 
     def get_total_train_batch_size(self, args: TrainingArguments) -> int: ...
+
+    def train(
+        self, resume_from_checkpoint: str | bool | None = None, *args: object, **kwargs: object
+    ) -> TrainOutput: ...
 
 
 class DynamicSelectionMixin:
@@ -161,6 +193,9 @@ class DynamicSelectionMixin:
         selector: Any :class:`~dataflex.selectors.base.Selector` (e.g. from
             :func:`dataflex.registry.build_selector`); it makes rounds 1..update_times.
         schedule: The :class:`SelectionSchedule`.
+        plan: Instead of ``selector`` and ``schedule``: a plan :func:`check_plan` checked
+            already (``dataflex-cli train`` passes one), so the Trainer does not check it
+            again. Without one, the Trainer checks the plan itself.
         selection_eval_dataset: Target examples the selector scores against
             (default: the Trainer's ``eval_dataset``).
         selection_collator: Collator the selector batches examples with (default: the
@@ -174,8 +209,9 @@ class DynamicSelectionMixin:
     def __init__(
         self,
         *args: object,
-        selector: Selector,
-        schedule: SelectionSchedule,
+        selector: Selector | None = None,
+        schedule: SelectionSchedule | None = None,
+        plan: DynamicPlan | None = None,
         selection_eval_dataset: Sequence[Mapping[str, Any]] | None = None,
         selection_collator: Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]] | None = None,
         selection_cache_dir: str | os.PathLike | None = None,
@@ -183,6 +219,12 @@ class DynamicSelectionMixin:
         plots: bool = True,
         **kwargs: object,
     ) -> None:
+        if plan is not None:
+            if selector is not None or schedule is not None:
+                raise ConfigError("pass either plan= or selector= and schedule=, not both.")
+            if not isinstance(plan, DynamicPlan):
+                raise ConfigError(f"plan must be a DynamicPlan (check_plan), got {type(plan).__name__}.")
+            selector, schedule = plan.selector, plan.schedule
         if not isinstance(selector, Selector):
             raise ConfigError(
                 f"selector must be a dataflex Selector instance, got {type(selector).__name__}."
@@ -191,7 +233,6 @@ class DynamicSelectionMixin:
             raise ConfigError(f"schedule must be a SelectionSchedule, got {type(schedule).__name__}.")
         super().__init__(*args, **kwargs)
         trainer = self._trainer
-        check_training_args(trainer.args, schedule)
         processes = DistributedView.current().world_size
         if processes != trainer.args.world_size:
             raise ConfigError(
@@ -209,16 +250,29 @@ class DynamicSelectionMixin:
         )
         self.selection_collator = selection_collator
         self.selection_schedule = schedule
-        # The Trainer's own count (it knows the model's tensor-parallel size); the sampler
-        # checks the plan with it, once.
-        self.dynamic_sampler = DynamicSelectionSampler(
-            selector,
-            schedule,
-            len(train_dataset),
-            trainer.get_total_train_batch_size(trainer.args),
-            seed=trainer.args.seed,
-            has_eval_dataset=self.selection_eval_dataset is not None,
-        )
+        # The Trainer's own count (it knows the model's tensor-parallel size).
+        examples_per_step = trainer.get_total_train_batch_size(trainer.args)
+        has_eval_dataset = self.selection_eval_dataset is not None
+        if plan is None:  # built here, checked here: the one check of this path
+            check_training_args(trainer.args, schedule)
+            self.dynamic_sampler = DynamicSelectionSampler(
+                selector,
+                schedule,
+                len(train_dataset),
+                examples_per_step,
+                seed=trainer.args.seed,
+                has_eval_dataset=has_eval_dataset,
+            )
+        else:  # checked before the model loaded: only confirm it was checked for this run
+            ours = (len(train_dataset), examples_per_step, has_eval_dataset)
+            checked = (plan.pool_size, plan.examples_per_step, plan.has_eval_dataset)
+            if ours != checked:
+                raise ConfigError(
+                    "the plan was checked for (pool, global batch, target set) = "
+                    f"{checked}, but this Trainer trains with {ours}; check the plan with the "
+                    "Trainer's own train_dataset and TrainingArguments (check_plan)."
+                )
+            self.dynamic_sampler = DynamicSelectionSampler.from_plan(plan, seed=trainer.args.seed)
         if trainer.args.max_steps != schedule.total_steps:
             logger.info("dataflex: max_steps set to the schedule's total, %d.", schedule.total_steps)
             trainer.args.max_steps = schedule.total_steps
@@ -294,7 +348,7 @@ class DynamicSelectionMixin:
             self._round_records = {}
             if self._trainer.is_world_process_zero():
                 self.selection_report.reset()
-        return super().train(resume_from_checkpoint, *args, **kwargs)  # type: ignore[misc]
+        return cast("TrainerLike", super()).train(resume_from_checkpoint, *args, **kwargs)
 
     # -- selection rounds -------------------------------------------------------------
 

@@ -13,6 +13,7 @@ selection made one optimizer step early or late changes what they pick:
 from __future__ import annotations
 
 import random
+import sys
 
 import torch
 from transformers import TrainingArguments
@@ -191,3 +192,20 @@ def training_args(output_dir, **overrides) -> TrainingArguments:
     }
     base.update(overrides)
     return TrainingArguments(**base)
+
+
+def count_calls(monkeypatch, calls: list[str], name: str, owner: object = None) -> None:
+    """Append ``name`` to ``calls`` on every call of the function ``name``.
+
+    The function is wrapped in every loaded ``dataflex`` module that holds it (each
+    ``from ... import`` made its own reference), or, with ``owner``, on that object only.
+    """
+    holders = (
+        [owner] if owner is not None else [m for n, m in sys.modules.items() if n.startswith("dataflex.")]
+    )
+    holders = [h for h in holders if hasattr(h, name)]
+    assert holders, name
+    original = getattr(holders[0], name)
+    for holder in holders:
+        if getattr(holder, name) is original:
+            monkeypatch.setattr(holder, name, lambda *a, **k: calls.append(name) or original(*a, **k))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dyn_helpers import IndexCollator, make_pool, tiny_llama, training_args
+from dyn_helpers import IndexCollator, count_calls, make_pool, tiny_llama, training_args
 
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.registry import build_selector
@@ -87,3 +87,32 @@ def test_trainer_blind_to_the_process_group_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module.DistributedView, "current", two)
     with pytest.raises(ConfigError, match=r"runs 2 processes but the Trainer sees world_size=1.*use_cpu"):
         build(tmp_path)
+
+
+def test_a_checked_plan_is_not_checked_again_but_must_match_the_trainer(tmp_path, monkeypatch):
+    from dataflex.train.dynamic.trainer import check_plan
+
+    args = training_args(tmp_path)
+    plan = check_plan(SCHEDULE, build_selector("random"), 10, args, has_eval_dataset=False)
+    assert (plan.pool_size, plan.examples_per_step, plan.budget) == (10, 2, 4)
+    calls: list[str] = []
+    for name in ("check_dynamic_plan", "check_training_args"):
+        count_calls(monkeypatch, calls, name)
+
+    def trainer(pool, **kwargs):
+        return DynamicSelectTrainer(
+            model=tiny_llama(), args=args, train_dataset=make_pool(pool), data_collator=IndexCollator(),
+            plots=False, **kwargs,
+        )  # fmt: skip
+
+    built = trainer(10, plan=plan)
+    assert calls == []  # the plan was checked once, by check_plan
+    assert built.selector is plan.selector and built.dynamic_sampler.round_budget(1) == 4
+    with pytest.raises(
+        ConfigError, match=r"checked for .* \(10, 2, False\), but this Trainer trains with \(12, 2"
+    ):
+        trainer(12, plan=plan)
+    with pytest.raises(ConfigError, match="either plan= or selector= and schedule="):
+        trainer(10, plan=plan, schedule=SCHEDULE)
+    trainer(10, selector=build_selector("random"), schedule=SCHEDULE)  # built from a script: checked here
+    assert sorted(calls) == ["check_dynamic_plan", "check_training_args"]

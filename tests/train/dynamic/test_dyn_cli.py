@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from dyn_helpers import count_calls
 
 from dataflex.cli import main
 from dataflex.configs.components import SHIPPED_COMPONENTS
@@ -93,3 +94,37 @@ def test_force_torchrun_trains_on_two_processes_with_the_same_selections(tmp_pat
     assert [r["indices"] for r in ddp] == [
         r["indices"] for r in read_selections(one / "dataflex" / "selections.jsonl")
     ]
+
+
+def test_one_parse_of_the_components_file_and_one_plan_check_per_run(
+    tmp_path, quickstart_overrides, monkeypatch
+):
+    """``dataflex-cli train`` reads components.yaml once, builds one selector and checks the plan once."""
+    import dataflex.configs.components as components_module
+    import dataflex.train.runner  # noqa: F401  (loaded, so its imported names are wrapped too)
+
+    calls: list[str] = []
+    count_calls(monkeypatch, calls, "read_user_text", components_module)  # every parse reads the file here
+    count_calls(monkeypatch, calls, "build_selector", components_module.Components)
+    for name in ("check_dynamic_plan", "check_training_args"):
+        count_calls(monkeypatch, calls, name)
+    assert main(["train", CONFIG, *quickstart_overrides, *DYNAMIC]) == 0
+    assert sorted(calls) == ["build_selector", "check_dynamic_plan", "check_training_args", "read_user_text"]
+
+
+def test_a_broken_components_file_is_refused_before_the_model_loads(
+    tmp_path, quickstart_overrides, capsys, monkeypatch
+):
+    import dataflex.train.runner as runner
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(runner, "load_model", no_model)
+    broken = tmp_path / "components.yaml"
+    broken.write_text("selectors:\n  random:\n    name: random\n    params: {seeed: 1}\n")
+    extra = [f"components_cfg_file={broken}"]
+    assert main(["train", CONFIG, *quickstart_overrides, *DYNAMIC, *extra]) == 1
+    err = capsys.readouterr().err
+    assert "components_cfg_file:" in err and "selectors.random.params" in err and "seeed" in err, err
+    assert not (tmp_path / "out").exists()

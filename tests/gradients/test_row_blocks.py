@@ -1,0 +1,108 @@
+"""Large parameters streamed a few examples at a time into per-row projectors; in-place transforms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dataflex.data.collator import SFTDataCollator
+from dataflex.gradients import AdamMoments, AdamState, num_trainable, per_example_features
+from dataflex.gradients import features as features_module
+from dataflex.gradients.transforms import apply_transform, inplace_transform
+from dataflex.projectors import SJLTProjector
+
+
+@pytest.fixture
+def row_dense(dense_projector):
+    """The dense test projector, declared per-row, recording (offset, rows, width) of each call."""
+
+    class RowDense(dense_projector):
+        row_blocks = True
+
+        def _project(self, x, offset):
+            self.calls.append((offset, x.shape[0], x.shape[1]))
+            return x.float() @ self.matrix[:, offset : offset + x.shape[1]].T
+
+    return RowDense
+
+
+def _state(model, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return AdamState(
+        {
+            n: AdamMoments(
+                torch.randn(p.shape, generator=gen) * 0.1,
+                torch.rand(p.shape, generator=gen) * 0.01,
+                0.9,
+                0.99,
+                1e-3,
+            )
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
+    )
+
+
+@pytest.mark.parametrize("kind", ["full", "tied", "lora"])
+def test_row_blocks_equal_the_batch1_reference(llama, examples, slow, row_dense, monkeypatch, kind):
+    model = llama(kind)
+    monkeypatch.setattr(features_module, "ROW_BLOCK_ELEMENTS", 300)
+    exs = examples(5, min_len=3, max_len=14, seed=7)
+    state = _state(model)
+    proj = row_dense(num_trainable(model), 12, seed=1)
+    got = per_example_features(
+        model, SFTDataCollator(0, "left")(exs), transform="adam", adam_state=state, projector=proj
+    )
+    moments = {n: (m.exp_avg, m.exp_avg_sq, m.beta1, m.beta2, m.eps) for n, m in state.moments.items()}
+    want = slow(model, exs, transform="adam", moments=moments, projector=proj)
+    scale = want.abs().max().clamp_min(1.0)
+    torch.testing.assert_close(got, want, atol=2e-5 * scale, rtol=1e-4)
+    # Every parameter larger than the budget went in row blocks of at most 300 elements,
+    # covering all 5 rows of its columns once; the rest went whole.
+    sizes = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    offsets, at = {}, 0
+    for size in sizes.values():
+        offsets[at] = size
+        at += size
+    rows_seen: dict[int, int] = {}
+    for offset, rows, width in proj.calls:
+        if rows < 5:
+            assert offset in offsets and width == offsets[offset] and rows * width <= max(300, width)
+        rows_seen[offset] = rows_seen.get(offset, 0) + rows
+    large = [o for o, size in offsets.items() if 5 * size > 300]
+    assert large and all(rows_seen[o] == 5 for o in large)
+    assert any(rows < 5 for _, rows, _ in proj.calls)
+
+
+def test_sjlt_row_blocks_equal_whole_blocks(llama, examples, monkeypatch):
+    model = llama("full")
+    batch = SFTDataCollator(0)(examples(6, seed=8))
+    state = _state(model, seed=2)
+    proj = SJLTProjector(num_trainable(model), 64, seed=3)
+    whole = per_example_features(model, batch, transform="adam", adam_state=state, projector=proj)
+    monkeypatch.setattr(features_module, "ROW_BLOCK_ELEMENTS", 1)  # one example at a time
+    rows = per_example_features(model, batch, transform="adam", adam_state=state, projector=proj)
+    monkeypatch.setattr(SJLTProjector, "row_blocks", False)
+    monkeypatch.setattr(features_module, "CHUNK_ELEMENTS", 1)  # whole, one parameter per call
+    one_by_one = per_example_features(model, batch, transform="adam", adam_state=state, projector=proj)
+    scale = whole.abs().max()
+    assert scale > 1.0
+    torch.testing.assert_close(rows, whole, atol=2e-5 * scale, rtol=1e-4)
+    torch.testing.assert_close(one_by_one, whole, atol=2e-5 * scale, rtol=1e-4)
+
+
+@pytest.mark.parametrize("transform", ["sgd", "sign", "adam"])
+def test_inplace_transform_is_apply_transform(transform):
+    gen = torch.Generator().manual_seed(4)
+    grads = torch.randn(6, 50, generator=gen) * 0.01
+    grads[0, :3] = 0.0
+    moments = AdamMoments(
+        torch.randn(5, 10, generator=gen) * 0.01, torch.rand(5, 10, generator=gen) * 1e-4, 0.8, 0.95, 1e-6
+    )
+    want = apply_transform(transform, grads.clone(), moments)
+    f = inplace_transform(transform, moments, "cpu")
+    block = grads[2:5].clone()
+    out = f(block)
+    assert out.data_ptr() == block.data_ptr()  # in place
+    assert torch.equal(out, want[2:5])
+    assert torch.equal(f(grads.clone()), want)  # the same f serves every row block
