@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from dataflex.engines import lockstep_extra_batches
 from dataflex.errors import ConfigError
+from dataflex.gradients.batching import token_batches
 from dataflex.gradients.features import FeaturePlan
 from dataflex.gradients.sharded import run_padding
 from dataflex.gradients.store import FeatureStore
@@ -41,6 +42,7 @@ def compute_features(
     progress: bool | None = None,
     allow_sgd_fallback: bool = False,
     sort_by_length: bool = True,
+    max_batch_tokens: int | None = None,
     desc: str = "per-example gradients",
     timings: MutableMapping[str, float] | None = None,
 ) -> torch.Tensor:
@@ -60,7 +62,7 @@ def compute_features(
         model: The model, already on its device.
         dataset: Tokenised examples (dicts with ``input_ids`` and ``labels``).
         collator: Turns a list of examples into a padded batch, e.g. ``SFTDataCollator``.
-        batch_size: Examples per forward/backward.
+        batch_size: Examples per forward/backward (the most, with ``max_batch_tokens``).
         transform: ``"sgd"``, ``"adam"`` or ``"sign"``.
         projector: Projector streamed into, or None for raw columns.
         optimizer: Live Adam/AdamW (``adam``).
@@ -73,6 +75,10 @@ def compute_features(
             rank-0 process (or without ``torch.distributed``) when stderr is a terminal.
         allow_sgd_fallback: See :func:`~dataflex.gradients.per_example_features`.
         sort_by_length: Batch the examples longest first (order of the result unchanged).
+        max_batch_tokens: Also cap each batch at this many padded tokens (examples × its
+            longest), so that short examples share large batches and long ones small
+            ones (see :func:`~dataflex.gradients.batching.token_batches`); ``None``:
+            every batch has ``batch_size`` examples.
         desc: Label of the progress bar.
         timings: If given, seconds are added to it per phase: those of
             :data:`~dataflex.gradients.features.PHASES` and ``"io"`` (data loading and
@@ -83,11 +89,13 @@ def compute_features(
         rounded to the store's dtype).
 
     Raises:
-        ConfigError: on a bad ``batch_size``, indices out of range, or a store whose
-            shape does not match.
+        ConfigError: on a bad ``batch_size`` or ``max_batch_tokens``, indices out of
+            range, or a store whose shape does not match.
     """
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if max_batch_tokens is not None and (not isinstance(max_batch_tokens, int) or max_batch_tokens <= 0):
+        raise ConfigError(f"max_batch_tokens must be a positive integer or None, got {max_batch_tokens!r}.")
     n_data = len(dataset)
     indices = list(range(n_data)) if indices is None else [int(i) for i in indices]
     if not indices:
@@ -112,11 +120,10 @@ def compute_features(
     if device is None:
         device = next(model.parameters()).device
     # order[r] is the position (in indices) of the r-th example processed (and stored).
-    order = length_order(dataset, indices) if sort_by_length else list(range(len(indices)))
+    lengths = [len(dataset[i]["input_ids"]) for i in indices]
+    order = length_order(lengths) if sort_by_length else list(range(len(indices)))
     ranges = store.missing_ranges() if store is not None else [(0, len(indices))]
-    batches = [
-        list(range(s, min(s + batch_size, e))) for start, e in ranges for s in range(start, e, batch_size)
-    ]
+    batches = token_batches([lengths[j] for j in order], ranges, batch_size, max_batch_tokens)
     todo = sum(len(b) for b in batches)
     if store is not None and todo < len(indices):
         logger.info("Resuming: %d of %d rows are already in the store.", len(indices) - todo, len(indices))
@@ -170,12 +177,9 @@ def compute_features(
     return out
 
 
-def length_order(
-    dataset: Sequence[dict[str, Any]] | torch.utils.data.Dataset, indices: Sequence[int]
-) -> list[int]:
-    """Positions of ``indices`` sorted by the length of their ``input_ids``, longest first (stable)."""
-    lengths = [len(dataset[i]["input_ids"]) for i in indices]
-    return sorted(range(len(indices)), key=lambda j: -lengths[j])
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Positions of ``lengths`` sorted longest first (stable)."""
+    return sorted(range(len(lengths)), key=lambda j: -lengths[j])
 
 
 def _bar_disabled(progress: bool | None) -> bool:

@@ -15,6 +15,7 @@ from torch import nn
 from dataflex.data.collator import IGNORE_INDEX
 from dataflex.engines import full_numel
 from dataflex.errors import ConfigError
+from dataflex.gradients.batching import causal_lm_inputs
 from dataflex.gradients.capture import GradientCapture
 from dataflex.gradients.sharded import check_capturable
 from dataflex.gradients.transforms import AdamState, check_transform, inplace_transform
@@ -174,15 +175,16 @@ class FeaturePlan:
         input_ids, mask, labels = _unpack(batch)
         bsz = input_ids.shape[0]
         extra = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
-        if "position_ids" not in extra:
-            # Positions count real tokens only, so left padding does not shift them.
-            extra["position_ids"] = (mask.long().cumsum(-1) - 1).clamp_min(0)
+        if "position_ids" in extra:
+            inputs = {"input_ids": input_ids, "attention_mask": mask}
+        else:
+            inputs = causal_lm_inputs(input_ids, mask)
         modes = {m: m.training for m in self.model.modules()}
         self.model.eval()  # dropout off
         try:
             with torch.enable_grad(), self.capture.hooks():
                 with self._phase("forward"), self.capture.recording():
-                    out = self.model(input_ids=input_ids, attention_mask=mask, use_cache=False, **extra)
+                    out = self.model(**inputs, use_cache=False, **extra)
                     logits = out.logits if hasattr(out, "logits") else out[0]
                     losses, counts = per_example_losses(logits, labels)
                     del out, logits

@@ -83,6 +83,14 @@ class LessSelector(PoolSelector):
         feature_dtype: Literal["float16", "float32"] = Field(
             default="float32", description="Dtype of cached features."
         )
+        max_batch_tokens: int | None = Field(
+            default=None,
+            ge=1,
+            description=(
+                "Most padded tokens (examples x longest) per feature batch, batch_size examples at "
+                "most; None: batch_size examples per batch."
+            ),
+        )
 
         @field_validator("projector")
         @classmethod
@@ -258,6 +266,7 @@ class LessSelector(PoolSelector):
                 projector,
                 ctx,
                 batch_size=p.batch_size,
+                max_batch_tokens=p.max_batch_tokens,
                 dtype=p.feature_dtype,
                 cache_dir=feature_dir,
                 timings=phases,
@@ -268,16 +277,14 @@ class LessSelector(PoolSelector):
         val = unit_rows(self.validation_features(ctx, rows))
         cand_list = [int(i) for i in candidates]
 
-        def work(shard: range) -> torch.Tensor:
-            feats = rows(
-                ctx.train_dataset, cand_list[shard.start : shard.stop], transform, adam_state, "train"
-            )
+        def work(share: list[int]) -> torch.Tensor:
+            feats = rows(ctx.train_dataset, share, transform, adam_state, "train")
             t0 = time.perf_counter()
             out = subtask_scores(unit_rows(feats), val, group_ids)
             timing["scoring"] += time.perf_counter() - t0
             return out
 
-        per_subtask = self.sharded(ctx, len(cand_list), work)
+        per_subtask = self.sharded_by_length(ctx, ctx.train_dataset, cand_list, work)
         t_io = time.perf_counter()
         self.store(ctx, cache, fingerprint, {"per_subtask": per_subtask})
         score_io += time.perf_counter() - t_io
@@ -310,11 +317,11 @@ class LessSelector(PoolSelector):
         caches) projected per-example gradient features; subclasses replace this
         method to use another direction in place of ∇ℓ(z') (``nice``).
         """
-        val_all = list(range(len(ctx.eval_dataset)))
-        return self.sharded(
+        return self.sharded_by_length(
             ctx,
-            len(val_all),
-            lambda shard: rows(ctx.eval_dataset, val_all[shard.start : shard.stop], "sgd", None, "val"),
+            ctx.eval_dataset,
+            range(len(ctx.eval_dataset)),
+            lambda share: rows(ctx.eval_dataset, share, "sgd", None, "val"),
         )
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:

@@ -150,6 +150,7 @@ def compute_rows(
     batch_size: int,
     dtype: str,
     cache_dir: Path | None,
+    max_batch_tokens: int | None = None,
     timings: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Projected (not normalised) gradient features of ``request.indices``, ``(len, k)`` fp32.
@@ -186,6 +187,7 @@ def compute_rows(
         request.dataset,
         ctx.collator,
         batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
         transform=request.transform,
         projector=projector,
         adam_state=request.adam_state,

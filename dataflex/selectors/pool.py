@@ -9,7 +9,7 @@ which examples earlier rounds chose (for ``repeat_across_rounds: false``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from dataflex.data.sft_dataset import composition
 from dataflex.errors import ConfigError
+from dataflex.gradients.batching import balanced_shards
 from dataflex.selectors.base import SelectionContext, Selector, SelectorParams
 from dataflex.selectors.cache import ScoreCache, data_identity, model_identity
 from dataflex.selectors.example_loss import dataset_losses
@@ -117,6 +118,29 @@ class PoolSelector(Selector):
         """
         local = work(ctx.dist.shard(count))
         return ctx.dist.gather_tensor(local.detach().cpu())
+
+    @staticmethod
+    def sharded_by_length(
+        ctx: SelectionContext,
+        dataset: Sequence[Mapping[str, Any]],
+        indices: Sequence[int],
+        work: Callable[[list[int]], torch.Tensor],
+    ) -> torch.Tensor:
+        """Run ``work`` on this rank's share of ``indices`` (dataset positions) and gather.
+
+        Unlike :meth:`sharded`'s contiguous blocks, the shares are dealt by token count
+        (:func:`~dataflex.gradients.batching.balanced_shards`), so every rank does the
+        same work and, under ZeRO-3 / FSDP, none waits on another's longer batches.
+        ``work`` gets its share of ``indices`` (in their order) and returns one row per
+        index; the result has the rows of ``indices`` in order, identical on every rank.
+        """
+        shares = balanced_shards([len(dataset[int(i)]["input_ids"]) for i in indices], ctx.dist.world_size)
+        mine = shares[ctx.dist.rank]
+        local = work([int(indices[j]) for j in mine]).detach().cpu()
+        gathered = ctx.dist.gather_tensor(local)
+        out = torch.empty_like(gathered)
+        out[torch.as_tensor([j for share in shares for j in share], dtype=torch.long)] = gathered
+        return out
 
     def cache(self, ctx: SelectionContext, kind: str) -> ScoreCache:
         """The score cache of this selector (disabled when no cache dir is set)."""

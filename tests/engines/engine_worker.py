@@ -31,6 +31,8 @@ SPECS: dict[str, dict[str, Any]] = {
     "less": {"projector": "rademacher", "proj_dim": 16, "seed": 7, "batch_size": 2},
     "less_identity": {"projector": "identity", "batch_size": 2},
     "loss": {"focus": "high", "temperature": 0.0, "batch_size": 2},
+    # token-budget batches: rank 0 runs 4 candidate batches, rank 1 3 (and a padding batch)
+    "less_tokens": {"projector": "identity", "batch_size": 4, "max_batch_tokens": 14},
 }
 POOL, VAL, BUDGET = 9, 3, 4
 HANG_AFTER_S = 300
