@@ -28,19 +28,6 @@ def _literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _fill_tokens(template: Template, slot: str, bos: str | None, eos: str | None) -> str:
-    """``slot`` with ``{bos}``/``{eos}`` written in, as ``render_pairs`` fills them."""
-    for key, token in (("{bos}", bos), ("{eos}", eos)):
-        if key in slot:
-            if token is None:
-                raise ConfigError(
-                    f"template {template.name!r} needs the tokenizer's {key[1:-1]} token, but the "
-                    "tokenizer has none, so it cannot be written as the exported chat_template."
-                )
-            slot = slot.replace(key, token)
-    return slot
-
-
 def template_to_jinja(template: Template, bos: str | None = None, eos: str | None = None) -> str:
     """The Jinja ``chat_template`` that renders conversations as ``template.render_pairs`` does.
 
@@ -54,13 +41,13 @@ def template_to_jinja(template: Template, bos: str | None = None, eos: str | Non
     """
 
     def slot(text: str) -> str:
-        return _literal(_fill_tokens(template, text, bos, eos))
+        return _literal(template.fill_special_tokens(text, bos, eos))
 
     user = slot(template.user)
     observation = slot(template.observation or template.user)
     assistant = slot(template.assistant)
     function_call = slot(template.function_call or template.assistant)
-    prefix = _literal(_fill_tokens(template, template.prefix, bos, eos).replace("{content}", ""))
+    prefix = _literal(template.fill_special_tokens(template.prefix, bos, eos).replace("{content}", ""))
     system_slot = slot(template.system)
     parts = [
         f"{{%- set ns = namespace(system={_literal(template.default_system)}, start=0) -%}}",

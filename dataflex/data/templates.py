@@ -79,21 +79,29 @@ class Template:
     special_tokens: tuple[str, ...] = field(default_factory=tuple)
     description: str = ""
 
+    def fill_special_tokens(self, slot: str, bos: str | None, eos: str | None) -> str:
+        """``slot`` with ``{bos}``/``{eos}`` replaced by the tokenizer's tokens.
+
+        Raises:
+            ConfigError: if the slot needs a token the tokenizer does not have.
+        """
+        for key, token in (("{bos}", bos), ("{eos}", eos)):
+            if key in slot:
+                if token is None:
+                    raise ConfigError(
+                        f"template {self.name!r} needs the tokenizer's {key[1:-1]} token, but the "
+                        "tokenizer has none."
+                    )
+                slot = slot.replace(key, token)
+        return slot
+
     def render_pairs(
         self, example: dict[str, Any], bos: str | None = None, eos: str | None = None
     ) -> list[tuple[str, str]]:
         """Render ``example`` (the reader's conversation form) as (source, target) pairs."""
 
         def fill(slot: str, content: str) -> str:
-            for key, tok in (("{bos}", bos), ("{eos}", eos)):
-                if key in slot:
-                    if tok is None:
-                        raise ConfigError(
-                            f"template {self.name!r} needs the tokenizer's {key[1:-1]} token, "
-                            "but the tokenizer has none."
-                        )
-                    slot = slot.replace(key, tok)
-            return slot.replace("{content}", content)
+            return self.fill_special_tokens(slot, bos, eos).replace("{content}", content)
 
         system = example.get("system") or self.default_system
         if example.get("tools"):

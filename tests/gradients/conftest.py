@@ -105,3 +105,23 @@ def slow_features(model, examples, *, transform="sgd", moments=None, projector=N
     if normalize:
         out = out / out.norm(dim=1, keepdim=True)
     return out
+
+
+def random_adam_state(model, seed=0):
+    """Adam moments of the model's trainable parameters: random, positive second moments."""
+    from dataflex.gradients import AdamMoments, AdamState
+
+    gen = torch.Generator().manual_seed(seed)
+    return AdamState(
+        {
+            n: AdamMoments(
+                torch.randn(p.shape, generator=gen) * 0.1,
+                torch.rand(p.shape, generator=gen) * 0.01,
+                0.9,
+                0.99,
+                1e-3,
+            )
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
+    )

@@ -8,27 +8,11 @@ import pytest
 import torch
 
 from dataflex.data.collator import SFTDataCollator
-from dataflex.gradients import AdamMoments, AdamState, num_trainable, per_example_features
 from dataflex.gradients import features as features_module
+from dataflex.gradients import num_trainable, per_example_features
 from dataflex.gradients.capture import GradientCapture
 from dataflex.projectors import SJLTProjector
-
-
-def _state(model, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return AdamState(
-        {
-            n: AdamMoments(
-                torch.randn(p.shape, generator=gen) * 0.1,
-                torch.rand(p.shape, generator=gen) * 0.01,
-                0.9,
-                0.99,
-                1e-3,
-            )
-            for n, p in model.named_parameters()
-            if p.requires_grad
-        }
-    )
+from tests.gradients.conftest import random_adam_state
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
@@ -38,7 +22,7 @@ def test_column_chunks_equal_row_blocks_bit_for_bit_and_the_batch1_reference(
     model = llama(kind)
     exs = examples(5, min_len=3, max_len=14, seed=9)
     batch = SFTDataCollator(0, "left")(exs)
-    state = _state(model, seed=4)
+    state = random_adam_state(model, seed=4)
     proj = SJLTProjector(num_trainable(model), 64, seed=2)
     monkeypatch.setattr(features_module, "ROW_BLOCK_ELEMENTS", 1)  # every parameter is "large"
     runs = []
@@ -87,7 +71,11 @@ def test_one_column_chunk_alive_at_a_time_and_no_whole_weight(llama, examples, m
     monkeypatch.setattr(GradientCapture, "per_example_grad", whole_spy)
     proj = SJLTProjector(num_trainable(model), 32)
     per_example_features(
-        model, SFTDataCollator(0)(examples(bsz)), transform="adam", adam_state=_state(model), projector=proj
+        model,
+        SFTDataCollator(0)(examples(bsz)),
+        transform="adam",
+        adam_state=random_adam_state(model),
+        projector=proj,
     )
     linear_weights = [
         m.weight for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.requires_grad

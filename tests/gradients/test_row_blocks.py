@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from dataflex.data.collator import SFTDataCollator
-from dataflex.gradients import AdamMoments, AdamState, num_trainable, per_example_features
+from dataflex.gradients import AdamMoments, num_trainable, per_example_features
 from dataflex.gradients import features as features_module
 from dataflex.gradients.transforms import apply_transform, inplace_transform
 from dataflex.projectors import SJLTProjector
+from tests.gradients.conftest import random_adam_state
 
 
 @pytest.fixture
@@ -26,30 +27,13 @@ def row_dense(dense_projector):
     return RowDense
 
 
-def _state(model, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return AdamState(
-        {
-            n: AdamMoments(
-                torch.randn(p.shape, generator=gen) * 0.1,
-                torch.rand(p.shape, generator=gen) * 0.01,
-                0.9,
-                0.99,
-                1e-3,
-            )
-            for n, p in model.named_parameters()
-            if p.requires_grad
-        }
-    )
-
-
 @pytest.mark.parametrize("kind", ["full", "tied", "lora"])
 def test_row_blocks_equal_the_batch1_reference(llama, examples, slow, row_dense, monkeypatch, kind):
     model = llama(kind)
     monkeypatch.setattr(features_module, "ROW_BLOCK_ELEMENTS", 300)
     monkeypatch.setattr(features_module, "COLUMN_CHUNK_ELEMENTS", 300)
     exs = examples(5, min_len=3, max_len=14, seed=7)
-    state = _state(model)
+    state = random_adam_state(model)
     proj = row_dense(num_trainable(model), 12, seed=1)
     got = per_example_features(
         model, SFTDataCollator(0, "left")(exs), transform="adam", adam_state=state, projector=proj
@@ -88,7 +72,7 @@ def test_row_blocks_equal_the_batch1_reference(llama, examples, slow, row_dense,
 def test_sjlt_row_blocks_equal_whole_blocks(llama, examples, monkeypatch):
     model = llama("full")
     batch = SFTDataCollator(0)(examples(6, seed=8))
-    state = _state(model, seed=2)
+    state = random_adam_state(model, seed=2)
     proj = SJLTProjector(num_trainable(model), 64, seed=3)
     whole = per_example_features(model, batch, transform="adam", adam_state=state, projector=proj)
     monkeypatch.setattr(features_module, "ROW_BLOCK_ELEMENTS", 1)  # one example at a time
