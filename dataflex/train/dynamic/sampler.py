@@ -86,7 +86,6 @@ class DynamicPlan:
         pool_size: Number of candidate examples the plan was checked for.
         examples_per_step: The global batch it was checked for.
         has_eval_dataset: Whether the selector gets a target set.
-        budget: The per-round budget ``examples_per_step × update_step``.
     """
 
     schedule: SelectionSchedule
@@ -94,7 +93,11 @@ class DynamicPlan:
     pool_size: int
     examples_per_step: int
     has_eval_dataset: bool
-    budget: int
+
+    @property
+    def budget(self) -> int:
+        """The per-round budget ``examples_per_step × update_step``."""
+        return self.examples_per_step * self.schedule.update_step
 
 
 def warmup_indices(pool_size: int, num_samples: int, seed: int) -> list[int]:

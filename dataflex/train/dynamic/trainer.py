@@ -153,10 +153,8 @@ def check_plan(
     """
     check_training_args(args, schedule)
     examples_per_step = global_batch_size(args)
-    budget = check_dynamic_plan(
-        schedule, selector, pool_size, examples_per_step, has_eval_dataset=has_eval_dataset
-    )
-    return DynamicPlan(schedule, selector, int(pool_size), examples_per_step, has_eval_dataset, budget)
+    check_dynamic_plan(schedule, selector, pool_size, examples_per_step, has_eval_dataset=has_eval_dataset)
+    return DynamicPlan(schedule, selector, int(pool_size), examples_per_step, has_eval_dataset)
 
 
 class TrainerLike(Protocol):
