@@ -241,19 +241,20 @@ class FeaturePlan:
 
     def _row_slices(self, param: nn.Parameter, bsz: int) -> list[slice] | None:
         """Row slices for projecting ``param`` a few examples at a time, or None (whole batch)."""
-        numel = full_numel(param)
-        if not getattr(self.projector, "row_blocks", False) or bsz * numel <= ROW_BLOCK_ELEMENTS:
+        if not self._streams_in_blocks(param, bsz) or not self.capture.sliceable(param):
             return None
-        if not self.capture.sliceable(param):
-            return None
-        step = max(1, ROW_BLOCK_ELEMENTS // numel)
+        step = max(1, ROW_BLOCK_ELEMENTS // full_numel(param))
         return [slice(a, min(a + step, bsz)) for a in range(0, bsz, step)]
 
     def _chunk_shape(self, param: nn.Parameter, bsz: int) -> tuple[int, int] | None:
         """``(out, in)`` of a Linear weight to stream in column chunks, or None (other paths)."""
-        if not getattr(self.projector, "row_blocks", False) or bsz * full_numel(param) <= ROW_BLOCK_ELEMENTS:
+        if not self._streams_in_blocks(param, bsz):
             return None
         return self.capture.column_chunks(param)
+
+    def _streams_in_blocks(self, param: nn.Parameter, bsz: int) -> bool:
+        """Whether ``param``'s ``B × numel`` block is too large to make whole for a per-entry projector."""
+        return getattr(self.projector, "row_blocks", False) and bsz * full_numel(param) > ROW_BLOCK_ELEMENTS
 
     def _column_chunks(
         self,
