@@ -44,6 +44,11 @@ def causal_lm_inputs(input_ids: torch.Tensor, mask: torch.Tensor) -> dict[str, A
     return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}
 
 
+def length_order(lengths: Sequence[int]) -> list[int]:
+    """Positions of ``lengths`` sorted longest first (stable)."""
+    return sorted(range(len(lengths)), key=lambda j: -lengths[j])
+
+
 def token_batches(
     lengths: Sequence[int],
     ranges: Sequence[tuple[int, int]],
@@ -100,7 +105,7 @@ def balanced_shards(lengths: Sequence[int], world_size: int) -> list[list[int]]:
     Returns:
         ``world_size`` lists of positions; together they hold each position once.
     """
-    order = sorted(range(len(lengths)), key=lambda j: (-lengths[j], j))
+    order = length_order(lengths)
     shards: list[list[int]] = [[] for _ in range(world_size)]
     for turn, j in enumerate(order):
         lap, seat = divmod(turn, world_size)

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from dataflex.engines import lockstep_extra_batches
 from dataflex.errors import ConfigError
-from dataflex.gradients.batching import token_batches
+from dataflex.gradients.batching import length_order, token_batches
 from dataflex.gradients.features import FeaturePlan
 from dataflex.gradients.sharded import run_padding
 from dataflex.gradients.store import FeatureStore
@@ -175,11 +175,6 @@ def compute_features(
             timings[phase] = timings.get(phase, 0.0) + seconds
         timings["io"] = timings.get("io", 0.0) + io
     return out
-
-
-def length_order(lengths: Sequence[int]) -> list[int]:
-    """Positions of ``lengths`` sorted longest first (stable)."""
-    return sorted(range(len(lengths)), key=lambda j: -lengths[j])
 
 
 def _bar_disabled(progress: bool | None) -> bool:

@@ -10,7 +10,7 @@ import torch
 from dataflex.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""The dtypes a projector multiplies in, by name (``projector_dtype`` of LESS's params)."""
+"""The dtypes a projector multiplies in, by name (the ``dtype`` of :class:`Projector`)."""
 
 
 def dtype_name(dtype: torch.dtype) -> str:
