@@ -72,6 +72,10 @@ class Registry(Generic[T]):
             module, self._builtins = self._builtins, None
             importlib.import_module(module)
 
+    def _check_name(self, name: object) -> None:
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
+
     def add(self, name: str, entry: T, *, overwrite: bool = False) -> T:
         """Register ``entry`` under ``name``; a class also gets ``registry_name = name``.
 
@@ -81,8 +85,7 @@ class Registry(Generic[T]):
             RegistryError: if ``name`` is not a non-empty string, is taken by another entry
                 (unless ``overwrite``), or the entry has the wrong base.
         """
-        if not isinstance(name, str) or not name:
-            raise RegistryError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
+        self._check_name(name)
         other = self._entries.get(name)
         if other is not None and other is not entry and other != entry and not overwrite:
             owner = other if inspect.isclass(other) else type(other)
@@ -112,8 +115,7 @@ class Registry(Generic[T]):
             RegistryError: if ``name`` is not a non-empty string (at once), or, when the
                 decorator is applied, as :meth:`add` does.
         """
-        if not isinstance(name, str) or not name:
-            raise RegistryError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
+        self._check_name(name)
 
         def decorator(entry: T) -> T:
             return self.add(name, entry)
