@@ -7,13 +7,17 @@
 #
 # DATA_DIR: LLaMA-Factory's data folder (alpaca_en_demo, alpaca_zh_demo, dataset_info.json);
 # default ../shared/data/llamafactory. WORK_DIR (default: a new temporary folder) gets the
-# run folder and the seed's ../dataflex_saves output; its feature cache starts empty.
+# run folder and the seed's ../dataflex_saves output, so the feature cache starts empty; it
+# must not exist yet or be empty (nothing already there is deleted or overwritten).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DATA=$(cd "${1:-$REPO/../shared/data/llamafactory}" && pwd)
 WORK=${2:-$(mktemp -d)}
+if [ -e "$WORK" ] && [ -n "$(ls -A "$WORK")" ]; then
+  echo "seed_config_run.sh: WORK_DIR $WORK is not empty; give a new or empty folder" >&2
+  exit 2
+fi
 mkdir -p "$WORK/run"
-rm -rf "$WORK/dataflex_saves"
 sed -e "s#meta-llama/Llama-3.1-8B#$REPO/examples/quickstart/model#" -e "s#bf16: true#bf16: false#" \
     "$REPO/examples/train_lora/selectors/less.yaml" > "$WORK/run/less.yaml"
 for name in examples dataflex; do ln -sfn "$REPO/$name" "$WORK/run/$name"; done
