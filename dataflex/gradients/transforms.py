@@ -7,25 +7,55 @@ that example alone, from the current moments m, v of the optimizer:
 
 with β₁, β₂, ε read from the parameter's optimizer group. Bias correction only
 rescales Γ (and cancels under the cosine LESS uses), so it is left out.
+
+Γ is computed in fp32 with a correctly rounded √ on every path (:func:`sqrt_`), so the
+torch operations here and the fused CPU kernel (:mod:`dataflex.projectors.native`) give
+the same values bit for bit, however a parameter is blocked.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 
 from dataflex.engines import engine_of, full_adam_state
 from dataflex.errors import ConfigError
+from dataflex.projectors.native import AdamColumns
 from dataflex.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 
 TRANSFORMS = ("sgd", "adam", "sign")
+
+NUMERICS = "fp32-fma-sqrt-ieee/1"
+"""How Γ is rounded (part of every feature-cache fingerprint): fused multiply-adds as torch
+computes ``add(alpha=)``/``addcmul(value=)``, and a correctly rounded square root. Change
+it when the arithmetic changes, so caches of the old values are recomputed, not reused."""
+
+_SQRT_BLOCK = 1 << 18
+
+
+def sqrt_(values: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded √ of contiguous fp32 ``values``, in place; returns them.
+
+    On the CPU torch's fp32 ``sqrt`` goes through MKL's vector math, which is within 1 ulp
+    of the correctly rounded root but not always equal to it. The fp64 root rounded to
+    fp32 is the correctly rounded fp32 root (53 ≥ 2·24 + 2 bits), so that is used there,
+    a block at a time. Elsewhere (CUDA) ``sqrt_`` is the IEEE operation itself.
+    """
+    if values.device.type != "cpu":
+        return values.sqrt_()
+    flat = values.view(-1)
+    for a in range(0, flat.numel(), _SQRT_BLOCK):
+        block = flat[a : a + _SQRT_BLOCK]
+        block.copy_(block.double().sqrt_())
+    return values
+
 
 # transformers.Trainer.get_decay_parameter_names: parameters outside LayerNorm modules whose
 # lower-cased names match none of these patterns form the weight-decay group.
@@ -180,42 +210,67 @@ def apply_transform(transform: str, grads: torch.Tensor, moments: AdamMoments | 
     # Few full-size passes and allocations: this runs on (B, n) blocks of every parameter.
     m_new = torch.add(moments.beta1 * m, grads, alpha=1.0 - moments.beta1)
     v_new = torch.addcmul(moments.beta2 * v, grads, grads, value=1.0 - moments.beta2)
-    return m_new.div_(v_new.sqrt_().add_(moments.eps))
+    return m_new.div_(sqrt_(v_new).add_(moments.eps))
+
+
+class ColumnTransform:
+    """One parameter's transform, applied in place to ``(b, n)`` fp32 blocks of its columns.
+
+    Calling it computes :func:`apply_transform` in place (the same operations in the
+    same order, so the same values), with the moments scaled by β₁, β₂ once for all the
+    row or column blocks of the parameter and one scratch block instead of two fresh
+    ones: the per-example block is overwritten by its Adam direction where it lies,
+    while it is still in cache. ``grads`` holds the parameter's flattened columns
+    ``[start, start + n)``; the moments of those columns are broadcast over its rows.
+    A projector that fuses the transform into its scatter (:meth:`Projector.fuses`)
+    reads :meth:`adam_columns` instead and never makes the scaled moments.
+
+    Args:
+        kind: ``"sgd"``, ``"adam"`` or ``"sign"``.
+        moments: The parameter's Adam moments (``adam`` only).
+        device: Where the gradients live (the moments are moved there, as fp32, once).
+    """
+
+    def __init__(
+        self, kind: str, moments: AdamMoments | None = None, device: torch.device | str | None = None
+    ) -> None:
+        if kind == "adam" and moments is None:  # guarded by the caller's validation
+            raise ValueError("transform='adam' needs the parameter's Adam moments.")
+        self.kind = kind
+        self.moments = moments
+        self._exp_avg: torch.Tensor | None = None
+        self._exp_avg_sq: torch.Tensor | None = None
+        if moments is not None and kind == "adam":
+            self._exp_avg = moments.exp_avg.to(device=device, dtype=torch.float32).reshape(-1)
+            self._exp_avg_sq = moments.exp_avg_sq.to(device=device, dtype=torch.float32).reshape(-1)
+        self._scaled: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, grads: torch.Tensor, start: int = 0) -> torch.Tensor:
+        if self.kind == "sgd":
+            return grads
+        if self.kind == "sign":
+            return grads.sign_()
+        moments = cast(AdamMoments, self.moments)  # adam: checked in __init__
+        if self._scaled is None:
+            ea, eas = cast(torch.Tensor, self._exp_avg), cast(torch.Tensor, self._exp_avg_sq)
+            self._scaled = (moments.beta1 * ea.reshape(1, -1), moments.beta2 * eas.reshape(1, -1))
+        m, v = self._scaled
+        cols = slice(start, start + grads.shape[1])
+        denom = sqrt_(torch.addcmul(v[:, cols], grads, grads, value=1.0 - moments.beta2)).add_(moments.eps)
+        return torch.add(m[:, cols], grads, alpha=1.0 - moments.beta1, out=grads).div_(denom)
+
+    def adam_columns(self, start: int, stop: int) -> AdamColumns:
+        """The fused kernel's inputs for the parameter's columns ``[start, stop)`` (``adam`` only)."""
+        moments = cast(AdamMoments, self.moments)
+        ea, eas = cast(torch.Tensor, self._exp_avg), cast(torch.Tensor, self._exp_avg_sq)
+        return AdamColumns(ea[start:stop], eas[start:stop], moments.beta1, moments.beta2, moments.eps)
 
 
 def inplace_transform(
     transform: str, moments: AdamMoments | None = None, device: torch.device | str | None = None
-) -> Callable[..., torch.Tensor]:
-    """``f(grads, start=0)``: :func:`apply_transform` computed in place on ``(b, n)`` fp32 ``grads``.
-
-    The same operations in the same order as :func:`apply_transform` (so the same
-    values), with the moments scaled by β₁, β₂ once for all the row or column blocks of
-    one parameter, and one scratch block instead of two fresh ones: the per-example
-    block is overwritten by its Adam direction where it lies, while it is still in
-    cache. ``grads`` holds the parameter's flattened columns ``[start, start + n)``
-    (a column chunk); the moments of those columns are broadcast over its rows.
-
-    Args:
-        transform: ``"sgd"``, ``"adam"`` or ``"sign"``.
-        moments: The parameter's Adam moments (``"adam"`` only).
-        device: Where the gradients live (the moments are moved there once).
-    """
-    if transform == "sgd":
-        return lambda grads, start=0: grads
-    if transform == "sign":
-        return lambda grads, start=0: grads.sign_()
-    if moments is None:  # guarded by the caller's validation
-        raise ValueError("transform='adam' needs the parameter's Adam moments.")
-    m = moments.beta1 * moments.exp_avg.to(device=device, dtype=torch.float32).reshape(1, -1)
-    v = moments.beta2 * moments.exp_avg_sq.to(device=device, dtype=torch.float32).reshape(1, -1)
-    beta1, beta2, eps = moments.beta1, moments.beta2, moments.eps
-
-    def adam(grads: torch.Tensor, start: int = 0) -> torch.Tensor:
-        cols = slice(start, start + grads.shape[1])
-        denom = torch.addcmul(v[:, cols], grads, grads, value=1.0 - beta2).sqrt_().add_(eps)
-        return torch.add(m[:, cols], grads, alpha=1.0 - beta1, out=grads).div_(denom)
-
-    return adam
+) -> ColumnTransform:
+    """The :class:`ColumnTransform` of one parameter (see there for the arguments)."""
+    return ColumnTransform(transform, moments if transform == "adam" else None, device)
 
 
 def check_transform(transform: object) -> str:

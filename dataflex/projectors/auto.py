@@ -1,8 +1,8 @@
 """``auto``: one distribution on every device, each on its fastest backend; ``sjlt`` by default.
 
-* ``distribution="sjlt"`` (default): the sparse JL projector with the torch backend
-  (``index_add_``) on any device; ``backend="triton"`` can be passed for the Triton
-  kernel (same P).
+* ``distribution="sjlt"`` (default): the sparse JL projector with its own ``auto``
+  backend (the C kernel on a CPU device where a C compiler is found, ``index_add_``
+  elsewhere); ``backend=`` picks one (``torch``, ``cpu``, ``triton``; same P).
 * ``"rademacher"``/``"gaussian"``: the fused ``cuda`` kernel on a CUDA device with
   Triton, else the torch backend of that name.
 
@@ -17,7 +17,7 @@ import logging
 import torch
 
 from dataflex.errors import ConfigError
-from dataflex.projectors.base import Projector
+from dataflex.projectors.base import ColumnTransformLike, Projector
 from dataflex.projectors.cuda import CudaProjector, triton_available
 from dataflex.projectors.gaussian import GaussianProjector
 from dataflex.projectors.rademacher import RademacherProjector
@@ -82,6 +82,28 @@ class AutoProjector(Projector):
     @property
     def distribution(self) -> str:
         return self.backend.distribution
+
+    # Everything a caller may stream through is the chosen backend's own.
+    @property
+    def row_blocks(self) -> bool:  # type: ignore[override]  # the chosen backend's ClassVar
+        return self.backend.row_blocks
+
+    def accumulator(self, batch: int) -> torch.Tensor:
+        return self.backend.accumulator(batch)
+
+    def accumulate(self, acc: torch.Tensor, x: torch.Tensor, offset: int = 0) -> None:
+        self.backend.accumulate(acc, x, offset)
+
+    def fuses(self, transform: ColumnTransformLike) -> bool:
+        return self.backend.fuses(transform)
+
+    def accumulate_transformed(
+        self, acc: torch.Tensor, x: torch.Tensor, offset: int, transform: ColumnTransformLike, start: int
+    ) -> None:
+        self.backend.accumulate_transformed(acc, x, offset, transform, start)
+
+    def finish(self, acc: torch.Tensor) -> torch.Tensor:
+        return self.backend.finish(acc)
 
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
         return self.backend._project(x, offset)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 
 from dataflex.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dataflex.projectors.native import AdamColumns
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """The dtypes a projector multiplies in, by name (the ``dtype`` of :class:`Projector`)."""
@@ -28,6 +31,19 @@ def round_to(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype != torch.float32:
         values.copy_(values.to(dtype))
     return values
+
+
+class ColumnTransformLike(Protocol):
+    """What a projector sees of a parameter's elementwise gradient transform.
+
+    :class:`dataflex.gradients.transforms.ColumnTransform` is the implementation.
+    """
+
+    kind: str
+
+    def __call__(self, grads: torch.Tensor, start: int = 0) -> torch.Tensor: ...
+
+    def adam_columns(self, start: int, stop: int) -> AdamColumns: ...
 
 
 class Projector(ABC):
@@ -129,6 +145,24 @@ class Projector(ABC):
             offset: Index of ``x``'s first column among the D input coordinates.
         """
         acc.add_(self._project(self._checked_input(x, offset), offset))
+
+    def fuses(self, transform: ColumnTransformLike) -> bool:
+        """Whether :meth:`accumulate_transformed` applies ``transform`` inside its own pass.
+
+        False here: the transform runs first, as its own pass over the block.
+        """
+        return False
+
+    def accumulate_transformed(
+        self, acc: torch.Tensor, x: torch.Tensor, offset: int, transform: ColumnTransformLike, start: int
+    ) -> None:
+        """:meth:`accumulate` of ``transform(x, start)``; ``x`` may be overwritten.
+
+        ``x`` holds columns ``[start, start + n)`` of one parameter whose transform is
+        ``transform`` and coordinates ``[offset, offset + n)`` of the input. A backend
+        that :meth:`fuses` the transform reads each value once, transforms and adds it.
+        """
+        self.accumulate(acc, transform(x, start), offset)
 
     def finish(self, acc: torch.Tensor) -> torch.Tensor:
         """The ``(B, proj_dim)`` fp32 projection summed in ``acc`` (checked for NaN/Inf)."""

@@ -12,19 +12,24 @@ of :mod:`dataflex.projectors.hashing` (stream :data:`STREAM_SJLT`)::
     row(c, j)  = j·(k/s) + (w >> 1) mod (k/s)
     sign(c, j) = −1 if w & 1 else +1
 
-so any slice can be projected anywhere (``offset``), and the torch backend (CPU or
-GPU, ``index_add_``) and the Triton kernel (``backend="triton"``) compute the same P.
+so any slice can be projected anywhere (``offset``), and every backend computes the
+same P: ``torch`` (``index_add_``, CPU or GPU), ``cpu`` (a C kernel built at first use,
+:mod:`dataflex.projectors.native`, which also fuses LESS's Adam transform into the
+scatter) and ``triton`` (one Triton kernel). ``auto``, the default, is ``cpu`` on a CPU
+device where a C compiler is found and ``torch`` elsewhere.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 
 import torch
 
 from dataflex.errors import ConfigError
-from dataflex.projectors.base import Projector
+from dataflex.projectors import native
+from dataflex.projectors.base import ColumnTransformLike, Projector
 from dataflex.projectors.cuda import interpreting, triton_available
 from dataflex.projectors.hashing import (
     HASH_SCHEME,
@@ -45,7 +50,10 @@ DEFAULT_INDEX_CACHE_BYTES = 1 << 30
 CHUNK_COLUMNS = 1 << 18
 """Columns hashed (and cached) together; one ``index_add_`` per chunk and nonzero."""
 
-_BACKENDS = ("torch", "triton")
+_BACKENDS = ("auto", "torch", "cpu", "triton")
+
+logger = logging.getLogger(__name__)
+_warned_no_kernel = False
 
 
 def sjlt_indices(seed: int, proj_dim: int, nnz: int, start: int, stop: int, device) -> torch.Tensor:
@@ -78,14 +86,19 @@ class SJLTProjector(Projector):
         dtype: Precision of the multiply: the input is rounded to it (the ±1 entries are
             exact in any dtype) and summed in fp32.
         device: Device of the outputs (CPU or CUDA for ``backend="torch"``).
-        backend: ``"torch"`` (``index_add_``, any device) or ``"triton"`` (one Triton
-            kernel; a CUDA device, or the CPU under ``TRITON_INTERPRET=1``). Same P.
+        backend: ``"auto"`` (default: ``"cpu"`` on a CPU device when a C compiler is
+            found, else ``"torch"``, with a warning on a CPU device), ``"torch"``
+            (``index_add_``, any device), ``"cpu"`` (the C kernel of
+            :mod:`dataflex.projectors.native`; fuses the ``sgd``/``adam`` transforms,
+            :meth:`fuses`) or ``"triton"`` (one Triton kernel; a CUDA device, or the CPU
+            under ``TRITON_INTERPRET=1``). Same P on every backend.
         cache_bytes: Budget for hashed indices kept between calls (torch backend;
             0 keeps only the latest chunk's). Indices take ``8·s`` bytes per cached column.
 
     Raises:
         ConfigError: on ``nnz_per_column`` not in ``[1, k]`` or not dividing k, an
-            unknown backend, or ``triton`` without Triton or a CUDA device.
+            unknown backend, ``triton`` without Triton or a CUDA device, or ``cpu`` off
+            the CPU or where its kernel cannot be built (no C compiler).
     """
 
     row_blocks = True
@@ -99,7 +112,7 @@ class SJLTProjector(Projector):
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
-        backend: str = "torch",
+        backend: str = "auto",
         cache_bytes: int = DEFAULT_INDEX_CACHE_BYTES,
     ) -> None:
         super().__init__(input_dim, proj_dim, seed=seed, dtype=dtype, device=device)
@@ -124,6 +137,15 @@ class SJLTProjector(Projector):
                     f"sjlt backend='triton' runs on a CUDA device, got device={self.device}; "
                     "backend='torch' computes the same P on any device."
                 )
+        if backend == "cpu" and self.device.type != "cpu":
+            raise ConfigError(
+                f"sjlt backend='cpu' runs on the CPU, got device={self.device}; use backend='torch' "
+                "or 'triton' there (the same P)."
+            )
+        if backend == "cpu":
+            native.load()  # raises CpuKernelUnavailable with the reason and the fix
+        if backend == "auto":
+            backend = self._auto_backend()
         self.nnz = s
         self.backend = backend
         self.scale = 1.0 / math.sqrt(s)
@@ -132,6 +154,20 @@ class SJLTProjector(Projector):
         self._cache: dict[int, torch.Tensor] = {}
         self._cache_used = 0
         self._last: tuple[int, torch.Tensor] | None = None
+        self._work: torch.Tensor | None = None  # the cpu kernel's scratch, made once
+
+    def _auto_backend(self) -> str:
+        global _warned_no_kernel
+        if self.device.type != "cpu":
+            return "torch"
+        try:
+            native.load()
+        except native.CpuKernelUnavailable as err:
+            if not _warned_no_kernel:
+                logger.warning("sjlt: using the torch backend on the CPU, about 3× slower: %s", err)
+                _warned_no_kernel = True
+            return "torch"
+        return "cpu"
 
     @property
     def distribution(self) -> str:
@@ -172,9 +208,15 @@ class SJLTProjector(Projector):
         return idx
 
     def accumulator(self, batch: int) -> torch.Tensor:
-        """Zeroed ``(B, 2k)`` sums (torch backend): even entries positive, odd negative contributions."""
+        """Zeroed sums, even entries positive and odd negative contributions of each row.
+
+        ``(B, 2k)`` on the torch backend, ``(2k, B)`` on the ``cpu`` backend (one
+        contiguous run of B values per addition), the base layout on ``triton``.
+        """
         if self.backend == "triton":
             return super().accumulator(batch)
+        if self.backend == "cpu":
+            return torch.zeros(2 * self.proj_dim, batch, dtype=torch.float32)
         return torch.zeros(batch, 2 * self.proj_dim, device=self.device, dtype=torch.float32)
 
     def accumulate(self, acc: torch.Tensor, x: torch.Tensor, offset: int = 0) -> None:
@@ -182,6 +224,21 @@ class SJLTProjector(Projector):
             super().accumulate(acc, x, offset)
             return
         self._scatter(acc, self._as_fp32(self._checked_input(x, offset)), offset)
+
+    def fuses(self, transform: ColumnTransformLike) -> bool:
+        """True on the ``cpu`` backend at fp32 for the ``sgd`` and ``adam`` transforms."""
+        return self.backend == "cpu" and self.dtype == torch.float32 and transform.kind in ("sgd", "adam")
+
+    def accumulate_transformed(
+        self, acc: torch.Tensor, x: torch.Tensor, offset: int, transform: ColumnTransformLike, start: int
+    ) -> None:
+        if not self.fuses(transform):
+            super().accumulate_transformed(acc, x, offset, transform, start)
+            return
+        x = self._checked_input(x, offset)
+        if x.dtype != torch.float32:
+            raise ValueError(f"the fused transform takes fp32 gradients, got {x.dtype}.")
+        self._scatter(acc, x, offset, transform if transform.kind == "adam" else None, start)
 
     def finish(self, acc: torch.Tensor) -> torch.Tensor:
         if self.backend == "triton":
@@ -194,23 +251,46 @@ class SJLTProjector(Projector):
         x = x.to(self.device)  # rounded to dtype already (Projector.project); fp32 holds it exactly
         return x if x.dtype == torch.float32 else x.float()
 
-    def _scatter(self, acc: torch.Tensor, x: torch.Tensor, offset: int) -> None:
-        """Add fp32 ``x`` (columns from ``offset``) into the ``(B, 2k)`` sums, in column order.
+    def _scatter(
+        self,
+        acc: torch.Tensor,
+        x: torch.Tensor,
+        offset: int,
+        adam: ColumnTransformLike | None = None,
+        start: int = 0,
+    ) -> None:
+        """Add fp32 ``x`` (columns from ``offset``) into the sums of :meth:`accumulator`, in column order.
 
         Each output entry lies in one row block j, so it receives its additions in column
-        order whatever the slicing: slices streamed in order give the same sums, bit for bit.
+        order whatever the slicing: slices streamed in order give the same sums, bit for
+        bit, on the torch and ``cpu`` backends alike. ``adam`` (``cpu`` backend only): the
+        parameter's Adam transform, fused, ``x`` being its columns from ``start``.
         """
         width = x.shape[1]
+        if self.backend == "cpu" and width > 1 and x.stride(1) != 1:
+            x = x.contiguous()
         first, last = offset // CHUNK_COLUMNS, (offset + width - 1) // CHUNK_COLUMNS
         for chunk in range(first, last + 1):
             c0 = chunk * CHUNK_COLUMNS
             a, b = max(offset, c0), min(offset + width, c0 + CHUNK_COLUMNS)
             idx = self._indices(chunk)
             src = x[:, a - offset : b - offset]
+            if self.backend == "cpu":
+                cols = None
+                if adam is not None:
+                    first = start + a - offset
+                    cols = adam.adam_columns(first, first + b - a)
+                if self._work is None or self._work.numel() < src.shape[0]:
+                    self._work = native.scratch(src.shape[0])
+                native.accumulate(acc, src, idx[:, a - c0 : b - c0], cols, self._work)
+                continue
             for j in range(self.nnz):
                 acc.index_add_(1, idx[j, a - c0 : b - c0], src)
 
     def _signed(self, acc: torch.Tensor) -> torch.Tensor:
+        if self.backend == "cpu":
+            pairs = acc.view(self.proj_dim, 2, acc.shape[1])
+            return (pairs[:, 0] - pairs[:, 1]).mul_(self.scale).t().contiguous()
         pairs = acc.view(acc.shape[0], self.proj_dim, 2)
         return (pairs[:, :, 0] - pairs[:, :, 1]).mul_(self.scale)
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, field_validator
 from dataflex.engines import has_optimizer_state
 from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, num_trainable
+from dataflex.gradients.transforms import NUMERICS
 from dataflex.projectors.base import Projector
 from dataflex.registry import PROJECTORS, did_you_mean, register_selector
 from dataflex.selectors.base import CandidateScores, Selection, SelectionContext
@@ -218,6 +219,7 @@ class LessSelector(PoolSelector):
             **self.validation_fingerprint(ctx),
             **identity,
             "transform": transform,
+            "numerics": NUMERICS,
             "adam_state": adam_identity(adam_state),
             "train": data_identity(ctx.train_dataset, candidates),
             "val": data_identity(ctx.eval_dataset, range(len(ctx.eval_dataset))),

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from dataflex.engines import engine_of
 from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, FeatureStore, compute_features, num_trainable
+from dataflex.gradients.transforms import NUMERICS
 from dataflex.io import fingerprint_key
 from dataflex.projectors.base import Projector
 from dataflex.registry import build_projector
@@ -172,6 +173,7 @@ def compute_rows(
             **request.identity,
             "role": request.role,
             "transform": request.transform,
+            "numerics": NUMERICS,
             "data": data_identity(request.dataset, request.indices),
             "row_order": "length-desc",
         }

@@ -11,23 +11,32 @@ from dataflex.data.collator import SFTDataCollator
 from dataflex.gradients import features as features_module
 from dataflex.gradients import num_trainable, per_example_features
 from dataflex.gradients.capture import GradientCapture
-from dataflex.projectors import SJLTProjector
+from dataflex.projectors import SJLTProjector, build_projector
 from tests.gradients.conftest import random_adam_state
+from tests.projectors.conftest import cpu_kernel_available
 
 
+def _backend(name: str) -> str:
+    if name == "cpu" and not cpu_kernel_available():
+        pytest.skip("sjlt cpu kernel: no C compiler here")
+    return name
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
 @pytest.mark.parametrize("kind", ["full", "lora"])
 def test_column_chunks_equal_row_blocks_bit_for_bit_and_the_batch1_reference(
-    llama, examples, slow, monkeypatch, kind
+    llama, examples, slow, monkeypatch, kind, backend
 ):
     model = llama(kind)
     exs = examples(5, min_len=3, max_len=14, seed=9)
     batch = SFTDataCollator(0, "left")(exs)
     state = random_adam_state(model, seed=4)
-    proj = SJLTProjector(num_trainable(model), 64, seed=2)
+    proj = SJLTProjector(num_trainable(model), 64, seed=2, backend=_backend(backend))
     monkeypatch.setattr(features_module, "ROW_BLOCK_ELEMENTS", 1)  # every parameter is "large"
     runs = []
     for elements in (1, 700, 1 << 19):  # one row of W per chunk, a few rows, the whole weight
         monkeypatch.setattr(features_module, "COLUMN_CHUNK_ELEMENTS", elements)
+        monkeypatch.setattr(features_module, "FUSED_CHUNK_ELEMENTS", elements)  # the cpu kernel's
         runs.append(per_example_features(model, batch, transform="adam", adam_state=state, projector=proj))
     with monkeypatch.context() as m:  # the previous path: one example of the whole weight at a time
         m.setattr(GradientCapture, "column_chunks", lambda self, param: None)
@@ -46,11 +55,13 @@ def test_column_chunks_equal_row_blocks_bit_for_bit_and_the_batch1_reference(
     torch.testing.assert_close(runs[0], want, atol=2e-5 * scale, rtol=1e-4)
 
 
-def test_one_column_chunk_alive_at_a_time_and_no_whole_weight(llama, examples, monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_one_column_chunk_alive_at_a_time_and_no_whole_weight(llama, examples, monkeypatch, backend):
     model = llama("full")
     bsz = 4
     monkeypatch.setattr(features_module, "ROW_BLOCK_ELEMENTS", 1)
     monkeypatch.setattr(features_module, "COLUMN_CHUNK_ELEMENTS", 500)
+    monkeypatch.setattr(features_module, "FUSED_CHUNK_ELEMENTS", 500)
     alive: list[weakref.ref] = []
     sizes: list[tuple[int, int]] = []  # (elements, B × one row of W)
     whole: list[torch.nn.Parameter] = []
@@ -69,7 +80,7 @@ def test_one_column_chunk_alive_at_a_time_and_no_whole_weight(llama, examples, m
 
     monkeypatch.setattr(GradientCapture, "weight_rows_grad", rows_spy)
     monkeypatch.setattr(GradientCapture, "per_example_grad", whole_spy)
-    proj = SJLTProjector(num_trainable(model), 32)
+    proj = SJLTProjector(num_trainable(model), 32, backend=_backend(backend))
     per_example_features(
         model,
         SFTDataCollator(0)(examples(bsz)),
@@ -84,3 +95,44 @@ def test_one_column_chunk_alive_at_a_time_and_no_whole_weight(llama, examples, m
     assert all(n <= max(500, row) for n, row in sizes)
     # Of the 2-D parameters, only the embedding went whole (in row blocks, one example each).
     assert {id(p) for p in whole if p.dim() == 2} == {id(model.get_input_embeddings().weight)}
+
+
+@pytest.mark.parametrize("transform", ["adam", "sgd", "sign"])
+def test_the_fused_cpu_kernel_gives_the_torch_backends_features_bit_for_bit(llama, examples, transform):
+    model = llama("full")
+    batch = SFTDataCollator(0)(examples(6, min_len=3, max_len=14, seed=2))
+    state = random_adam_state(model, seed=1)
+    dim = num_trainable(model)
+    got, want = (
+        per_example_features(
+            model,
+            batch,
+            transform=transform,
+            adam_state=state,
+            projector=SJLTProjector(dim, 64, seed=5, backend=_backend(backend)),
+        )
+        for backend in ("cpu", "torch")
+    )
+    assert torch.equal(got, want)
+
+
+def test_the_auto_projector_streams_large_weights_in_column_chunks(llama, examples, monkeypatch):
+    """LESS's default projector (``auto``) takes the column-chunk path of the sjlt it wraps."""
+    model = llama("full")
+    monkeypatch.setattr(features_module, "ROW_BLOCK_ELEMENTS", 1)
+    chunks = []
+    original = GradientCapture.weight_rows_grad
+
+    def spy(self, *args):
+        chunks.append(args[0])
+        return original(self, *args)
+
+    monkeypatch.setattr(GradientCapture, "weight_rows_grad", spy)
+    batch = SFTDataCollator(0)(examples(4))
+    state = random_adam_state(model)
+    auto = build_projector("auto", input_dim=num_trainable(model), proj_dim=32, seed=3)
+    got = per_example_features(model, batch, transform="adam", adam_state=state, projector=auto)
+    assert chunks  # the Linear weights went in column chunks
+    direct = SJLTProjector(num_trainable(model), 32, seed=3)
+    want = per_example_features(model, batch, transform="adam", adam_state=state, projector=direct)
+    assert torch.equal(got, want)

@@ -9,8 +9,9 @@ from dataflex.projectors import list_projectors
 from dataflex.projectors.cuda import interpreting, triton_available
 from dataflex.registry import build_projector
 
-ALL_PROJECTORS = [*list_projectors(), "sjlt-triton"]
-"""Registered names, plus ``sjlt-triton``: the ``sjlt`` projector with ``backend="triton"``."""
+ALL_PROJECTORS = [*list_projectors(), "sjlt-triton", "sjlt-torch", "sjlt-cpu"]
+"""Registered names, plus the ``sjlt`` projector on each of its backends (``sjlt`` alone is
+its ``auto`` backend: ``cpu`` here when a C compiler is found)."""
 # Small Triton tiles keep the CPU interpreter fast and exercise multi-tile paths.
 CUDA_TEST_KWARGS = {"block_b": 16, "block_n": 32, "block_k": 32}
 
@@ -18,6 +19,17 @@ CUDA_TEST_KWARGS = {"block_b": 16, "block_n": 32, "block_k": 32}
 def cuda_runnable() -> bool:
     """The ``cuda`` backend runs on a GPU, or on the CPU under ``TRITON_INTERPRET=1``."""
     return triton_available() and (torch.cuda.is_available() or interpreting())
+
+
+def cpu_kernel_available() -> bool:
+    """Whether the sjlt C kernel builds here (a C compiler is found and works)."""
+    from dataflex.projectors import native
+
+    try:
+        native.load()
+    except native.CpuKernelUnavailable:
+        return False
+    return True
 
 
 def cuda_device() -> str:
@@ -28,6 +40,12 @@ def _make_projector(name: str, input_dim: int, proj_dim: int, seed: int = 0, **k
     """Build ``name``; ``identity`` ignores ``proj_dim``; ``cuda`` and ``sjlt-triton`` run where they can."""
     if name == "identity":
         return build_projector(name, input_dim=input_dim, proj_dim=input_dim, seed=seed, **kwargs)
+    if name == "sjlt-torch":
+        name, kwargs = "sjlt", {"backend": "torch", **kwargs}
+    if name == "sjlt-cpu":
+        if not cpu_kernel_available():
+            pytest.skip("sjlt cpu kernel: no C compiler here")
+        name, kwargs = "sjlt", {"backend": "cpu", **kwargs}
     if name == "sjlt-triton":
         if not cuda_runnable():
             pytest.skip("sjlt triton kernel: no GPU here; its tests run under TRITON_INTERPRET=1 (subproc)")
