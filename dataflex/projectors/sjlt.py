@@ -16,7 +16,8 @@ so any slice can be projected anywhere (``offset``), and every backend computes 
 same P: ``torch`` (``index_add_``, CPU or GPU), ``cpu`` (a C kernel built at first use,
 :mod:`dataflex.projectors.native`, which also fuses LESS's Adam transform into the
 scatter) and ``triton`` (one Triton kernel). ``auto``, the default, is ``cpu`` on a CPU
-device where a C compiler is found and ``torch`` elsewhere.
+device where a C compiler is found and torch runs on at most :data:`KERNEL_MAX_THREADS`
+threads, and ``torch`` elsewhere.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ CHUNK_COLUMNS = 1 << 18
 """Columns hashed (and cached) together; one ``index_add_`` per chunk and nonzero."""
 
 _BACKENDS = ("auto", "torch", "cpu", "triton")
+
+KERNEL_MAX_THREADS = 4
+"""``auto`` uses the ``cpu`` kernel up to this many torch threads, the torch backend past it.
+
+The kernel runs on one thread; the torch backend's transform and ``index_add_`` run on
+all of torch's intra-op threads. Measured on the fused Adam transform and scatter
+(B = 16, k = 8192, s = 4; ``docs/benchmarks.md``): kernel 1.1–1.2 ns per element on any
+number of threads, torch 4.7 ns on 1 thread and 2.4 ns on 2, so the two meet near 4."""
 
 logger = logging.getLogger(__name__)
 _warned_no_kernel = False
@@ -87,7 +96,8 @@ class SJLTProjector(Projector):
             exact in any dtype) and summed in fp32.
         device: Device of the outputs (CPU or CUDA for ``backend="torch"``).
         backend: ``"auto"`` (default: ``"cpu"`` on a CPU device when a C compiler is
-            found, else ``"torch"``, with a warning on a CPU device), ``"torch"``
+            found and torch uses at most :data:`KERNEL_MAX_THREADS` threads, else
+            ``"torch"``, with a warning when only the compiler is missing), ``"torch"``
             (``index_add_``, any device), ``"cpu"`` (the C kernel of
             :mod:`dataflex.projectors.native`; fuses the ``sgd``/``adam`` transforms,
             :meth:`fuses`) or ``"triton"`` (one Triton kernel; a CUDA device, or the CPU
@@ -158,7 +168,7 @@ class SJLTProjector(Projector):
 
     def _auto_backend(self) -> str:
         global _warned_no_kernel
-        if self.device.type != "cpu":
+        if self.device.type != "cpu" or torch.get_num_threads() > KERNEL_MAX_THREADS:
             return "torch"
         try:
             native.load()

@@ -155,6 +155,15 @@ def test_a_compiler_that_fails_is_reported_with_its_output(monkeypatch, tmp_path
         SJLTProjector(10, 4, backend="cpu")
 
 
+@needs_kernel
+def test_auto_takes_the_kernel_up_to_a_few_threads(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: sjlt_module.KERNEL_MAX_THREADS)
+    assert SJLTProjector(10, 4).backend == "cpu"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: sjlt_module.KERNEL_MAX_THREADS + 1)
+    assert SJLTProjector(10, 4).backend == "torch"  # torch's passes run on all threads
+    assert SJLTProjector(10, 4, backend="cpu").backend == "cpu"  # asked for: always
+
+
 def test_cpu_backend_is_for_the_cpu():
     with pytest.raises(ConfigError, match="backend='cpu' runs on the CPU"):
         SJLTProjector(10, 4, backend="cpu", device="cuda")
