@@ -8,7 +8,10 @@ reported. Methods:
 * ``plain``: the training step's forward + backward of the batch (``loss.backward()``),
   no per-example work: the target.
 * ``dataflex sjlt adam``: exact LESS features: per-example gradients from one fwd+bwd,
-  LESS's Adam transform on the full per-example gradient, ``sjlt`` projection to k.
+  LESS's Adam transform on the full per-example gradient, ``sjlt`` projection to k, on
+  sjlt's default backend (the C kernel on the CPU, transform fused into the scatter).
+* ``dataflex sjlt adam (torch)``: the same features on sjlt's torch backend (the
+  transform as torch passes, then ``index_add_``): equal bit for bit, for the ratio.
 * ``dataflex sjlt sgd`` / ``dataflex rademacher sgd``: plain gradients, sparse vs dense P.
 * ``LESS loop + TRAK``: LESS's reference shape: batch-1 ``backward``, flatten ``.grad``,
   Adam transform, TRAK's ``BasicProjector`` (Rademacher) every 16 (LoRA only: at full FT
@@ -89,12 +92,12 @@ def make_plain(s, k):
     return run
 
 
-def make_dataflex(s, k, projector: str, transform: str):
+def make_dataflex(s, k, projector: str, transform: str, **options):
     from dataflex.gradients.features import FeaturePlan
     from dataflex.projectors import RademacherProjector, SJLTProjector
 
     cls = SJLTProjector if projector == "sjlt" else RademacherProjector
-    proj = cls(s.dim, k, seed=0)
+    proj = cls(s.dim, k, seed=0, **options)
     plan = FeaturePlan(s.model, transform=transform, projector=proj, optimizer=s.optimizer)
 
     def run(rows):
@@ -195,6 +198,7 @@ def make_dattri(s, k):
 METHODS: dict[str, Callable] = {
     "plain fwd+bwd": make_plain,
     "dataflex sjlt adam": lambda s, k: make_dataflex(s, k, "sjlt", "adam"),
+    "dataflex sjlt adam (torch)": lambda s, k: make_dataflex(s, k, "sjlt", "adam", backend="torch"),
     "dataflex sjlt sgd": lambda s, k: make_dataflex(s, k, "sjlt", "sgd"),
     "dataflex rademacher sgd": lambda s, k: make_dataflex(s, k, "rademacher", "sgd"),
     "LESS loop + TRAK": make_less_trak,
@@ -203,6 +207,7 @@ METHODS: dict[str, Callable] = {
 }
 SGD_VARIANT = {  # fidelity is measured on sgd features, against the exact sgd cosines
     "dataflex sjlt adam": lambda s, k: make_dataflex(s, k, "sjlt", "sgd"),
+    "dataflex sjlt adam (torch)": lambda s, k: make_dataflex(s, k, "sjlt", "sgd", backend="torch"),
     "LESS loop + TRAK": lambda s, k: make_less_trak(s, k, "sgd"),
 }
 

@@ -18,7 +18,7 @@ from dataflex.errors import ConfigError
 from dataflex.gradients.batching import causal_lm_inputs
 from dataflex.gradients.capture import GradientCapture
 from dataflex.gradients.sharded import check_capturable
-from dataflex.gradients.transforms import AdamState, check_transform, inplace_transform
+from dataflex.gradients.transforms import AdamState, ColumnTransform, check_transform, inplace_transform
 from dataflex.projectors.base import Projector
 
 logger = logging.getLogger(__name__)
@@ -232,20 +232,28 @@ class FeaturePlan:
             mask: ``(B, T)`` bool mask of real tokens, or None (no padding).
             rows: Only these examples (a step-1 slice of ``range(B)``; default all).
         """
-        return next(self._row_blocks(name, param, bsz, mask, [rows or slice(0, bsz)]))
+        transform = self._transform_of(name, param)
+        return next(self._row_blocks(param, bsz, mask, [rows or slice(0, bsz)], transform))
+
+    def _transform_of(self, name: str, param: nn.Parameter) -> ColumnTransform:
+        moments = self.adam_state[name] if self.transform == "adam" else None
+        return inplace_transform(self.transform, moments, param.device)
 
     def _row_blocks(
-        self, name: str, param: nn.Parameter, bsz: int, mask: torch.Tensor | None, slices: list[slice]
+        self,
+        param: nn.Parameter,
+        bsz: int,
+        mask: torch.Tensor | None,
+        slices: list[slice],
+        transform: ColumnTransform | None,
     ) -> Iterator[torch.Tensor]:
-        """The transformed blocks of ``param`` for each row slice in turn (a generator)."""
-        moments = self.adam_state[name] if self.transform == "adam" else None
-        transform = inplace_transform(self.transform, moments, param.device)
+        """The blocks of ``param`` for each row slice in turn, transformed unless ``transform`` is None."""
         for i, rows in enumerate(slices):
             with self._phase("per_example"):
                 g = self.capture.per_example_grad(param, bsz, mask, rows)
             if i == len(slices) - 1:
                 self.capture.release(param)
-            if self.transform != "sgd":
+            if transform is not None and self.transform != "sgd":
                 with self._phase("transform"):
                     g = transform(g)
             yield g
@@ -266,6 +274,15 @@ class FeaturePlan:
     def _streams_in_blocks(self, param: nn.Parameter, bsz: int) -> bool:
         """Whether ``param``'s ``B × numel`` block is too large to make whole for a per-entry projector."""
         return getattr(self.projector, "row_blocks", False) and bsz * full_numel(param) > ROW_BLOCK_ELEMENTS
+
+    def _projected(self, g: torch.Tensor, offset: int, transform: ColumnTransform | None) -> torch.Tensor:
+        """``project(g, offset)``, or with ``transform`` of raw ``g`` transformed inside the scatter."""
+        projector = cast(Projector, self.projector)
+        if transform is None:
+            return projector.project(g, offset)
+        acc = projector.accumulator(g.shape[0])
+        projector.accumulate_transformed(acc, g, offset, transform, 0)
+        return projector.finish(acc)
 
     def _column_chunks(
         self,
@@ -289,8 +306,7 @@ class FeaturePlan:
         """
         projector = cast(Projector, self.projector)  # row_blocks is a Projector attribute
         out_features, in_features = shape
-        moments = self.adam_state[name] if self.transform == "adam" else None
-        transform = inplace_transform(self.transform, moments, param.device)
+        transform = self._transform_of(name, param)
         fused = projector.fuses(transform)
         chunk = FUSED_CHUNK_ELEMENTS if fused else COLUMN_CHUNK_ELEMENTS
         step = max(1, chunk // (bsz * in_features))
@@ -325,8 +341,10 @@ class FeaturePlan:
         examples at a time (:meth:`_column_chunks`), another large parameter a few rows
         at a time (:data:`ROW_BLOCK_ELEMENTS`), and memory is O(one such block + chunk).
         """
+        projector = self.projector
         chunks: list[torch.Tensor] = []
-        pending: list[torch.Tensor] = []
+        pending: list[torch.Tensor] = []  # the joined group's transformed blocks, or
+        group: torch.Tensor | None = None  # its accumulator, when the projector fuses the transform
         out: torch.Tensor | None = None
         width = start = 0
 
@@ -336,45 +354,61 @@ class FeaturePlan:
                 out = torch.zeros(bsz, part.shape[1], dtype=part.dtype, device=part.device)
             out[rows].add_(part)
 
-        def project(x: torch.Tensor, offset: int, rows: slice) -> None:
-            with self._phase("projection"):
-                add(self.projector.project(x, offset), rows)
-
         def flush() -> None:
-            nonlocal width, start, pending
-            project(pending[0] if len(pending) == 1 else torch.cat(pending, dim=1), start, slice(0, bsz))
+            nonlocal width, start, pending, group
+            with self._phase("projection"):
+                if group is not None:
+                    add(projector.finish(group), slice(0, bsz))
+                else:
+                    add(
+                        projector.project(
+                            pending[0] if len(pending) == 1 else torch.cat(pending, dim=1), start
+                        ),
+                        slice(0, bsz),
+                    )
             start += width
-            width, pending = 0, []
+            width, pending, group = 0, [], None
 
         for name, param in self.capture.params:
             shape = self._chunk_shape(param, bsz)
             if shape is not None:
-                if pending:
+                if width:
                     flush()
                 add(self._column_chunks(name, param, bsz, mask, start, shape), slice(0, bsz))
                 start += full_numel(param)
                 continue
-            slices = None if self.projector is None else self._row_slices(param, bsz)
+            transform = self._transform_of(name, param)
+            fused = projector is not None and projector.fuses(transform)
+            slices = None if projector is None else self._row_slices(param, bsz)
             if slices is not None:
-                if pending:
+                if width:
                     flush()
-                for rows, g in zip(slices, self._row_blocks(name, param, bsz, mask, slices)):
-                    project(g, start, rows)
+                for rows, g in zip(
+                    slices, self._row_blocks(param, bsz, mask, slices, None if fused else transform)
+                ):
+                    with self._phase("projection"):
+                        add(self._projected(g, start, transform if fused else None), rows)
                     del g
                 start += full_numel(param)
                 continue
-            g = self.parameter_block(name, param, bsz, mask)
-            if self.projector is None:
+            g = next(self._row_blocks(param, bsz, mask, [slice(0, bsz)], None if fused else transform))
+            if projector is None:
                 chunks.append(g)
                 continue
-            if pending and (width + g.shape[1]) * bsz > CHUNK_ELEMENTS:
+            if width and ((width + g.shape[1]) * bsz > CHUNK_ELEMENTS or fused != (group is not None)):
                 flush()
-            pending.append(g)
+            if fused:
+                if group is None:
+                    group = projector.accumulator(bsz)
+                with self._phase("projection"):
+                    projector.accumulate_transformed(group, g, start + width, transform, 0)
+            else:
+                pending.append(g)
             width += g.shape[1]
             del g
             if width * bsz >= CHUNK_ELEMENTS:
                 flush()  # project it now: the next parameter's block is not made beside it
-        if pending:
+        if width:
             flush()
         feats = torch.cat(chunks, dim=1) if self.projector is None else out
         if normalize:

@@ -103,7 +103,9 @@ def project_kernel(
     tl.store(out_ptrs, acc, mask=(offs_b[:, None] < batch) & (offs_k[None, :] < proj_dim))
 
 
-@triton.jit(do_not_specialize=["batch", "width", "col0", "block_rows", "k0", "k1"])
+@triton.jit(
+    do_not_specialize=["batch", "width", "col0", "block_rows", "k0", "k1", "b1", "b2", "a1", "a2", "eps"]
+)
 def sjlt_kernel(
     x_ptr,
     out_ptr,
@@ -115,11 +117,23 @@ def sjlt_kernel(
     stride_ob,
     k0,
     k1,
+    ea_ptr,
+    eas_ptr,
+    b1,
+    b2,
+    a1,
+    a2,
+    eps,
     NNZ: tl.constexpr,
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    ADAM: tl.constexpr,
 ):
-    """``out[b, row(c, j)] += sign(c, j) · x[b, c − col0]`` (unscaled), as ``sjlt.sjlt_indices``.
+    """``out[b, row(c, j)] += sign(c, j) · y[b, c − col0]`` (unscaled), as ``sjlt.sjlt_indices``.
+
+    ``y = x``, or with ``ADAM`` LESS's Adam direction of x from the moments ``ea``/``eas``
+    of the same columns: ``fma(x, a1, b1·ea) / (√fma(a2·x, x, b2·eas) + eps)``, the
+    arithmetic of ``dataflex.gradients.transforms.ColumnTransform``.
 
     Grid: (column blocks, batch blocks). Each program hashes its ``BLOCK_N`` columns
     ``NNZ`` times and scatters its ``(BLOCK_B, BLOCK_N)`` tile with atomic adds.
@@ -130,6 +144,12 @@ def sjlt_kernel(
     offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     mask = (offs_b[:, None] < batch) & (offs_n[None, :] < width)
     x = tl.load(x_ptr + offs_b[:, None] * stride_xb + offs_n[None, :], mask=mask, other=0.0)
+    if ADAM:
+        ea = tl.load(ea_ptr + offs_n, mask=offs_n < width, other=0.0)
+        eas = tl.load(eas_ptr + offs_n, mask=offs_n < width, other=0.0)
+        m = ea * b1
+        v = eas * b2
+        x = tl.fma(x, a1, m[None, :]) / (tl.sqrt_rn(tl.fma(a2 * x, x, v[None, :])) + eps)
     key0 = k0.to(tl.uint32)
     key1 = k1.to(tl.uint32)
     col = col0.to(tl.int64) + offs_n.to(tl.int64)

@@ -58,8 +58,8 @@ KERNEL_MAX_THREADS = 4
 
 The kernel runs on one thread; the torch backend's transform and ``index_add_`` run on
 all of torch's intra-op threads. Measured on the fused Adam transform and scatter
-(B = 16, k = 8192, s = 4; ``docs/benchmarks.md``): kernel 1.1–1.2 ns per element on any
-number of threads, torch 4.7 ns on 1 thread and 2.4 ns on 2, so the two meet near 4."""
+(B = 16, k = 8192, s = 4, one CPU of ``docs/benchmarks.md``): the kernel 1.1–1.2 ns per
+element on 1 and on 2 threads, torch 4.7 ns on 1 and 2.4 ns on 2, so they meet near 4."""
 
 logger = logging.getLogger(__name__)
 _warned_no_kernel = False
@@ -99,10 +99,11 @@ class SJLTProjector(Projector):
             found and torch uses at most :data:`KERNEL_MAX_THREADS` threads, else
             ``"torch"``, with a warning when only the compiler is missing), ``"torch"``
             (``index_add_``, any device), ``"cpu"`` (the C kernel of
-            :mod:`dataflex.projectors.native`; fuses the ``sgd``/``adam`` transforms,
-            :meth:`fuses`) or ``"triton"`` (one Triton kernel; a CUDA device, or the CPU
-            under ``TRITON_INTERPRET=1``). Same P on every backend.
-        cache_bytes: Budget for hashed indices kept between calls (torch backend;
+            :mod:`dataflex.projectors.native`) or ``"triton"`` (one Triton kernel; a
+            CUDA device, or the CPU under ``TRITON_INTERPRET=1``). Same P on every
+            backend; ``cpu`` and ``triton`` fuse the ``sgd``/``adam`` transforms into
+            the scatter (:meth:`fuses`).
+        cache_bytes: Budget for hashed indices kept between calls (torch and cpu backends;
             0 keeps only the latest chunk's). Indices take ``8·s`` bytes per cached column.
 
     Raises:
@@ -174,7 +175,11 @@ class SJLTProjector(Projector):
             native.load()
         except native.CpuKernelUnavailable as err:
             if not _warned_no_kernel:
-                logger.warning("sjlt: using the torch backend on the CPU, about 3× slower: %s", err)
+                logger.warning(
+                    "sjlt: using the torch backend on the CPU (the same results; its transform and "
+                    "scatter take about 4× the kernel's time on one thread): %s",
+                    err,
+                )
                 _warned_no_kernel = True
             return "torch"
         return "cpu"
@@ -236,8 +241,9 @@ class SJLTProjector(Projector):
         self._scatter(acc, self._as_fp32(self._checked_input(x, offset)), offset)
 
     def fuses(self, transform: ColumnTransformLike) -> bool:
-        """True on the ``cpu`` backend at fp32 for the ``sgd`` and ``adam`` transforms."""
-        return self.backend == "cpu" and self.dtype == torch.float32 and transform.kind in ("sgd", "adam")
+        """True on the ``cpu`` and ``triton`` backends at fp32 for the ``sgd`` and ``adam`` transforms."""
+        fused = self.backend in ("cpu", "triton") and self.dtype == torch.float32
+        return fused and transform.kind in ("sgd", "adam")
 
     def accumulate_transformed(
         self, acc: torch.Tensor, x: torch.Tensor, offset: int, transform: ColumnTransformLike, start: int
@@ -248,7 +254,12 @@ class SJLTProjector(Projector):
         x = self._checked_input(x, offset)
         if x.dtype != torch.float32:
             raise ValueError(f"the fused transform takes fp32 gradients, got {x.dtype}.")
-        self._scatter(acc, x, offset, transform if transform.kind == "adam" else None, start)
+        adam = transform if transform.kind == "adam" else None
+        if self.backend == "triton":
+            cols = None if adam is None else adam.adam_columns(start, start + x.shape[1])
+            acc.add_(self._project_triton(x.to(self.device), offset, cols))
+            return
+        self._scatter(acc, x, offset, adam, start)
 
     def finish(self, acc: torch.Tensor) -> torch.Tensor:
         if self.backend == "triton":
@@ -312,13 +323,23 @@ class SJLTProjector(Projector):
         self._scatter(acc, x, offset)
         return self._signed(acc)
 
-    def _project_triton(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+    def _project_triton(
+        self, x: torch.Tensor, offset: int, adam: native.AdamColumns | None = None
+    ) -> torch.Tensor:
         kernels = importlib.import_module("dataflex.projectors._triton_kernels")
         x = x.contiguous()
         batch, width = x.shape
         out = torch.zeros(batch, self.proj_dim, device=self.device, dtype=torch.float32)
         block_b, block_n = 16, 128
         grid = (-(-width // block_n), -(-batch // block_b))
+        if adam is None:
+            moments, betas = (x, x), (0.0, 0.0)  # unread: ADAM is off
+        else:
+            moments = (
+                adam.exp_avg.to(self.device).contiguous(),
+                adam.exp_avg_sq.to(self.device).contiguous(),
+            )
+            betas = (adam.beta1, adam.beta2)
         kernels.sjlt_kernel[grid](
             x,
             out,
@@ -330,8 +351,16 @@ class SJLTProjector(Projector):
             out.stride(0),
             self._keys[0],
             self._keys[1],
+            moments[0],
+            moments[1],
+            betas[0],
+            betas[1],
+            1.0 - betas[0],
+            1.0 - betas[1],
+            0.0 if adam is None else adam.eps,
             NNZ=self.nnz,
             BLOCK_B=block_b,
             BLOCK_N=block_n,
+            ADAM=adam is not None,
         )
         return out.mul_(self.scale)

@@ -97,9 +97,10 @@ def test_one_column_chunk_alive_at_a_time_and_no_whole_weight(llama, examples, m
     assert {id(p) for p in whole if p.dim() == 2} == {id(model.get_input_embeddings().weight)}
 
 
+@pytest.mark.parametrize("kind", ["full", "lora"])
 @pytest.mark.parametrize("transform", ["adam", "sgd", "sign"])
-def test_the_fused_cpu_kernel_gives_the_torch_backends_features_bit_for_bit(llama, examples, transform):
-    model = llama("full")
+def test_the_fused_cpu_kernel_gives_the_torch_backends_features_bit_for_bit(llama, examples, transform, kind):
+    model = llama(kind)
     batch = SFTDataCollator(0)(examples(6, min_len=3, max_len=14, seed=2))
     state = random_adam_state(model, seed=1)
     dim = num_trainable(model)

@@ -150,3 +150,29 @@ def test_bad_backend_and_device():
         build_projector("sjlt", input_dim=10, proj_dim=8, backend="numba")
     with pytest.raises(ConfigError, match="cache_bytes"):
         build_projector("sjlt", input_dim=10, proj_dim=8, cache_bytes=-1)
+
+
+@pytest.mark.parametrize("name", ["sjlt-torch", "sjlt-cpu", "sjlt-triton"])
+def test_fused_adam_on_every_backend(name, make_projector):
+    """``accumulate_transformed`` with Adam: the transform written out, then the projection."""
+    import numpy as np
+
+    from dataflex.gradients.transforms import AdamMoments, inplace_transform
+
+    n, batch = 1_000, 5
+    g = torch.Generator().manual_seed(0)
+    moments = AdamMoments(
+        torch.randn(n, generator=g) * 1e-3, torch.rand(n, generator=g) * 1e-6, 0.9, 0.99, 1e-8
+    )
+    grads = torch.randn(batch, n, generator=g) * 1e-3
+    den = torch.addcmul(0.99 * moments.exp_avg_sq.reshape(1, -1), grads, grads, value=1 - 0.99)
+    gamma = torch.add(0.9 * moments.exp_avg.reshape(1, -1), grads, alpha=1 - 0.9)
+    gamma /= torch.from_numpy(np.sqrt(den.numpy())) + 1e-8
+    p = make_projector(name, n, 64, seed=1, nnz_per_column=4)
+    transform = inplace_transform("adam", moments, p.device)
+    assert p.fuses(transform) == (name != "sjlt-torch")
+    acc = p.accumulator(batch)
+    for a, b in [(0, 300), (300, n)]:
+        p.accumulate_transformed(acc, grads[:, a:b].clone().to(p.device), a, transform, a)
+    want = SJLTProjector(n, 64, seed=1, nnz_per_column=4, backend="torch").project(gamma)
+    torch.testing.assert_close(p.finish(acc).cpu(), want, rtol=1e-5, atol=1e-5 * want.abs().max())
