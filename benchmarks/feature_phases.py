@@ -1,14 +1,16 @@
-"""Phase profile of exact LESS features (sjlt, adam): column chunks vs row blocks vs a plain step.
+"""Phase profile of exact LESS features (sjlt, adam) on each path, beside a plain step.
 
 Side by side in one process, alternating per repetition, one torch thread, on the
 ``benchmarks/features.py`` workloads (same model, pool and batches)::
 
     python benchmarks/feature_phases.py --workloads full full-34m --reps 3
 
-``column chunks`` is this checkout's :class:`FeaturePlan`; ``row blocks`` is the same
-plan with column chunks turned off (large Linear weights one example at a time, the
-path before them). Prints seconds per batch of 16 for each phase and the ratio of each
-method's rate to ``plain fwd+bwd``.
+``cpu kernel`` is this checkout's :class:`FeaturePlan` with sjlt's C kernel (the
+transform fused into the scatter, timed as ``projection``); ``torch backend`` is the
+same plan with sjlt's torch backend (transform passes, then ``index_add_``); ``row
+blocks`` is the torch backend with column chunks turned off (large Linear weights one
+example at a time, the path before them). Prints seconds per batch of 16 for each
+phase and the ratio of each method's rate to ``plain fwd+bwd``.
 """
 
 from __future__ import annotations
@@ -44,16 +46,19 @@ def main() -> None:
     rows = [pool[i] for i in torch.randperm(len(pool), generator=g)[:256].tolist()]
     for wname in args.workloads:
         s = build(wname, examples=pool, **WORKLOADS[wname])
-        proj = SJLTProjector(s.dim, args.k, seed=0)
+        kernel = SJLTProjector(s.dim, args.k, seed=0, backend="cpu")
+        torch_backend = SJLTProjector(s.dim, args.k, seed=0, backend="torch")
+        adam = {"transform": "adam", "optimizer": s.optimizer}
         plans = {
-            "column chunks": FeaturePlan(s.model, transform="adam", projector=proj, optimizer=s.optimizer),
-            "row blocks": RowBlockPlan(s.model, transform="adam", projector=proj, optimizer=s.optimizer),
+            "cpu kernel": FeaturePlan(s.model, projector=kernel, **adam),
+            "torch backend": FeaturePlan(s.model, projector=torch_backend, **adam),
+            "row blocks": RowBlockPlan(s.model, projector=torch_backend, **adam),
         }
         plain = make_plain(s, args.k)
         batch = rows[:BATCH]
         out = {n: pl.features(s.collator(batch)) for n, pl in plans.items()}  # untimed, fills the cache
-        same = torch.equal(out["column chunks"], out["row blocks"])
-        diff = (out["column chunks"] - out["row blocks"]).abs().max().item()
+        same = all(torch.equal(out["cpu kernel"], o) for o in out.values())
+        diff = max((out["cpu kernel"] - o).abs().max().item() for o in out.values())
         plain(batch)
         secs: dict[str, list[float]] = {"plain fwd+bwd": [], **{n: [] for n in plans}}
         phases = {n: [] for n in plans}

@@ -96,6 +96,7 @@ class GradientCapture:
                 self.uses.setdefault(id(p), []).append((owner, n))
         self._recording = False
         self._pending: dict[int, int] = {}
+        self._pad: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def functional_modules(self) -> list[str]:
@@ -115,6 +116,7 @@ class GradientCapture:
                 h.remove()
             for owner in self.owners:
                 owner.calls.clear()
+            self._pad = None
             self._recording = False
 
     @contextlib.contextmanager
@@ -272,18 +274,29 @@ class GradientCapture:
             if mask is not None and x.shape[1] == mask.shape[1]:
                 # Padding contributes exactly nothing (its output-gradient is zero), but a
                 # non-finite activation there would turn 0 into NaN: clear both.
-                pad = ~mask
-                gy = gy.masked_fill_(pad[:, :, None], 0.0)
+                pad = self._padding(mask)
+                gy[pad] = 0.0
                 if not bool(torch.isfinite(x[pad]).all()):
-                    x = x.masked_fill(pad[:, :, None], 0.0)
+                    x = x.masked_fill(~mask[:, :, None], 0.0)
         else:  # embedding: x holds the token ids
             x = x.reshape(batch, -1)
             gy = gy.reshape(batch, x.shape[1], -1)
             if mask is not None and x.shape[1] == mask.shape[1]:
-                gy = gy.masked_fill_(~mask[:, :, None], 0.0)
+                gy[self._padding(mask)] = 0.0
         call.prepared = (x, gy)
         call.grad = gy  # the original is no longer needed; keep one copy alive, not two
         return call.prepared
+
+    def _padding(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, positions)`` of the padded tokens of ``mask``, found once per batch.
+
+        Indexing with them touches only the padded entries, where a boolean mask over
+        ``(B, T, ·)`` reads and writes all of them, for every module.
+        """
+        if self._pad is None or self._pad[0] is not mask:
+            rows, positions = (~mask).nonzero(as_tuple=True)
+            self._pad = (mask, (rows, positions))
+        return self._pad[1]
 
     def _call_grad(
         self, owner: _Owner, attr: str, call: _Call, batch: int, mask: torch.Tensor | None, rows: slice
