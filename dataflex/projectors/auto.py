@@ -47,6 +47,11 @@ class AutoProjector(Projector):
             (``nnz_per_column``/``backend``/``cache_bytes`` for sjlt,
             ``cache_bytes``/``block_cols`` for the dense torch backends,
             ``fp32_precision`` for cuda); options of backends not chosen are dropped.
+
+    Attributes:
+        chosen: The projector every call is delegated to (an :class:`SJLTProjector`,
+            :class:`CudaProjector`, :class:`RademacherProjector` or :class:`GaussianProjector`);
+            ``chosen.backend`` is, for ``sjlt``, the name of its own backend.
     """
 
     def __init__(self, input_dim: int, proj_dim: int, *, distribution: str = "sjlt", **kwargs) -> None:
@@ -54,59 +59,60 @@ class AutoProjector(Projector):
             raise ConfigError(f"distribution must be one of {sorted(_DISTRIBUTIONS)}, got {distribution!r}.")
         device = torch.device(kwargs.get("device", "cpu"))
         if distribution == "sjlt":
-            chosen = "sjlt"
+            kind = "sjlt"
         elif device.type == "cuda" and triton_available():
-            chosen = "cuda"
+            kind = "cuda"
         else:
-            chosen = "torch"
-        dropped = set().union(*(v for k, v in _OPTIONS.items() if k != chosen)) - _OPTIONS[chosen]
+            kind = "torch"
+        dropped = set().union(*(v for k, v in _OPTIONS.items() if k != kind)) - _OPTIONS[kind]
         kwargs = {k: v for k, v in kwargs.items() if k not in dropped}
-        if chosen == "sjlt":
-            self.backend: Projector = SJLTProjector(input_dim, proj_dim, **kwargs)
-            why = f"sparse JL, s={self.backend.nnz}, {self.backend.backend} backend on {device}"
-        elif chosen == "cuda":
-            self.backend = CudaProjector(input_dim, proj_dim, distribution=distribution, **kwargs)
+        if kind == "sjlt":
+            sjlt = SJLTProjector(input_dim, proj_dim, **kwargs)
+            self.chosen: Projector = sjlt
+            why = f"sparse JL, s={sjlt.nnz}, {sjlt.backend} backend on {device}"
+        elif kind == "cuda":
+            self.chosen = CudaProjector(input_dim, proj_dim, distribution=distribution, **kwargs)
             why = "fused Triton kernel on " + str(device)
         else:
-            self.backend = _TORCH_BACKENDS[distribution](input_dim, proj_dim, **kwargs)
+            self.chosen = _TORCH_BACKENDS[distribution](input_dim, proj_dim, **kwargs)
             why = "no CUDA device" if device.type != "cuda" else "Triton is not installed"
         super().__init__(
             input_dim,
             proj_dim,
-            seed=self.backend.seed,
-            dtype=self.backend.dtype,
-            device=self.backend.device,
+            seed=self.chosen.seed,
+            dtype=self.chosen.dtype,
+            device=self.chosen.device,
         )
-        logger.info("auto projector: using %r (%s, %s).", self.backend.registry_name, distribution, why)
+        logger.info("auto projector: using %r (%s, %s).", self.chosen.registry_name, distribution, why)
 
     @property
     def distribution(self) -> str:
-        return self.backend.distribution
+        return self.chosen.distribution
 
     # Everything a caller may stream through is the chosen backend's own.
     @property
     def row_blocks(self) -> bool:  # type: ignore[override]  # the chosen backend's ClassVar
-        return self.backend.row_blocks
+        return self.chosen.row_blocks
 
     def accumulator(self, batch: int) -> torch.Tensor:
-        return self.backend.accumulator(batch)
+        return self.chosen.accumulator(batch)
 
     def accumulate(self, acc: torch.Tensor, x: torch.Tensor, offset: int = 0) -> None:
-        self.backend.accumulate(acc, x, offset)
+        self.chosen.accumulate(acc, x, offset)
 
     def fuses(self, transform: ColumnTransformLike) -> bool:
-        return self.backend.fuses(transform)
+        return self.chosen.fuses(transform)
 
     def accumulate_transformed(
         self, acc: torch.Tensor, x: torch.Tensor, offset: int, transform: ColumnTransformLike, start: int
     ) -> None:
-        self.backend.accumulate_transformed(acc, x, offset, transform, start)
+        self.chosen.accumulate_transformed(acc, x, offset, transform, start)
 
     def finish(self, acc: torch.Tensor) -> torch.Tensor:
-        return self.backend.finish(acc)
+        return self.chosen.finish(acc)
 
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        return self.backend._project(x, offset)
+        return self.chosen._project(x, offset)
 
     def fingerprint(self) -> dict:
-        return self.backend.fingerprint()
+        return self.chosen.fingerprint()

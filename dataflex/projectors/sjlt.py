@@ -22,7 +22,6 @@ threads, and ``torch`` elsewhere.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 
@@ -40,6 +39,7 @@ from dataflex.projectors.hashing import (
     hash_words,
     seed_keys,
 )
+from dataflex.projectors.sjlt_backends import BACKENDS, CHUNK_COLUMNS, SjltBackend, SjltGeometry
 from dataflex.registry import register_projector
 
 DEFAULT_NNZ = 4
@@ -48,10 +48,7 @@ DEFAULT_NNZ = 4
 DEFAULT_INDEX_CACHE_BYTES = 1 << 30
 """Default budget (1 GiB) for hashed output indices kept between calls."""
 
-CHUNK_COLUMNS = 1 << 18
-"""Columns hashed (and cached) together; one ``index_add_`` per chunk and nonzero."""
-
-_BACKENDS = ("auto", "torch", "cpu", "triton")
+_BACKENDS = ("auto", *BACKENDS)
 
 KERNEL_MAX_THREADS = 4
 """``auto`` uses the ``cpu`` kernel up to this many torch threads, the torch backend past it.
@@ -80,6 +77,40 @@ def sjlt_indices(seed: int, proj_dim: int, nnz: int, start: int, stop: int, devi
     return idx.t().contiguous()
 
 
+class IndexCache:
+    """Hashed indices of each chunk of :data:`CHUNK_COLUMNS` columns, kept while they fit a budget.
+
+    Past the budget the latest chunk is still kept: the column slices of a large
+    parameter (``accumulate``) read each chunk several times in a row, then never again.
+    """
+
+    def __init__(self, seed: int, proj_dim: int, nnz: int, input_dim: int, device: torch.device, budget: int):
+        self.seed, self.proj_dim, self.nnz, self.input_dim = seed, proj_dim, nnz, input_dim
+        self.device = device
+        self.budget = budget
+        self.cached: dict[int, torch.Tensor] = {}
+        self.used = 0
+        self._last: tuple[int, torch.Tensor] | None = None
+
+    def __call__(self, chunk: int) -> torch.Tensor:
+        """``(nnz, n)`` indices of columns ``chunk·CHUNK_COLUMNS …`` (:func:`sjlt_indices`)."""
+        cached = self.cached.get(chunk)
+        if cached is not None:
+            return cached
+        if self._last is not None and self._last[0] == chunk:
+            return self._last[1]
+        start = chunk * CHUNK_COLUMNS
+        stop = min(start + CHUNK_COLUMNS, self.input_dim)
+        idx = sjlt_indices(self.seed, self.proj_dim, self.nnz, start, stop, self.device)
+        size = idx.numel() * idx.element_size()
+        if self.used + size <= self.budget:
+            self.cached[chunk] = idx
+            self.used += size
+        else:
+            self._last = (chunk, idx)
+        return idx
+
+
 @register_projector("sjlt")
 class SJLTProjector(Projector):
     """Sparse JL projection: ``nnz_per_column`` hashed ±1/√s entries per column; cost independent of k.
@@ -102,9 +133,14 @@ class SJLTProjector(Projector):
             :mod:`dataflex.projectors.native`) or ``"triton"`` (one Triton kernel; a
             CUDA device, or the CPU under ``TRITON_INTERPRET=1``). Same P on every
             backend; ``cpu`` and ``triton`` fuse the ``sgd``/``adam`` transforms into
-            the scatter (:meth:`fuses`).
+            the scatter (:meth:`fuses`). Each is a strategy of
+            :mod:`dataflex.projectors.sjlt_backends`.
         cache_bytes: Budget for hashed indices kept between calls (torch and cpu backends;
             0 keeps only the latest chunk's). Indices take ``8·s`` bytes per cached column.
+
+    Attributes:
+        backend: The name of the backend in use (``"torch"``, ``"cpu"`` or ``"triton"``;
+            ``"auto"`` resolved).
 
     Raises:
         ConfigError: on ``nnz_per_column`` not in ``[1, k]`` or not dividing k, an
@@ -136,6 +172,19 @@ class SJLTProjector(Projector):
             raise ConfigError(f"backend must be one of {_BACKENDS}, got {backend!r}.")
         if not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise ConfigError(f"cache_bytes must be a non-negative integer, got {cache_bytes!r}.")
+        self._check_backend(backend)
+        if backend == "auto":
+            backend = self._auto_backend()
+        self.nnz = s
+        self.backend = backend
+        self.scale = 1.0 / math.sqrt(s)
+        self.cache_bytes = cache_bytes
+        self._indices = IndexCache(self.seed, proj_dim, s, input_dim, self.device, cache_bytes)
+        geometry = SjltGeometry(proj_dim, s, self.scale, self.device, seed_keys(self.seed, STREAM_SJLT))
+        self._backend: SjltBackend = BACKENDS[backend](geometry, self._indices)
+
+    def _check_backend(self, backend: str) -> None:
+        """Refuse a backend that cannot run here, naming the one that can (before any work)."""
         if backend == "triton":
             if not triton_available():
                 raise ConfigError(
@@ -153,19 +202,6 @@ class SJLTProjector(Projector):
                 f"sjlt backend='cpu' runs on the CPU, got device={self.device}; use backend='torch' "
                 "or 'triton' there (the same P)."
             )
-        if backend == "cpu":
-            native.load()  # raises CpuKernelUnavailable with the reason and the fix
-        if backend == "auto":
-            backend = self._auto_backend()
-        self.nnz = s
-        self.backend = backend
-        self.scale = 1.0 / math.sqrt(s)
-        self.cache_bytes = cache_bytes
-        self._keys = seed_keys(self.seed, STREAM_SJLT)
-        self._cache: dict[int, torch.Tensor] = {}
-        self._cache_used = 0
-        self._last: tuple[int, torch.Tensor] | None = None
-        self._work: torch.Tensor | None = None  # the cpu kernel's scratch, made once
 
     def _auto_backend(self) -> str:
         global _warned_no_kernel
@@ -185,6 +221,11 @@ class SJLTProjector(Projector):
         return "cpu"
 
     @property
+    def _cache(self) -> dict[int, torch.Tensor]:
+        """The hashed indices kept within :attr:`cache_bytes`, by chunk."""
+        return self._indices.cached
+
+    @property
     def distribution(self) -> str:
         return "sjlt"
 
@@ -202,47 +243,21 @@ class SJLTProjector(Projector):
             out[idx[j] >> 1, cols] = sign * self.scale
         return out
 
-    def _indices(self, chunk: int) -> torch.Tensor:
-        """Hashed indices of chunk ``chunk`` (columns ``chunk·CHUNK_COLUMNS …``), cached while they fit."""
-        cached = self._cache.get(chunk)
-        if cached is not None:
-            return cached
-        if self._last is not None and self._last[0] == chunk:
-            return self._last[1]
-        start = chunk * CHUNK_COLUMNS
-        stop = min(start + CHUNK_COLUMNS, self.input_dim)
-        idx = sjlt_indices(self.seed, self.proj_dim, self.nnz, start, stop, self.device)
-        size = idx.numel() * idx.element_size()
-        if self._cache_used + size <= self.cache_bytes:
-            self._cache[chunk] = idx
-            self._cache_used += size
-        else:
-            # Past the budget, still keep the latest chunk: the column slices of a large
-            # parameter (accumulate) read each chunk several times in a row, then never again.
-            self._last = (chunk, idx)
-        return idx
-
     def accumulator(self, batch: int) -> torch.Tensor:
-        """Zeroed sums, even entries positive and odd negative contributions of each row.
+        """Zeroed sums in the backend's layout.
 
-        ``(B, 2k)`` on the torch backend, ``(2k, B)`` on the ``cpu`` backend (one
-        contiguous run of B values per addition), the base layout on ``triton``.
+        ``(B, 2k)`` on the torch backend (even entries the positive and odd the negative
+        contributions of each row), ``(2k, B)`` on the ``cpu`` backend (one contiguous run
+        of B values per addition), ``(B, k)`` projections on ``triton``.
         """
-        if self.backend == "triton":
-            return super().accumulator(batch)
-        if self.backend == "cpu":
-            return torch.zeros(2 * self.proj_dim, batch, dtype=torch.float32)
-        return torch.zeros(batch, 2 * self.proj_dim, device=self.device, dtype=torch.float32)
+        return self._backend.accumulator(batch)
 
     def accumulate(self, acc: torch.Tensor, x: torch.Tensor, offset: int = 0) -> None:
-        if self.backend == "triton":
-            super().accumulate(acc, x, offset)
-            return
-        self._scatter(acc, self._as_fp32(self._checked_input(x, offset)), offset)
+        self._backend.add(acc, self._as_fp32(self._checked_input(x, offset)), offset)
 
     def fuses(self, transform: ColumnTransformLike) -> bool:
         """True on the ``cpu`` and ``triton`` backends at fp32 for the ``sgd`` and ``adam`` transforms."""
-        fused = self.backend in ("cpu", "triton") and self.dtype == torch.float32
+        fused = self._backend.fuses_adam and self.dtype == torch.float32
         return fused and transform.kind in ("sgd", "adam")
 
     def accumulate_transformed(
@@ -255,16 +270,10 @@ class SJLTProjector(Projector):
         if x.dtype != torch.float32:
             raise ValueError(f"the fused transform takes fp32 gradients, got {x.dtype}.")
         adam = transform if transform.kind == "adam" else None
-        if self.backend == "triton":
-            cols = None if adam is None else adam.adam_columns(start, start + x.shape[1])
-            acc.add_(self._project_triton(x.to(self.device), offset, cols))
-            return
-        self._scatter(acc, x, offset, adam, start)
+        self._backend.add(acc, x.to(self.device), offset, adam, start)
 
     def finish(self, acc: torch.Tensor) -> torch.Tensor:
-        if self.backend == "triton":
-            return super().finish(acc)
-        out = self._signed(acc)
+        out = self._backend.finish(acc)
         self._check_output(out)
         return out
 
@@ -272,95 +281,5 @@ class SJLTProjector(Projector):
         x = x.to(self.device)  # rounded to dtype already (Projector.project); fp32 holds it exactly
         return x if x.dtype == torch.float32 else x.float()
 
-    def _scatter(
-        self,
-        acc: torch.Tensor,
-        x: torch.Tensor,
-        offset: int,
-        adam: ColumnTransformLike | None = None,
-        start: int = 0,
-    ) -> None:
-        """Add fp32 ``x`` (columns from ``offset``) into the sums of :meth:`accumulator`, in column order.
-
-        Each output entry lies in one row block j, so it receives its additions in column
-        order whatever the slicing: slices streamed in order give the same sums, bit for
-        bit, on the torch and ``cpu`` backends alike. ``adam`` (``cpu`` backend only): the
-        parameter's Adam transform, fused, ``x`` being its columns from ``start``.
-        """
-        width = x.shape[1]
-        if self.backend == "cpu" and width > 1 and x.stride(1) != 1:
-            x = x.contiguous()
-        first, last = offset // CHUNK_COLUMNS, (offset + width - 1) // CHUNK_COLUMNS
-        for chunk in range(first, last + 1):
-            c0 = chunk * CHUNK_COLUMNS
-            a, b = max(offset, c0), min(offset + width, c0 + CHUNK_COLUMNS)
-            idx = self._indices(chunk)
-            src = x[:, a - offset : b - offset]
-            if self.backend == "cpu":
-                cols = None
-                if adam is not None:
-                    first = start + a - offset
-                    cols = adam.adam_columns(first, first + b - a)
-                if self._work is None or self._work.numel() < src.shape[0]:
-                    self._work = native.scratch(src.shape[0])
-                native.accumulate(acc, src, idx[:, a - c0 : b - c0], cols, self._work)
-                continue
-            for j in range(self.nnz):
-                acc.index_add_(1, idx[j, a - c0 : b - c0], src)
-
-    def _signed(self, acc: torch.Tensor) -> torch.Tensor:
-        if self.backend == "cpu":
-            pairs = acc.view(self.proj_dim, 2, acc.shape[1])
-            return (pairs[:, 0] - pairs[:, 1]).mul_(self.scale).t().contiguous()
-        pairs = acc.view(acc.shape[0], self.proj_dim, 2)
-        return (pairs[:, :, 0] - pairs[:, :, 1]).mul_(self.scale)
-
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        x = self._as_fp32(x)
-        if self.backend == "triton":
-            return self._project_triton(x, offset)
-        acc = self.accumulator(x.shape[0])
-        self._scatter(acc, x, offset)
-        return self._signed(acc)
-
-    def _project_triton(
-        self, x: torch.Tensor, offset: int, adam: native.AdamColumns | None = None
-    ) -> torch.Tensor:
-        kernels = importlib.import_module("dataflex.projectors._triton_kernels")
-        x = x.contiguous()
-        batch, width = x.shape
-        out = torch.zeros(batch, self.proj_dim, device=self.device, dtype=torch.float32)
-        block_b, block_n = 16, 128
-        grid = (-(-width // block_n), -(-batch // block_b))
-        if adam is None:
-            moments, betas = (x, x), (0.0, 0.0)  # unread: ADAM is off
-        else:
-            moments = (
-                adam.exp_avg.to(self.device).contiguous(),
-                adam.exp_avg_sq.to(self.device).contiguous(),
-            )
-            betas = (adam.beta1, adam.beta2)
-        kernels.sjlt_kernel[grid](
-            x,
-            out,
-            batch,
-            width,
-            offset,
-            self.proj_dim // self.nnz,
-            x.stride(0),
-            out.stride(0),
-            self._keys[0],
-            self._keys[1],
-            moments[0],
-            moments[1],
-            betas[0],
-            betas[1],
-            1.0 - betas[0],
-            1.0 - betas[1],
-            0.0 if adam is None else adam.eps,
-            NNZ=self.nnz,
-            BLOCK_B=block_b,
-            BLOCK_N=block_n,
-            ADAM=adam is not None,
-        )
-        return out.mul_(self.scale)
+        return self._backend.project(self._as_fp32(x), offset)

@@ -79,7 +79,7 @@ def test_cuda_backend_bad_options():
 def test_auto_uses_the_torch_backend_off_gpu_and_says_so(caplog):
     with caplog.at_level(logging.INFO, logger="dataflex.projectors.auto"):
         p = AutoProjector(50, 8, seed=3, distribution="gaussian", cache_bytes=0, fp32_precision="ieee")
-    assert isinstance(p.backend, GaussianProjector)
+    assert isinstance(p.chosen, GaussianProjector)
     assert "using 'gaussian'" in caplog.text
     assert "no CUDA device" in caplog.text
     assert p.fingerprint() == GaussianProjector(50, 8, seed=3).fingerprint()
@@ -99,10 +99,10 @@ def test_auto_defaults_to_sjlt_on_every_device_and_says_so(caplog):
         p = AutoProjector(
             50, 8, seed=3, cache_bytes=0, block_cols=16, fp32_precision="ieee", nnz_per_column=2
         )
-    assert isinstance(p.backend, SJLTProjector) and p.backend.nnz == 2
+    assert isinstance(p.chosen, SJLTProjector) and p.chosen.nnz == 2
     assert "using 'sjlt'" in caplog.text
     assert p.fingerprint() == SJLTProjector(50, 8, seed=3, nnz_per_column=2).fingerprint()
     x = torch.randn(3, 50)
     assert torch.equal(p.project(x), SJLTProjector(50, 8, seed=3, nnz_per_column=2).project(x))
     dense = AutoProjector(50, 8, seed=3, distribution="rademacher", nnz_per_column=2)
-    assert isinstance(dense.backend, RademacherProjector)
+    assert isinstance(dense.chosen, RademacherProjector)
