@@ -6,6 +6,10 @@
   (a collective);
 * one process / DDP: the optimizer's own tensors.
 
+:class:`AdamMoments` is the one record of a parameter's moments and its group's
+hyper-parameters: what this module returns, what ``dataflex.gradients`` transforms with
+and what the sjlt kernels read for a block of columns.
+
 Every collective here is issued for the trainable parameters in
 ``model.named_parameters()`` order, the same on every rank.
 """
@@ -13,7 +17,8 @@ Every collective here is issued for the trainable parameters in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -23,8 +28,9 @@ from dataflex.engines.detect import Engine, engine_of, full_shape
 from dataflex.errors import ConfigError
 
 
-class FullMoments(NamedTuple):
-    """One parameter's full moments and its group's hyper-parameters."""
+@dataclass(frozen=True)
+class AdamMoments:
+    """Adam's running moments of one parameter (or of a block of its columns) and its group's betas/eps."""
 
     exp_avg: torch.Tensor
     exp_avg_sq: torch.Tensor
@@ -60,7 +66,7 @@ def _group_hparams(optimizer: HoldsOptimizerState, index: int) -> tuple[float, f
         raise ConfigError(
             f"transform='adam' needs an Adam-like optimizer, but param group {index} of "
             f"{type(optimizer).__name__} has no 'betas'/'eps'. Use torch.optim.Adam/AdamW, or "
-            "gradient_type: sgd."
+            "transform='sgd' (gradient_type: sgd in a selector's params)."
         )
     beta1, beta2 = (float(b) for b in group["betas"])
     return beta1, beta2, float(group["eps"])
@@ -81,7 +87,7 @@ def has_optimizer_state(model: nn.Module, optimizer: HoldsOptimizerState) -> boo
     return local
 
 
-def full_adam_state(model: nn.Module, optimizer: HoldsOptimizerState) -> dict[str, FullMoments]:
+def full_adam_state(model: nn.Module, optimizer: HoldsOptimizerState) -> dict[str, AdamMoments]:
     """Full ``exp_avg`` / ``exp_avg_sq`` (fp32, full shape, CPU) of each trainable parameter.
 
     Args:
@@ -97,10 +103,11 @@ def full_adam_state(model: nn.Module, optimizer: HoldsOptimizerState) -> dict[st
             disagree on betas/eps for a parameter whose group cannot be told.
     """
     opt = _inner(optimizer)
+    hparams = [_group_hparams(opt, i) for i in range(len(opt.param_groups))]  # Adam-like, every group
     engine = engine_of(model)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if engine in (Engine.ZERO, Engine.ZERO3):
-        return _deepspeed_moments(trainable, opt)
+        return _deepspeed_moments(trainable, opt, hparams)
     if engine is Engine.FSDP1:
         raise ConfigError(
             "FSDP1 (FullyShardedDataParallel) keeps flat parameters whose Adam moments cannot be read "
@@ -108,7 +115,7 @@ def full_adam_state(model: nn.Module, optimizer: HoldsOptimizerState) -> dict[st
             "the Trainer's fsdp_config) or DeepSpeed ZeRO-3 instead."
         )
     index = {id(p): i for i, g in enumerate(opt.param_groups) for p in g["params"]}
-    out: dict[str, FullMoments] = {}
+    out: dict[str, AdamMoments] = {}
     for name, param in trainable:
         state = opt.state.get(param, {})
         if id(param) not in index or "exp_avg" not in state or "exp_avg_sq" not in state:
@@ -116,21 +123,23 @@ def full_adam_state(model: nn.Module, optimizer: HoldsOptimizerState) -> dict[st
         m, v = state["exp_avg"], state["exp_avg_sq"]
         if engine is Engine.FSDP2:
             m, v = m.full_tensor(), v.full_tensor()
-        out[name] = FullMoments(m, v, *_group_hparams(opt, index[id(param)]))
+        out[name] = AdamMoments(m, v, *hparams[index[id(param)]])
     return out
 
 
 def _deepspeed_moments(
-    trainable: list[tuple[str, nn.Parameter]], opt: HoldsOptimizerState
-) -> dict[str, FullMoments]:
+    trainable: list[tuple[str, nn.Parameter]],
+    opt: HoldsOptimizerState,
+    by_group: list[tuple[float, float, float]],
+) -> dict[str, AdamMoments]:
     from deepspeed.utils import safe_get_full_optimizer_state
 
-    hparams = {_group_hparams(opt, i) for i in range(len(opt.param_groups))}
-    out: dict[str, FullMoments] = {}
+    hparams = set(by_group)
+    out: dict[str, AdamMoments] = {}
     for name, param in trainable:
         mapping = getattr(param, "_hp_mapping", None)
         if mapping is not None and getattr(mapping, "param_group_index", None) is not None:
-            group = _group_hparams(opt, int(mapping.param_group_index))
+            group = by_group[int(mapping.param_group_index)]
         elif len(hparams) == 1:
             group = next(iter(hparams))
         else:
@@ -143,7 +152,7 @@ def _deepspeed_moments(
         v = safe_get_full_optimizer_state(param, "exp_avg_sq")
         if m is None or v is None:
             continue
-        out[name] = FullMoments(
+        out[name] = AdamMoments(
             m.detach().float().reshape(shape).cpu(), v.detach().float().reshape(shape).cpu(), *group
         )
     return out

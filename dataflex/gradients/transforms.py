@@ -9,23 +9,24 @@ with β₁, β₂, ε read from the parameter's optimizer group. Bias correction
 rescales Γ (and cancels under the cosine LESS uses), so it is left out.
 
 Γ is computed in fp32 with a correctly rounded √ on every path (:func:`sqrt_`), so the
-torch operations here and the fused CPU kernel (:mod:`dataflex.projectors.native`) give
-the same values bit for bit, however a parameter is blocked.
+torch operations here (:meth:`ColumnTransform.__call__`, the one statement of the formula
+in Python) and the fused kernels of ``sjlt`` (``sjlt_cpu.c``, the Triton kernel, which
+restate it in their own language) give the same values bit for bit, however a parameter
+is blocked. The moments are an :class:`~dataflex.engines.AdamMoments`, the one record
+of them, read from a live optimizer by :func:`dataflex.engines.full_adam_state`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import torch
 from torch import nn
 
-from dataflex.engines import engine_of, full_adam_state
+from dataflex.engines import AdamMoments, full_adam_state
 from dataflex.errors import ConfigError
-from dataflex.projectors.native import AdamColumns
 from dataflex.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
@@ -62,17 +63,6 @@ def sqrt_(values: torch.Tensor) -> torch.Tensor:
 _NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 
 
-@dataclass(frozen=True)
-class AdamMoments:
-    """Adam's running moments of one parameter and the hyper-parameters of its group."""
-
-    exp_avg: torch.Tensor
-    exp_avg_sq: torch.Tensor
-    beta1: float
-    beta2: float
-    eps: float
-
-
 class AdamState:
     """Adam moments per trainable parameter name, independent of any live optimizer.
 
@@ -100,31 +90,15 @@ class AdamState:
     def from_optimizer(cls, model: nn.Module, optimizer: torch.optim.Optimizer) -> AdamState:
         """Read the moments of a live ``torch.optim.Adam``/``AdamW`` (or a wrapper exposing its state).
 
-        Parameters the optimizer has not stepped yet are simply absent. Tensors are
-        referenced, not copied: nothing here writes to them.
+        Parameters the optimizer has not stepped yet, and frozen ones, are simply absent.
+        On one process and under DDP the tensors are referenced, not copied: nothing here
+        writes to them; under a sharded engine they are the full moments gathered
+        (:func:`dataflex.engines.full_adam_state`).
 
         Raises:
             ConfigError: if the optimizer's groups have no ``betas``/``eps`` (not Adam-like).
         """
-        if engine_of(model).sharded:  # ZeRO-1/2/3, FSDP: the full moments, through the engine's API
-            return cls({n: AdamMoments(*m) for n, m in full_adam_state(model, optimizer).items()})
-        names = {id(p): n for n, p in model.named_parameters()}
-        moments: dict[str, AdamMoments] = {}
-        for i, group in enumerate(optimizer.param_groups):
-            if "betas" not in group or "eps" not in group:
-                raise ConfigError(
-                    f"transform='adam' needs an Adam-like optimizer, but param group {i} of "
-                    f"{type(optimizer).__name__} has no 'betas'/'eps'. Use torch.optim.Adam/AdamW, "
-                    "or transform='sgd'."
-                )
-            beta1, beta2 = (float(b) for b in group["betas"])
-            for p in group["params"]:
-                st = optimizer.state.get(p, {})
-                if id(p) in names and "exp_avg" in st and "exp_avg_sq" in st:
-                    moments[names[id(p)]] = AdamMoments(
-                        st["exp_avg"], st["exp_avg_sq"], beta1, beta2, float(group["eps"])
-                    )
-        return cls(moments)
+        return cls(full_adam_state(model, optimizer))  # every engine: DDP, ZeRO, FSDP2, one process
 
     @classmethod
     def from_checkpoint(cls, model: nn.Module, checkpoint_dir: str | Path) -> AdamState:
@@ -192,7 +166,9 @@ def _decay_parameter_names(model: nn.Module) -> list[str]:
 
 
 def apply_transform(transform: str, grads: torch.Tensor, moments: AdamMoments | None = None) -> torch.Tensor:
-    """Apply ``transform`` to ``(B, n)`` fp32 per-example gradients of one parameter.
+    """Apply ``transform`` to ``(B, n)`` fp32 per-example gradients of one parameter (a new tensor).
+
+    The :class:`ColumnTransform` of the parameter on a copy of ``grads``.
 
     Args:
         transform: ``"sgd"``, ``"adam"`` or ``"sign"``.
@@ -201,25 +177,15 @@ def apply_transform(transform: str, grads: torch.Tensor, moments: AdamMoments | 
     """
     if transform == "sgd":
         return grads
-    if transform == "sign":
-        return torch.sign(grads)
-    if moments is None:  # guarded by the caller's validation
-        raise ValueError("transform='adam' needs the parameter's Adam moments.")
-    m = moments.exp_avg.to(device=grads.device, dtype=torch.float32).reshape(1, -1)
-    v = moments.exp_avg_sq.to(device=grads.device, dtype=torch.float32).reshape(1, -1)
-    # Few full-size passes and allocations: this runs on (B, n) blocks of every parameter.
-    m_new = torch.add(moments.beta1 * m, grads, alpha=1.0 - moments.beta1)
-    v_new = torch.addcmul(moments.beta2 * v, grads, grads, value=1.0 - moments.beta2)
-    return m_new.div_(sqrt_(v_new).add_(moments.eps))
+    return inplace_transform(transform, moments, grads.device)(grads.clone())
 
 
 class ColumnTransform:
     """One parameter's transform, applied in place to ``(b, n)`` fp32 blocks of its columns.
 
-    Calling it computes :func:`apply_transform` in place (the same operations in the
-    same order, so the same values), with the moments scaled by β₁, β₂ once for all the
-    row or column blocks of the parameter and one scratch block instead of two fresh
-    ones: the per-example block is overwritten by its Adam direction where it lies,
+    Calling it computes Γ in place (the one statement of the formula in the package), with
+    the moments scaled by β₁, β₂ once for all the row or column blocks of the parameter
+    and one scratch block: the per-example block is overwritten by its Adam direction where it lies,
     while it is still in cache. ``grads`` holds the parameter's flattened columns
     ``[start, start + n)``; the moments of those columns are broadcast over its rows.
     A projector that fuses the transform into its scatter (:meth:`Projector.fuses`)
@@ -259,11 +225,14 @@ class ColumnTransform:
         denom = sqrt_(torch.addcmul(v[:, cols], grads, grads, value=1.0 - moments.beta2)).add_(moments.eps)
         return torch.add(m[:, cols], grads, alpha=1.0 - moments.beta1, out=grads).div_(denom)
 
-    def adam_columns(self, start: int, stop: int) -> AdamColumns:
-        """The fused kernel's inputs for the parameter's columns ``[start, stop)`` (``adam`` only)."""
+    def adam_columns(self, start: int, stop: int) -> AdamMoments:
+        """The moments of the parameter's flattened columns ``[start, stop)``, fp32 (``adam`` only).
+
+        What a projector that fuses the transform reads (:meth:`Projector.fuses`).
+        """
         moments = cast(AdamMoments, self.moments)
         ea, eas = cast(torch.Tensor, self._exp_avg), cast(torch.Tensor, self._exp_avg_sq)
-        return AdamColumns(ea[start:stop], eas[start:stop], moments.beta1, moments.beta2, moments.eps)
+        return AdamMoments(ea[start:stop], eas[start:stop], moments.beta1, moments.beta2, moments.eps)
 
 
 def inplace_transform(

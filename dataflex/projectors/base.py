@@ -10,7 +10,7 @@ import torch
 from dataflex.errors import ConfigError
 
 if TYPE_CHECKING:
-    from dataflex.projectors.native import AdamColumns
+    from dataflex.engines.adam import AdamMoments
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 """The dtypes a projector multiplies in, by name (the ``dtype`` of :class:`Projector`)."""
@@ -43,7 +43,7 @@ class ColumnTransformLike(Protocol):
 
     def __call__(self, grads: torch.Tensor, start: int = 0) -> torch.Tensor: ...
 
-    def adam_columns(self, start: int, stop: int) -> AdamColumns: ...
+    def adam_columns(self, start: int, stop: int) -> AdamMoments: ...
 
 
 class Projector(ABC):

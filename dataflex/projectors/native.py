@@ -17,10 +17,10 @@ import shutil
 import subprocess
 import tempfile
 from importlib import resources
-from typing import NamedTuple
 
 import torch
 
+from dataflex.engines.adam import AdamMoments
 from dataflex.errors import ConfigError
 
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
@@ -39,16 +39,6 @@ _SYMBOL = "dataflex_sjlt_accumulate"
 
 class CpuKernelUnavailable(ConfigError):
     """The sjlt CPU kernel cannot be built here (no C compiler, or the build failed)."""
-
-
-class AdamColumns(NamedTuple):
-    """What the fused Adam transform reads for a block's columns (moments fp32, contiguous, CPU)."""
-
-    exp_avg: torch.Tensor
-    exp_avg_sq: torch.Tensor
-    beta1: float
-    beta2: float
-    eps: float
 
 
 def find_compiler() -> str | None:
@@ -115,7 +105,7 @@ def accumulate(
     acc: torch.Tensor,
     x: torch.Tensor,
     idx: torch.Tensor,
-    adam: AdamColumns | None = None,
+    adam: AdamMoments | None = None,
     work: torch.Tensor | None = None,
 ) -> None:
     """Add ``x``'s columns, transformed if ``adam`` is given, into the ``(2k, B)`` sums ``acc``.
@@ -125,7 +115,8 @@ def accumulate(
         x: ``(B, n)`` fp32 CPU tensor with unit column stride.
         idx: ``(nnz, n)`` int64 CPU tensor with unit column stride: the columns' indices
             into ``acc`` (:func:`dataflex.projectors.sjlt.sjlt_indices`).
-        adam: The fused Adam transform's inputs for these n columns, or None (identity).
+        adam: The fused Adam transform's moments of these n columns (fp32, contiguous, CPU),
+            or None (identity).
         work: From :func:`scratch` (made here if not given).
     """
     batch, width = x.shape

@@ -9,6 +9,7 @@ import torch
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.projectors.base import Projector
+from tests.adam_reference import adam_direction
 
 
 class DenseGaussianProjector(Projector):
@@ -92,10 +93,7 @@ def slow_features(model, examples, *, transform="sgd", moments=None, projector=N
                 continue
             g = p.grad.flatten().clone() if p.grad is not None else torch.zeros(p.numel())
             if transform == "adam":
-                m, v, b1, b2, eps = moments[name]
-                m2 = b1 * m.flatten() + (1 - b1) * g
-                v2 = b2 * v.flatten() + (1 - b2) * g * g
-                g = m2 / (torch.sqrt(v2) + eps)
+                g = adam_direction(g, *moments[name])
             elif transform == "sign":
                 g = torch.sign(g)
             parts.append(g)

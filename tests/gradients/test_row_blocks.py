@@ -10,6 +10,7 @@ from dataflex.gradients import AdamMoments, num_trainable, per_example_features
 from dataflex.gradients import features as features_module
 from dataflex.gradients.transforms import apply_transform, inplace_transform
 from dataflex.projectors import SJLTProjector
+from tests.adam_reference import adam_direction
 from tests.gradients.conftest import random_adam_state
 
 
@@ -94,7 +95,10 @@ def test_inplace_transform_is_apply_transform(transform):
     moments = AdamMoments(
         torch.randn(5, 10, generator=gen) * 0.01, torch.rand(5, 10, generator=gen) * 1e-4, 0.8, 0.95, 1e-6
     )
-    want = apply_transform(transform, grads.clone(), moments)
+    m = moments
+    gamma = adam_direction(grads, m.exp_avg, m.exp_avg_sq, m.beta1, m.beta2, m.eps)
+    want = {"sgd": grads, "sign": torch.sign(grads), "adam": gamma}[transform]
+    assert torch.equal(apply_transform(transform, grads.clone(), moments), want)
     f = inplace_transform(transform, moments, "cpu")
     block = grads[2:5].clone()
     out = f(block)

@@ -10,6 +10,7 @@ import torch
 from dataflex.data.collator import SFTDataCollator
 from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, per_example_features
+from tests.adam_reference import adam_direction
 
 
 def _trained(model, examples, betas=(0.8, 0.9), eps=1e-3, steps=2):
@@ -109,7 +110,6 @@ def test_each_param_group_uses_its_own_betas_and_eps(llama, examples):
     for p in trainable:  # features run over the trainable parameters in model order
         b1, b2, eps = hyper[id(p)]
         gp = g[:, offset : offset + p.numel()]
-        m, v = opt.state[p]["exp_avg"].flatten(), opt.state[p]["exp_avg_sq"].flatten()
-        parts.append((b1 * m + (1 - b1) * gp) / (torch.sqrt(b2 * v + (1 - b2) * gp**2) + eps))
+        parts.append(adam_direction(gp, opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"], b1, b2, eps))
         offset += p.numel()
     torch.testing.assert_close(got, torch.cat(parts, dim=1), atol=1e-5, rtol=1e-5)

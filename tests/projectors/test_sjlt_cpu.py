@@ -13,6 +13,7 @@ from dataflex.gradients.transforms import AdamMoments, inplace_transform, sqrt_
 from dataflex.projectors import SJLTProjector, build_projector, native
 from dataflex.projectors import sjlt as sjlt_module
 from dataflex.projectors.sjlt import CHUNK_COLUMNS
+from tests.adam_reference import adam_direction
 from tests.projectors.conftest import cpu_kernel_available
 
 needs_kernel = pytest.mark.skipif(not cpu_kernel_available(), reason="sjlt cpu kernel: no C compiler here")
@@ -27,15 +28,7 @@ def _moments(n: int, seed: int = 0) -> AdamMoments:
 
 
 def _adam_reference(grads: torch.Tensor, moments: AdamMoments) -> torch.Tensor:
-    """LESS's Γ in fp32 written out here: torch's fused multiply-adds, a correctly rounded root.
-
-    The root is numpy's (the IEEE operation), not the library's :func:`sqrt_`.
-    """
-    m = BETA1 * moments.exp_avg.reshape(1, -1)
-    v = BETA2 * moments.exp_avg_sq.reshape(1, -1)
-    den = torch.addcmul(v, grads, grads, value=1.0 - BETA2)
-    den = torch.from_numpy(np.sqrt(den.numpy())).add_(EPS)
-    return torch.add(m, grads, alpha=1.0 - BETA1).div_(den)
+    return adam_direction(grads, moments.exp_avg, moments.exp_avg_sq, BETA1, BETA2, EPS)
 
 
 @needs_kernel

