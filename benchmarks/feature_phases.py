@@ -16,6 +16,7 @@ phase and the ratio of each method's rate to ``plain fwd+bwd``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -30,8 +31,9 @@ from dataflex.projectors import SJLTProjector
 class RowBlockPlan(FeaturePlan):
     """The feature pass without column chunks (large Linear weights in row blocks)."""
 
-    def _chunk_shape(self, param, bsz):
-        return None
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.facts = [dataclasses.replace(f, linear=None) for f in self.facts]
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,8 @@ from dataflex.data.collator import IGNORE_INDEX
 from dataflex.engines import full_numel
 from dataflex.errors import ConfigError
 from dataflex.gradients.batching import causal_lm_inputs
+from dataflex.gradients.block_plan import BlockSizes, ParamFacts, Step, plan_blocks
+from dataflex.gradients.block_stream import BlockStream
 from dataflex.gradients.capture import GradientCapture
 from dataflex.gradients.sharded import check_capturable
 from dataflex.gradients.transforms import AdamState, ColumnTransform, check_transform, inplace_transform
@@ -40,7 +42,7 @@ COLUMN_CHUNK_ELEMENTS = 1 << 19
 With a projector whose cost is per entry (:attr:`Projector.row_blocks`), a Linear weight
 whose ``B × numel`` exceeds :data:`ROW_BLOCK_ELEMENTS` is made, transformed and
 accumulated into the projection a block of its rows at a time, for all B examples at
-once (:meth:`FeaturePlan._column_chunks`)."""
+once (:class:`~dataflex.gradients.block_plan.ColumnChunks`)."""
 
 FUSED_CHUNK_ELEMENTS = 1 << 21
 """Target elements (8 MiB fp32) of one column chunk when the projector fuses the transform.
@@ -124,6 +126,18 @@ class FeaturePlan:
         if transform == "adam":
             transform = self._resolve_adam(optimizer, adam_state, allow_sgd_fallback)
         self.transform = transform
+        self.facts = [
+            ParamFacts(
+                name,
+                full_numel(param),
+                self.capture.column_chunks(param),
+                self.capture.sliceable(param),
+                projector is not None and projector.fuses(self._transform_of(name, param)),
+            )
+            for name, param in self.capture.params
+        ]
+        """What planning needs of each trainable parameter (:func:`plan_blocks`)."""
+        self._executor = BlockStream(self.capture, projector, self._transform_of, transform, self._phase)
         if self.capture.functional_modules:
             logger.info(
                 "Per-example gradients of %s use the torch.func fallback (not nn.Linear/nn.Embedding).",
@@ -219,11 +233,11 @@ class FeaturePlan:
     ) -> torch.Tensor:
         """``(B, param.numel())`` transformed per-example gradient of one trainable parameter.
 
-        With the column chunks of Linear weights (:meth:`_column_chunks`, which read only
-        the captured activations and the Adam moments, never the weight itself), the one
-        place where a parameter is read during the stream: an engine that shards
-        parameters gathers ``param`` around this call. The layer's captured records are
-        released after the block holding its last row.
+        With the column chunks of Linear weights (which read only the captured
+        activations and the Adam moments, never the weight itself), the one place where
+        a parameter is read during the stream: an engine that shards parameters gathers
+        ``param`` around this call. The layer's captured records are released after the
+        block holding its last row.
 
         Args:
             name: The parameter's name (its Adam moments are looked up by it).
@@ -233,184 +247,27 @@ class FeaturePlan:
             rows: Only these examples (a step-1 slice of ``range(B)``; default all).
         """
         transform = self._transform_of(name, param)
-        return next(self._row_blocks(param, bsz, mask, [rows or slice(0, bsz)], transform))
+        return next(self._executor.row_blocks(param, bsz, mask, [rows or slice(0, bsz)], transform))
 
     def _transform_of(self, name: str, param: nn.Parameter) -> ColumnTransform:
-        moments = self.adam_state[name] if self.transform == "adam" else None
+        moments = self.adam_state[name] if self.adam_state is not None and self.transform == "adam" else None
         return inplace_transform(self.transform, moments, param.device)
 
-    def _row_blocks(
-        self,
-        param: nn.Parameter,
-        bsz: int,
-        mask: torch.Tensor | None,
-        slices: list[slice],
-        transform: ColumnTransform | None,
-    ) -> Iterator[torch.Tensor]:
-        """The blocks of ``param`` for each row slice in turn, transformed unless ``transform`` is None."""
-        for i, rows in enumerate(slices):
-            with self._phase("per_example"):
-                g = self.capture.per_example_grad(param, bsz, mask, rows)
-            if i == len(slices) - 1:
-                self.capture.release(param)
-            if transform is not None and self.transform != "sgd":
-                with self._phase("transform"):
-                    g = transform(g)
-            yield g
+    def _block_sizes(self) -> BlockSizes:
+        """This module's element budgets, read when a batch is planned."""
+        return BlockSizes(CHUNK_ELEMENTS, ROW_BLOCK_ELEMENTS, COLUMN_CHUNK_ELEMENTS, FUSED_CHUNK_ELEMENTS)
 
-    def _row_slices(self, param: nn.Parameter, bsz: int) -> list[slice] | None:
-        """Row slices for projecting ``param`` a few examples at a time, or None (whole batch)."""
-        if not self._streams_in_blocks(param, bsz) or not self.capture.sliceable(param):
-            return None
-        step = max(1, ROW_BLOCK_ELEMENTS // full_numel(param))
-        return [slice(a, min(a + step, bsz)) for a in range(0, bsz, step)]
-
-    def _chunk_shape(self, param: nn.Parameter, bsz: int) -> tuple[int, int] | None:
-        """``(out, in)`` of a Linear weight to stream in column chunks, or None (other paths)."""
-        if not self._streams_in_blocks(param, bsz):
-            return None
-        return self.capture.column_chunks(param)
-
-    def _streams_in_blocks(self, param: nn.Parameter, bsz: int) -> bool:
-        """Whether ``param``'s ``B × numel`` block is too large to make whole for a per-entry projector."""
-        return getattr(self.projector, "row_blocks", False) and bsz * full_numel(param) > ROW_BLOCK_ELEMENTS
-
-    def _projected(self, g: torch.Tensor, offset: int, transform: ColumnTransform | None) -> torch.Tensor:
-        """``project(g, offset)``, or with ``transform`` of raw ``g`` transformed inside the scatter."""
-        projector = cast(Projector, self.projector)
-        if transform is None:
-            return projector.project(g, offset)
-        acc = projector.accumulator(g.shape[0])
-        projector.accumulate_transformed(acc, g, offset, transform, 0)
-        return projector.finish(acc)
-
-    def _column_chunks(
-        self,
-        name: str,
-        param: nn.Parameter,
-        bsz: int,
-        mask: torch.Tensor | None,
-        start: int,
-        shape: tuple[int, int],
-    ) -> torch.Tensor:
-        """``(B, k)`` projection of a large Linear weight (``shape``), made a column chunk at a time.
-
-        Rows ``r0:r1`` of W are flattened columns ``[r0·in, r1·in)``: their per-example
-        gradients for all B examples come from one ``bmm``, are transformed in place with
-        those columns' moments and added into one accumulator
-        (:meth:`Projector.accumulate`), so each hashed index is read once per batch, not
-        once per example, and at most one chunk of ``B × (r1 − r0)·in`` exists. A
-        projector that :meth:`~Projector.fuses` the transform does both in one pass
-        (:meth:`Projector.accumulate_transformed`), on chunks of
-        :data:`FUSED_CHUNK_ELEMENTS`.
-        """
-        projector = cast(Projector, self.projector)  # row_blocks is a Projector attribute
-        out_features, in_features = shape
-        transform = self._transform_of(name, param)
-        fused = projector.fuses(transform)
-        chunk = FUSED_CHUNK_ELEMENTS if fused else COLUMN_CHUNK_ELEMENTS
-        step = max(1, chunk // (bsz * in_features))
-        acc = projector.accumulator(bsz)
-        for r0 in range(0, out_features, step):
-            r1 = min(r0 + step, out_features)
-            with self._phase("per_example"):
-                g = self.capture.weight_rows_grad(param, bsz, mask, r0, r1)
-            first = r0 * in_features
-            if fused:
-                with self._phase("projection"):
-                    projector.accumulate_transformed(acc, g, start + first, transform, first)
-            else:
-                if self.transform != "sgd":
-                    with self._phase("transform"):
-                        g = transform(g, first)
-                with self._phase("projection"):
-                    projector.accumulate(acc, g, start + first)
-            del g
-        self.capture.release(param)
-        with self._phase("projection"):
-            return projector.finish(acc)
+    def plan(self, bsz: int) -> list[Step]:
+        """The blocks a batch of ``bsz`` examples is computed in (:func:`plan_blocks`)."""
+        projector = self.projector
+        row_blocks = projector is not None and projector.row_blocks
+        return plan_blocks(
+            self.facts, bsz, self._block_sizes(), projected=projector is not None, row_blocks=row_blocks
+        )
 
     def _stream(self, bsz: int, mask: torch.Tensor | None, normalize: bool) -> torch.Tensor:
-        """Per-parameter blocks, transformed, projected a few consecutive parameters at a time.
-
-        One parameter's per-example gradient exists at a time (the largest one alone is
-        ``B × numel``): consecutive small blocks (LoRA matrices) are joined up to
-        :data:`CHUNK_ELEMENTS` before each ``project`` call, larger ones are projected as
-        soon as they are made, so memory stays O(B × (largest parameter + chunk)). With a
-        per-entry projector (``sjlt``) a large Linear weight goes a column chunk of all B
-        examples at a time (:meth:`_column_chunks`), another large parameter a few rows
-        at a time (:data:`ROW_BLOCK_ELEMENTS`), and memory is O(one such block + chunk).
-        """
-        projector = self.projector
-        chunks: list[torch.Tensor] = []
-        pending: list[torch.Tensor] = []  # the joined group's transformed blocks, or
-        group: torch.Tensor | None = None  # its accumulator, when the projector fuses the transform
-        out: torch.Tensor | None = None
-        width = start = 0
-
-        def add(part: torch.Tensor, rows: slice) -> None:
-            nonlocal out
-            if out is None:
-                out = torch.zeros(bsz, part.shape[1], dtype=part.dtype, device=part.device)
-            out[rows].add_(part)
-
-        def flush() -> None:
-            nonlocal width, start, pending, group
-            with self._phase("projection"):
-                if group is not None:
-                    add(projector.finish(group), slice(0, bsz))
-                else:
-                    add(
-                        projector.project(
-                            pending[0] if len(pending) == 1 else torch.cat(pending, dim=1), start
-                        ),
-                        slice(0, bsz),
-                    )
-            start += width
-            width, pending, group = 0, [], None
-
-        for name, param in self.capture.params:
-            shape = self._chunk_shape(param, bsz)
-            if shape is not None:
-                if width:
-                    flush()
-                add(self._column_chunks(name, param, bsz, mask, start, shape), slice(0, bsz))
-                start += full_numel(param)
-                continue
-            transform = self._transform_of(name, param)
-            fused = projector is not None and projector.fuses(transform)
-            slices = None if projector is None else self._row_slices(param, bsz)
-            if slices is not None:
-                if width:
-                    flush()
-                for rows, g in zip(
-                    slices, self._row_blocks(param, bsz, mask, slices, None if fused else transform)
-                ):
-                    with self._phase("projection"):
-                        add(self._projected(g, start, transform if fused else None), rows)
-                    del g
-                start += full_numel(param)
-                continue
-            g = next(self._row_blocks(param, bsz, mask, [slice(0, bsz)], None if fused else transform))
-            if projector is None:
-                chunks.append(g)
-                continue
-            if width and ((width + g.shape[1]) * bsz > CHUNK_ELEMENTS or fused != (group is not None)):
-                flush()
-            if fused:
-                if group is None:
-                    group = projector.accumulator(bsz)
-                with self._phase("projection"):
-                    projector.accumulate_transformed(group, g, start + width, transform, 0)
-            else:
-                pending.append(g)
-            width += g.shape[1]
-            del g
-            if width * bsz >= CHUNK_ELEMENTS:
-                flush()  # project it now: the next parameter's block is not made beside it
-        if width:
-            flush()
-        feats = torch.cat(chunks, dim=1) if self.projector is None else out
+        """The batch's features: :meth:`plan` run by the :class:`BlockStream`, normalised if asked."""
+        feats = self._executor.run(self.plan(bsz), bsz, mask)
         if normalize:
             with self._phase("normalize"):
                 feats = feats / feats.norm(dim=1, keepdim=True).clamp_min(torch.finfo(feats.dtype).tiny)

@@ -194,7 +194,8 @@ class ColumnTransform:
     Args:
         kind: ``"sgd"``, ``"adam"`` or ``"sign"``.
         moments: The parameter's Adam moments (``adam`` only).
-        device: Where the gradients live (the moments are moved there, as fp32, once).
+        device: Where the gradients live (the moments are moved there, as fp32, at the
+            first call, so making a transform costs nothing until it is used).
     """
 
     def __init__(
@@ -204,21 +205,27 @@ class ColumnTransform:
             raise ValueError("transform='adam' needs the parameter's Adam moments.")
         self.kind = kind
         self.moments = moments
-        self._exp_avg: torch.Tensor | None = None
-        self._exp_avg_sq: torch.Tensor | None = None
-        if moments is not None and kind == "adam":
-            self._exp_avg = moments.exp_avg.to(device=device, dtype=torch.float32).reshape(-1)
-            self._exp_avg_sq = moments.exp_avg_sq.to(device=device, dtype=torch.float32).reshape(-1)
+        self.device = device
+        self._flat: AdamMoments | None = None
         self._scaled: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _moments(self) -> AdamMoments:
+        """The moments flattened, fp32, on :attr:`device`: moved there at the first use, once."""
+        if self._flat is None:
+            m = cast(AdamMoments, self.moments)  # adam: checked in __init__
+            ea = m.exp_avg.to(device=self.device, dtype=torch.float32).reshape(-1)
+            eas = m.exp_avg_sq.to(device=self.device, dtype=torch.float32).reshape(-1)
+            self._flat = AdamMoments(ea, eas, m.beta1, m.beta2, m.eps)
+        return self._flat
 
     def __call__(self, grads: torch.Tensor, start: int = 0) -> torch.Tensor:
         if self.kind == "sgd":
             return grads
         if self.kind == "sign":
             return grads.sign_()
-        moments = cast(AdamMoments, self.moments)  # adam: checked in __init__
+        moments = self._moments()
         if self._scaled is None:
-            ea, eas = cast(torch.Tensor, self._exp_avg), cast(torch.Tensor, self._exp_avg_sq)
+            ea, eas = moments.exp_avg, moments.exp_avg_sq
             self._scaled = (moments.beta1 * ea.reshape(1, -1), moments.beta2 * eas.reshape(1, -1))
         m, v = self._scaled
         cols = slice(start, start + grads.shape[1])
@@ -230,8 +237,8 @@ class ColumnTransform:
 
         What a projector that fuses the transform reads (:meth:`Projector.fuses`).
         """
-        moments = cast(AdamMoments, self.moments)
-        ea, eas = cast(torch.Tensor, self._exp_avg), cast(torch.Tensor, self._exp_avg_sq)
+        moments = self._moments()
+        ea, eas = moments.exp_avg, moments.exp_avg_sq
         return AdamMoments(ea[start:stop], eas[start:stop], moments.beta1, moments.beta2, moments.eps)
 
 
