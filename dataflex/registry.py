@@ -12,7 +12,7 @@ import fnmatch
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from dataflex.errors import RegistryError
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from dataflex.selectors.base import Selector
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Selector")
+P = TypeVar("P", bound="Projector")
 
 
 def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
@@ -64,7 +66,8 @@ class Registry(Generic[T]):
     def base(self) -> type | None:
         if isinstance(self._base, str):
             module, _, attr = self._base.partition(":")
-            self._base = getattr(importlib.import_module(module), attr)
+            resolved: type = getattr(importlib.import_module(module), attr)
+            self._base = resolved
         return self._base
 
     def _load_builtins(self) -> None:
@@ -181,14 +184,15 @@ TEMPLATES: Registry[Template] = Registry(
 tokenizer's own chat template (see :func:`dataflex.data.templates.get_template`)."""
 
 
-def register_selector(name: str) -> Callable[[type[T]], type[T]]:
+def register_selector(name: str) -> Callable[[type[S]], type[S]]:
     """Register a :class:`~dataflex.selectors.base.Selector` subclass under ``name``."""
-    return SELECTORS.register(name)
+    # The decorator returns the class it is given, so the subclass keeps its own type.
+    return cast("Callable[[type[S]], type[S]]", SELECTORS.register(name))
 
 
-def register_projector(name: str) -> Callable[[type[T]], type[T]]:
+def register_projector(name: str) -> Callable[[type[P]], type[P]]:
     """Register a :class:`~dataflex.projectors.base.Projector` subclass under ``name``."""
-    return PROJECTORS.register(name)
+    return cast("Callable[[type[P]], type[P]]", PROJECTORS.register(name))
 
 
 def get_selector(name: str) -> type[Selector]:
@@ -219,4 +223,5 @@ def build_selector(name: str, **params: object) -> Selector:
 
 def build_projector(name: str, **kwargs: object) -> Projector:
     """Build the projector registered as ``name`` (kwargs go to its constructor)."""
-    return PROJECTORS.get(name)(**kwargs)
+    cls: Callable[..., Projector] = PROJECTORS.get(name)  # its constructor checks the kwargs
+    return cls(**kwargs)

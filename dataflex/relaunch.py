@@ -56,7 +56,7 @@ class _ReportedFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         folder = os.environ.get(ERROR_DIR_ENV)
-        reported = bool(folder) and any(Path(folder).glob("rank-*.txt"))
+        reported = bool(folder and any(Path(folder).glob("rank-*.txt")))
         message = record.getMessage()
         return not (reported and ("failed (exitcode" in message or "closing signal" in message))
 

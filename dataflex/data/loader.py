@@ -80,7 +80,10 @@ def read_attr_rows(
             f"{attr.formatting} formatting needs; the rows have {found}. Map them with 'columns' "
             "(and 'formatting') in the dataset's dataset_info.json entry."
         )
-    examples, positions, skipped, first_bad = [], [], Counter(), {}
+    examples: list[dict[str, Any]] = []
+    positions: list[int] = []
+    skipped: Counter[str] = Counter()
+    first_bad: dict[str, int] = {}
     for index, row in enumerate(rows):
         try:
             examples.append(convert_row(row, attr))

@@ -18,7 +18,7 @@ import fnmatch
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dataflex.errors import ConfigError
 from dataflex.registry import TEMPLATES, did_you_mean
@@ -152,8 +152,11 @@ class ChatTemplate:
         from jinja2 import TemplateError
 
         try:
-            return self.tokenizer.apply_chat_template(
-                messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+            return cast(  # tokenize=False: the rendered string
+                str,
+                self.tokenizer.apply_chat_template(
+                    messages, tools=tools, tokenize=False, add_generation_prompt=generation_prompt
+                ),
             )
         except TemplateError as exc:
             roles = [m["role"] for m in messages]

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from torch.distributed.tensor import DTensor
 
 
 class Engine(str, enum.Enum):
@@ -93,10 +98,10 @@ def _ds_available(p: torch.Tensor) -> bool:
     """Whether a ZeRO-3 parameter is whole here now (persistent small ones always are)."""
     from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
-    return p.ds_status == ZeroParamStatus.AVAILABLE
+    return p.ds_status == ZeroParamStatus.AVAILABLE  # type: ignore[attr-defined]  # set by ZeRO-3 on its parameters
 
 
-def full_tensors(named: list[tuple[str, torch.Tensor]]):
+def full_tensors(named: list[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, full detached tensor)`` for each parameter, one at a time.
 
     Under ZeRO-3 each parameter is gathered inside ``deepspeed.zero.GatheredParameters``
@@ -111,6 +116,6 @@ def full_tensors(named: list[tuple[str, torch.Tensor]]):
                 full = p.detach().clone()
             yield name, full
         elif _is_dtensor(p):
-            yield name, p.detach().full_tensor()
+            yield name, cast("DTensor", p.detach()).full_tensor()  # _is_dtensor(p)
         else:
             yield name, p.detach()

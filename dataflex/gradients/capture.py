@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -128,7 +128,7 @@ class GradientCapture:
         finally:
             self._recording = False
 
-    def _make_hook(self, owner: _Owner):
+    def _make_hook(self, owner: _Owner) -> Callable[[nn.Module, tuple, dict, object], None]:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
             if not self._recording:
                 return
@@ -261,6 +261,7 @@ class GradientCapture:
         """``(x, gy)`` of a linear/embedding call as ``(B, T, ·)``, padding cleared; made once."""
         if call.prepared is not None:
             return call.prepared
+        assert call.grad is not None  # callers skip the calls that got no gradient
         gy = call.grad.float()
         if gy.shape[0] != batch:
             raise RuntimeError(
@@ -301,6 +302,7 @@ class GradientCapture:
     def _call_grad(
         self, owner: _Owner, attr: str, call: _Call, batch: int, mask: torch.Tensor | None, rows: slice
     ) -> torch.Tensor:
+        assert call.grad is not None  # callers skip the calls that got no gradient
         if owner.kind == "functional":
             full = per_example_module_grads(owner.module, attr, call.args, call.kwargs, call.grad, batch)
             return full if rows.stop - rows.start == batch else full[rows]

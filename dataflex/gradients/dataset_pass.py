@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Callable, MutableMapping, Sequence, Sized
+from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from dataflex.engines import lockstep_extra_batches
@@ -96,7 +96,7 @@ def compute_features(
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
     if max_batch_tokens is not None and (not isinstance(max_batch_tokens, int) or max_batch_tokens <= 0):
         raise ConfigError(f"max_batch_tokens must be a positive integer or None, got {max_batch_tokens!r}.")
-    n_data = len(dataset)
+    n_data = len(cast(Sized, dataset))  # a Sequence, or a map-style Dataset with __len__
     indices = list(range(n_data)) if indices is None else [int(i) for i in indices]
     if not indices:
         raise ConfigError("indices is empty: there is nothing to compute features for.")
@@ -131,7 +131,9 @@ def compute_features(
     # ZeRO-3 / FSDP: forwards are collective, so every rank runs as many batches as the busiest.
     extra = lockstep_extra_batches(model, len(batches))
     loader = DataLoader(
-        Subset(dataset, [indices[j] for j in order]), batch_sampler=batches, collate_fn=collator
+        Subset(cast("Dataset[dict[str, Any]]", dataset), [indices[j] for j in order]),  # indexable either way
+        batch_sampler=batches,
+        collate_fn=collator,
     )
     io = 0.0
     with tqdm(
@@ -152,7 +154,7 @@ def compute_features(
             t0 = time.perf_counter()
             if store is not None:
                 store.write(rows[0], feats)
-            else:
+            elif out is not None:  # always, without a store
                 out[rows[0] : rows[-1] + 1] = feats
             io += time.perf_counter() - t0
             bar.update(len(rows))
@@ -165,6 +167,7 @@ def compute_features(
     t0 = time.perf_counter()
     if store is not None:
         out = store.read()
+    assert out is not None  # filled in place, or read back from the store
     if sort_by_length:
         restored = torch.empty_like(out)
         restored[torch.as_tensor(order)] = out

@@ -50,7 +50,7 @@ def per_example_module_grads(
         def f(p_: torch.Tensor) -> torch.Tensor:
             return torch.func.functional_call(module, {attr: p_}, call_args, call_kwargs)
 
-        _, vjp_fn = torch.func.vjp(f, p)
+        vjp_fn = torch.func.vjp(f, p)[1]
         return vjp_fn(gy.unsqueeze(0))[0]
 
     in_dims = (None, 0, *([0] * len(split)))

@@ -245,6 +245,7 @@ class FeatureStore:
 
     def _read_block(self, start: int, end: int) -> np.ndarray:
         if self.format == "memmap":
+            assert self._memmap is not None  # opened by __init__ for the memmap format
             return np.asarray(self._memmap[start:end])
         values = load_file(self._shard(start, end))["features"]
         if values.shape != (end - start, self.dim) or values.dtype != _DTYPES[self.dtype]:
@@ -304,6 +305,7 @@ class FeatureStore:
                 )
             )
         if self.format == "memmap":
+            assert self._memmap is not None  # opened by __init__ for the memmap format
             self._memmap[start:end] = arr
             self._memmap.flush()
         else:

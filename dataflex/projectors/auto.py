@@ -13,6 +13,7 @@ O(B·D·k), see ``docs/projectors.md`` for the measurements.
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 import torch
 
@@ -54,10 +55,12 @@ class AutoProjector(Projector):
             ``chosen.backend`` is, for ``sjlt``, the name of its own backend.
     """
 
-    def __init__(self, input_dim: int, proj_dim: int, *, distribution: str = "sjlt", **kwargs) -> None:
+    def __init__(
+        self, input_dim: int, proj_dim: int, *, distribution: str = "sjlt", **kwargs: object
+    ) -> None:
         if distribution not in _DISTRIBUTIONS:
             raise ConfigError(f"distribution must be one of {sorted(_DISTRIBUTIONS)}, got {distribution!r}.")
-        device = torch.device(kwargs.get("device", "cpu"))
+        device = torch.device(cast("torch.device | str", kwargs.get("device", "cpu")))  # Projector checks it
         if distribution == "sjlt":
             kind = "sjlt"
         elif device.type == "cuda" and triton_available():
@@ -65,16 +68,17 @@ class AutoProjector(Projector):
         else:
             kind = "torch"
         dropped = set().union(*(v for k, v in _OPTIONS.items() if k != kind)) - _OPTIONS[kind]
-        kwargs = {k: v for k, v in kwargs.items() if k not in dropped}
+        # The chosen constructor checks each option's type and value.
+        options: dict[str, Any] = {k: v for k, v in kwargs.items() if k not in dropped}
         if kind == "sjlt":
-            sjlt = SJLTProjector(input_dim, proj_dim, **kwargs)
+            sjlt = SJLTProjector(input_dim, proj_dim, **options)
             self.chosen: Projector = sjlt
             why = f"sparse JL, s={sjlt.nnz}, {sjlt.backend} backend on {device}"
         elif kind == "cuda":
-            self.chosen = CudaProjector(input_dim, proj_dim, distribution=distribution, **kwargs)
+            self.chosen = CudaProjector(input_dim, proj_dim, distribution=distribution, **options)
             why = "fused Triton kernel on " + str(device)
         else:
-            self.chosen = _TORCH_BACKENDS[distribution](input_dim, proj_dim, **kwargs)
+            self.chosen = _TORCH_BACKENDS[distribution](input_dim, proj_dim, **options)
             why = "no CUDA device" if device.type != "cuda" else "Triton is not installed"
         super().__init__(
             input_dim,

@@ -19,14 +19,22 @@ class IdentityProjector(Projector):
     models small enough that D fits in memory per example.
     """
 
-    def __init__(self, input_dim: int, proj_dim: int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        proj_dim: int | None = None,
+        *,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
         proj_dim = input_dim if proj_dim is None else proj_dim
         if proj_dim != input_dim:
             raise ConfigError(
                 f"The identity projector keeps every coordinate: proj_dim must equal input_dim "
                 f"({input_dim}), got {proj_dim}. Use 'rademacher' or 'auto' to reduce the dimension."
             )
-        super().__init__(input_dim, proj_dim, **kwargs)
+        super().__init__(input_dim, proj_dim, seed=seed, dtype=dtype, device=device)
 
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:
         out = torch.zeros(x.shape[0], self.proj_dim, device=self.device)

@@ -62,7 +62,9 @@ logger = logging.getLogger(__name__)
 _warned_no_kernel = False
 
 
-def sjlt_indices(seed: int, proj_dim: int, nnz: int, start: int, stop: int, device) -> torch.Tensor:
+def sjlt_indices(
+    seed: int, proj_dim: int, nnz: int, start: int, stop: int, device: torch.device | str
+) -> torch.Tensor:
     """``(nnz, stop − start)`` int64 indices ``2·row(c, j) + signbit(c, j)`` for columns ``[start, stop)``.
 
     Index ``i`` addresses a ``(B, 2k)`` accumulator whose even entries collect the

@@ -154,7 +154,9 @@ class TiledProjector(Projector):
         cached_stop = min(stop, self.cached_columns)
         if start < cached_stop:
             self._fill_cache(start // self.block_cols, (cached_stop - 1) // self.block_cols)
-            out.addmm_(x[:, : cached_stop - start], self._cache[start:cached_stop])
+            cache = self._cache
+            assert cache is not None  # made by _fill_cache
+            out.addmm_(x[:, : cached_stop - start], cache[start:cached_stop])
         lo = max(start, self.cached_columns)
         while lo < stop:
             hi = min(stop, (lo // self.block_cols + 1) * self.block_cols)

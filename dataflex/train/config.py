@@ -305,7 +305,7 @@ def _check_dynamic(cfg: TrainConfig, where: str) -> None:
     if cfg.component_name not in components.selectors:
         raise ConfigError(
             f"{where}component_name: no selector {cfg.component_name!r} in {components.path}."
-            + did_you_mean(cfg.component_name, components.selector_names())
+            + did_you_mean(str(cfg.component_name), components.selector_names())
         )
     name, _ = components.selectors[cfg.component_name]
     if SELECTORS.get(name).requires_eval_dataset and not cfg.eval_dataset:

@@ -34,7 +34,7 @@ def _build(
     tokenizer: PreTrainedTokenizerBase,
     template: Template | ChatTemplate,
     what: str,
-):
+) -> tuple[SFTDataset, TokenizeStats, Counter[str], int]:
     attrs = resolve_datasets(names, cfg.dataset_dir)  # every name checked before reading any file
     examples: list[dict[str, Any]] = []
     load_skipped: Counter[str] = Counter()

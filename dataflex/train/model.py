@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 import torch
 
@@ -106,7 +106,11 @@ def torch_dtype(bf16: bool, fp16: bool) -> torch.dtype:
 
 
 def load_model(
-    name: str, *, dtype: torch.dtype | str = torch.float32, trust_remote_code: bool = False, device_map=None
+    name: str,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    trust_remote_code: bool = False,
+    device_map: str | dict[str, int | str] | None = None,
 ) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` with the given dtype (``use_cache`` off)."""
     from transformers import AutoModelForCausalLM
@@ -118,7 +122,7 @@ def load_model(
     return model
 
 
-def linear_module_names(model: torch.nn.Module) -> list[str]:
+def linear_module_names(model: PreTrainedModel) -> list[str]:
     """Leaf names of the linear layers LoRA can target (the output head excluded)."""
     out_head = model.get_output_embeddings()
     names = {
@@ -180,7 +184,7 @@ def apply_finetuning(
         if adapter_name_or_path:
             model = load_adapter(model, adapter_name_or_path)
         else:
-            valid = linear_module_names(model)
+            valid = linear_module_names(cast("PreTrainedModel", model))  # the base: LoRA wraps it below
             if lora_target != ["all"]:
                 for target in lora_target:
                     if target not in valid:

@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.engines import check_engine_config, require_deepspeed
@@ -40,6 +40,8 @@ from dataflex.train.plots import plot_loss
 from dataflex.train.preflight import check_run_inputs, check_selection_inputs
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
     from dataflex.data.sft_dataset import SFTDataset
@@ -248,7 +250,7 @@ def build_trainer(
             **trainer_kwargs,
             plan=plan,
             # the selector scores against eval_dataset even when the Trainer does not evaluate
-            selection_eval_dataset=eval_dataset,
+            selection_eval_dataset=_examples(eval_dataset),
             plots=cfg.plot_loss,
         )
     from transformers import Trainer
@@ -295,7 +297,12 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         # schedule, selector, per-round budget vs. pool: built and checked before the model loads
         plan = plan_dynamic_selection(cfg, len(data.train), training_args)
         check_selection_inputs(
-            cfg, plan.selector, plan.schedule, data.train, data.eval, global_batch_size(training_args)
+            cfg,
+            plan.selector,
+            plan.schedule,
+            data.train,
+            _examples(data.eval),
+            global_batch_size(training_args),
         )
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
@@ -365,3 +372,8 @@ def _train(
         data_report=data.report,
         plots=plots,
     )
+
+
+def _examples(dataset: SFTDataset | None) -> Sequence[Mapping[str, Any]] | None:
+    """``dataset`` as what a selector reads: examples by index and a length, all SFTDataset has."""
+    return cast("Sequence[Mapping[str, Any]] | None", dataset)

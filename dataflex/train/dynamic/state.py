@@ -76,7 +76,9 @@ def save_selection_state(folder: str | os.PathLike, state: Mapping[str, Any]) ->
     """Write ``state`` into ``folder`` (tensors to safetensors, the rest to JSON); return the JSON path."""
     folder = Path(folder)
     tensors: dict[str, torch.Tensor] = {}
-    payload = {"format": FORMAT_VERSION, **_encode(dict(state), tensors)}
+    encoded = _encode(dict(state), tensors)
+    assert isinstance(encoded, dict)  # a mapping encodes to a dict
+    payload = {"format": FORMAT_VERSION, **encoded}
     remove_verified(folder / STATE_FILE)  # until the new JSON is complete, the folder has no state
     if tensors:
         write_verified(folder / TENSORS_FILE, save_bytes(tensors))

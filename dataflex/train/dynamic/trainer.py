@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
 from dataflex.distributed import DistributedView
@@ -52,8 +52,15 @@ from dataflex.train.dynamic.state import load_selection_state, save_selection_st
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
+    from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
+
+
+def _output_dir(args: TrainingArguments) -> str:
+    """``args.output_dir``: typed optional, but ``TrainingArguments`` fills in a default."""
+    assert args.output_dir is not None
+    return args.output_dir
 
 
 def phase_summary(metadata: dict | None) -> str:
@@ -274,7 +281,7 @@ class DynamicSelectionMixin:
         if trainer.args.max_steps != schedule.total_steps:
             logger.info("dataflex: max_steps set to the schedule's total, %d.", schedule.total_steps)
             trainer.args.max_steps = schedule.total_steps
-        out = Path(trainer.args.output_dir)
+        out = Path(_output_dir(trainer.args))
         self.selection_report = SelectionReport(report_dir if report_dir is not None else out / "dataflex")
         self.selection_cache_dir = (
             Path(selection_cache_dir) if selection_cache_dir else out / "dataflex" / "cache"
@@ -300,8 +307,9 @@ class DynamicSelectionMixin:
 
     # -- Trainer extension points ------------------------------------------------------
 
-    def _get_train_sampler(self, train_dataset: Sized | None = None) -> DynamicSelectionSampler:
-        dataset = train_dataset if train_dataset is not None else self._trainer.train_dataset
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> DynamicSelectionSampler:
+        # Sized: the trainer's train_dataset was checked to have a length when it was built.
+        dataset = cast(Sized, train_dataset if train_dataset is not None else self._trainer.train_dataset)
         if len(dataset) != self.dynamic_sampler.pool_size:
             raise DataflexError(
                 f"the training dataset has {len(dataset)} examples but the selection pool has "
@@ -320,13 +328,13 @@ class DynamicSelectionMixin:
         """
         if not self._trainer.is_world_process_zero():
             return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
-        with OutputLock(self._trainer.args.output_dir, reentrant=True):
+        with OutputLock(_output_dir(self._trainer.args), reentrant=True):
             return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
 
     def _train_with_selection(
         self, resume_from_checkpoint: str | bool | None, *args: object, **kwargs: object
     ) -> TrainOutput:
-        output_dir = self._trainer.args.output_dir
+        output_dir = _output_dir(self._trainer.args)
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
             if get_last_checkpoint(output_dir) is None:
@@ -419,6 +427,7 @@ class DynamicSelectionMixin:
 
     def _run_selector(self, round_: int, ctx: SelectionContext) -> Selection:
         model = ctx.model
+        assert model is not None  # selection_context passes the trainer's model
         was_training = model.training
         try:
             selection = self.dynamic_sampler.select_round(round_, ctx)
@@ -434,6 +443,7 @@ class DynamicSelectionMixin:
 
     def _record_lr(self) -> None:
         optimizer = getattr(self._trainer.optimizer, "optimizer", self._trainer.optimizer)
+        assert optimizer is not None  # called from on_optimizer_step
         self._lrs_since_round.append(float(optimizer.param_groups[0]["lr"]))
 
     # -- checkpoint state -------------------------------------------------------------
@@ -520,24 +530,36 @@ class _DynamicSelectionCallback(TrainerCallback):
     def __init__(self, trainer: DynamicSelectionMixin) -> None:
         self.trainer = trainer
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
         self.trainer._select_if_due(state.global_step)
 
-    def on_epoch_begin(self, args, state, control, **kwargs):
+    def on_epoch_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
         self.trainer.dynamic_sampler.set_step(state.global_step)
 
-    def on_optimizer_step(self, args, state, control, **kwargs):
+    def on_optimizer_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
         self.trainer._record_lr()
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
         self.trainer._select_if_due(state.global_step)
 
-    def on_save(self, args, state, control, **kwargs):
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
         if args.should_save:
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            folder = Path(_output_dir(args)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             self.trainer._save_selection_state(folder, state.global_step)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
         self.trainer._write_report()
 
 
