@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -101,7 +101,7 @@ def _ds_available(p: torch.Tensor) -> bool:
     return p.ds_status == ZeroParamStatus.AVAILABLE  # type: ignore[attr-defined]  # set by ZeRO-3 on its parameters
 
 
-def full_tensors(named: list[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+def full_tensors(named: Sequence[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, full detached tensor)`` for each parameter, one at a time.
 
     Under ZeRO-3 each parameter is gathered inside ``deepspeed.zero.GatheredParameters``

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, MutableMapping, Sequence, Sized
+from collections.abc import Callable, Mapping, MutableMapping, Sequence, Sized
 from typing import Any, cast
 
 import torch
@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 def compute_features(
     model: nn.Module,
-    dataset: Sequence[dict[str, Any]] | torch.utils.data.Dataset,
-    collator: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    dataset: Sequence[Mapping[str, Any]] | torch.utils.data.Dataset,
+    collator: Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]],
     *,
     batch_size: int,
     transform: str = "sgd",
@@ -131,7 +131,9 @@ def compute_features(
     # ZeRO-3 / FSDP: forwards are collective, so every rank runs as many batches as the busiest.
     extra = lockstep_extra_batches(model, len(batches))
     loader = DataLoader(
-        Subset(cast("Dataset[dict[str, Any]]", dataset), [indices[j] for j in order]),  # indexable either way
+        Subset(
+            cast("Dataset[Mapping[str, Any]]", dataset), [indices[j] for j in order]
+        ),  # indexable either way
         batch_sampler=batches,
         collate_fn=collator,
     )

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ from dataflex.offline.data import (
     write_jsonl,
     write_subset,
 )
-from dataflex.selectors.base import CandidateScores, ScoresCandidates, SelectionContext, Selector
+from dataflex.selectors.base import CandidateScores, ScoresCandidates, Selection, SelectionContext, Selector
 from dataflex.selectors.less import LessSelector
 from dataflex.selectors.less_features import check_feature_budget
 from dataflex.selectors.scoring import summarize, top_n
@@ -261,10 +261,10 @@ def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: flo
     for source in pool.sources:
         subset_file_name(source)  # a name that would leave output_dir is refused before any work
     if isinstance(selector, LessSelector) and val is not None:  # before any model loads
-        selector.subtask_labels(SimpleNamespace(eval_dataset=val.examples))
-        check_feature_budget(
-            "less", selector.params, len(pool), len(val), selector.cache_dir(SimpleNamespace(cache_dir=None))
-        )
+        # Before the model loads there is no SelectionContext; these read only the fields given.
+        selector.subtask_labels(cast(SelectionContext, SimpleNamespace(eval_dataset=val.examples)))
+        no_run_cache = cast(SelectionContext, SimpleNamespace(cache_dir=None))
+        check_feature_budget("less", selector.params, len(pool), len(val), selector.cache_dir(no_run_cache))
     n = config.num_to_select(len(pool))
     if n > len(pool):
         raise ConfigError(
@@ -298,7 +298,7 @@ def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: flo
         scores = None
         rows = [
             {"index": i, "dataset": pool.examples[i].get("dataset"), "score": s}
-            for i, s in zip(sel.indices, sel.scores or [None] * len(sel.indices))
+            for i, s in zip(sel.indices, _scores_or_none(sel))
         ]
         report["selector_metadata"] = sel.metadata
     report["scores"] = summarize(scores) if scores is not None else None
@@ -311,3 +311,8 @@ def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: flo
         report["indices"] = indices
         atomic_write_text(out / "selection.json", json.dumps(report, indent=2, default=str))
     return OfflineResult(indices=indices, scores=scores, output_dir=out, report=report)
+
+
+def _scores_or_none(sel: Selection) -> list[float | None]:
+    """The selection's score of each index, or None for each when it has no scores."""
+    return list(sel.scores) if sel.scores else [None] * len(sel.indices)

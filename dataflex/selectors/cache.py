@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
@@ -112,7 +113,7 @@ def adam_identity(state: AdamState | None) -> str | None:
     return h.hexdigest()
 
 
-def data_identity(examples: Sequence[Mapping[str, Any]], indices: Sequence[int]) -> str:
+def data_identity(examples: Sequence[Mapping[str, Any]], indices: Sequence[int] | np.ndarray) -> str:
     """Hash of the tokens and labels of ``examples[i]`` for ``i`` in ``indices``, in order."""
     h = hashlib.blake2b(digest_size=16)
     for i in indices:

@@ -77,16 +77,18 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         refresh_every: int = Field(
             default=1, ge=1, description="Re-embed and re-cluster every this many rounds (1: every round)."
         )
-        gradient_type: Literal["adam", "sgd", "sign"] = LessSelector.Params.model_fields["gradient_type"]
-        proj_dim: int = LessSelector.Params.model_fields["proj_dim"]
-        projector: str = LessSelector.Params.model_fields["projector"]
-        subtask_field: str | None = LessSelector.Params.model_fields["subtask_field"]
-        feature_dtype: Literal["float16", "float32"] = LessSelector.Params.model_fields["feature_dtype"]
+        gradient_type: Literal["adam", "sgd", "sign"] = LessSelector.Params.model_fields["gradient_type"]  # type: ignore[assignment]  # pydantic takes a FieldInfo as the default
+        proj_dim: int = LessSelector.Params.model_fields["proj_dim"]  # type: ignore[assignment]  # pydantic takes a FieldInfo as the default
+        projector: str = LessSelector.Params.model_fields["projector"]  # type: ignore[assignment]  # pydantic takes a FieldInfo as the default
+        subtask_field: str | None = LessSelector.Params.model_fields["subtask_field"]  # type: ignore[assignment]  # pydantic takes a FieldInfo as the default
+        feature_dtype: Literal["float16", "float32"] = LessSelector.Params.model_fields["feature_dtype"]  # type: ignore[assignment]  # pydantic takes a FieldInfo as the default
 
         @field_validator("projector")
         @classmethod
         def _known_projector(cls, value: str) -> str:
             return LessSelector.Params._known_projector(value)
+
+    params: Params  # what validate_params builds (Selector declares a BaseModel)
 
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
@@ -170,6 +172,7 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         indices, scores = self.fill(ctx, available, cluster_scores, num_samples)
         self.remember(indices)
         clustered = sum(len(m) for m in self.clusters)
+        assert ctx.eval_dataset is not None  # check_context refused a context without it
         val_rows = len(ctx.eval_dataset)
         meta = self.report(
             ctx,

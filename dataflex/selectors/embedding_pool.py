@@ -38,6 +38,7 @@ class EmbeddingPoolSelector(PoolSelector):
     """A pool selector that embeds examples with the current model."""
 
     Params = EmbeddingParams
+    params: EmbeddingParams  # what validate_params builds (Selector declares a BaseModel)
 
     def embedding_spec(self) -> EmbeddingSpec:
         """The layer and batch size of this selector's embeddings."""
@@ -62,11 +63,14 @@ class EmbeddingPoolSelector(PoolSelector):
     ) -> EmbeddingRows:
         """Embeddings of ``dataset[i]``, ``i`` in ``indices``: sharded, gathered, cached."""
         self.check_model(ctx)
+        model, collator = ctx.model, ctx.collator
+        assert model is not None  # check_model refused a context without them
+        assert collator is not None
         return embedding_rows(
-            ctx.model,
+            model,
             dataset,
             indices,
-            ctx.collator,
+            collator,
             self.embedding_spec(),
             dist=ctx.dist,
             device=ctx.device,

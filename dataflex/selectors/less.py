@@ -100,6 +100,8 @@ class LessSelector(PoolSelector):
                 raise ValueError(f"unknown projector {value!r}." + did_you_mean(value, PROJECTORS.names()))
             return value
 
+    params: Params  # what validate_params builds (Selector declares a BaseModel)
+
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.accumulator: ScoreAccumulator | None = None
@@ -167,8 +169,9 @@ class LessSelector(PoolSelector):
             return kind, None
         if ctx.adam_state is not None:
             return "adam", ctx.adam_state
-        opt = ctx.optimizer
-        if opt is None or not has_optimizer_state(ctx.model, opt):  # agreed by all ranks
+        opt, model = ctx.optimizer, ctx.model
+        assert model is not None  # check_context refused a context without it
+        if opt is None or not has_optimizer_state(model, opt):  # agreed by all ranks
             logger.warning(
                 "%s round %d (step %d): no Adam state yet (no optimizer step taken); candidates use "
                 "plain gradients ('sgd') this round.",
@@ -177,17 +180,18 @@ class LessSelector(PoolSelector):
                 ctx.step,
             )
             return "sgd", None
-        return "adam", AdamState.from_optimizer(ctx.model, opt)
+        return "adam", AdamState.from_optimizer(model, opt)
 
     def projector_for(self, ctx: SelectionContext) -> Projector:
         """The round's projector, reused across rounds while its shape, seed and device hold.
 
         Reuse keeps the torch backends' generated blocks of P between rounds.
         """
-        p = self.params
-        key = (p.projector, p.proj_dim, self.seed_for(ctx), str(ctx.device), num_trainable(ctx.model))
+        p, model = self.params, ctx.model
+        assert model is not None  # check_context refused a context without it
+        key = (p.projector, p.proj_dim, self.seed_for(ctx), str(ctx.device), num_trainable(model))
         if self._projector is None or self._projector[0] != key:
-            proj = make_projector(ctx.model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
+            proj = make_projector(model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
             self._projector = (key, proj)
         return self._projector[1]
 
@@ -204,7 +208,9 @@ class LessSelector(PoolSelector):
         """
         transform, adam_state = self.candidate_transform(ctx)
         p = self.params
-        model = ctx.model
+        model, val_set = ctx.model, ctx.eval_dataset
+        assert model is not None  # check_context refused a context without them
+        assert val_set is not None
         labels = self.subtask_labels(ctx)
         names, group_ids = subtask_groups(labels)
         projector = self.projector_for(ctx)
@@ -222,7 +228,7 @@ class LessSelector(PoolSelector):
             "numerics": NUMERICS,
             "adam_state": adam_identity(adam_state),
             "train": data_identity(ctx.train_dataset, candidates),
-            "val": data_identity(ctx.eval_dataset, range(len(ctx.eval_dataset))),
+            "val": data_identity(val_set, range(len(val_set))),
             "subtasks": labels,
         }
         cache = self.cache(ctx, "less-scores")
@@ -319,11 +325,10 @@ class LessSelector(PoolSelector):
         caches) projected per-example gradient features; subclasses replace this
         method to use another direction in place of ∇ℓ(z') (``nice``).
         """
+        val = ctx.eval_dataset
+        assert val is not None  # check_context refused a context without it
         return self.sharded_by_length(
-            ctx,
-            ctx.eval_dataset,
-            range(len(ctx.eval_dataset)),
-            lambda share: rows(ctx.eval_dataset, share, "sgd", None, "val"),
+            ctx, val, range(len(val)), lambda share: rows(val, share, "sgd", None, "val")
         )
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:

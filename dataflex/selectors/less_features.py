@@ -8,10 +8,9 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel
 
 from dataflex.engines import engine_of
 from dataflex.errors import ConfigError
@@ -39,9 +38,7 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def check_feature_budget(
-    name: str, params: BaseModel, pool: int, num_eval: int, cache_dir: Path | None
-) -> None:
+def check_feature_budget(name: str, params: object, pool: int, num_eval: int, cache_dir: Path | None) -> None:
     """Refuse a round whose features would not fit in memory or on the cache's disk.
 
     The round's features, ``(candidates + eval) × proj_dim``, are stored in ``cache_dir``
@@ -53,7 +50,8 @@ def check_feature_budget(
     proj_dim = getattr(params, "proj_dim", None)
     if proj_dim is None or getattr(params, "projector", None) == "identity":
         return
-    candidates = min(pool, params.max_candidates) if getattr(params, "max_candidates", None) else pool
+    cap = getattr(params, "max_candidates", None)
+    candidates = min(pool, cap) if cap else pool
     itemsize = 2 if getattr(params, "feature_dtype", "float32") == "float16" else 4
     size = (candidates + num_eval) * proj_dim * itemsize
     memory = available_memory()
@@ -129,10 +127,12 @@ def idle_collective_forwards(
     """
     if not engine_of(model).collective_forward or len(request.dataset) == 0:
         return
+    collator = ctx.collator
+    assert collator is not None  # check_context refused a context without it
     compute_features(
         model,
         request.dataset,
-        ctx.collator,
+        collator,
         batch_size=batch_size,
         transform="sgd",
         projector=projector,
@@ -149,7 +149,7 @@ def compute_rows(
     ctx: SelectionContext,
     *,
     batch_size: int,
-    dtype: str,
+    dtype: Literal["float16", "float32"],
     cache_dir: Path | None,
     max_batch_tokens: int | None = None,
     timings: dict[str, float] | None = None,
@@ -164,6 +164,8 @@ def compute_rows(
     per phase (see :func:`~dataflex.gradients.compute_features`).
     """
     dim = projector.proj_dim
+    collator = ctx.collator
+    assert collator is not None  # check_context refused a context without it
     if not request.indices:
         idle_collective_forwards(model, request, projector, ctx, batch_size)
         return torch.zeros(0, dim)
@@ -187,7 +189,7 @@ def compute_rows(
     feats = compute_features(
         model,
         request.dataset,
-        ctx.collator,
+        collator,
         batch_size=batch_size,
         max_batch_tokens=max_batch_tokens,
         transform=request.transform,

@@ -84,6 +84,8 @@ class NearSelector(EmbeddingPoolSelector):
                 read_embedding_file(value)
             return value
 
+    params: Params  # what validate_params builds (Selector declares a BaseModel)
+
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self._file: EmbeddingFile | None = None
@@ -115,7 +117,7 @@ class NearSelector(EmbeddingPoolSelector):
             available = np.intersect1d(available, file.pool_indices())
             if len(available) < num_samples:
                 raise ConfigError(
-                    f"near: {Path(self.params.embedding_file).name} covers {len(available)} choosable pool "
+                    f"near: {Path(file.path).name} covers {len(available)} choosable pool "
                     f"examples but the round needs {num_samples}; add rows to the file or lower the budget."
                 )
             cands = self.draw_candidates(ctx, available, num_samples)

@@ -77,6 +77,8 @@ class NiceSelector(LessSelector):
                 )
             return value
 
+    params: Params  # what validate_params builds (Selector declares a BaseModel)
+
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self._round_rewards: list[float] = []
@@ -95,12 +97,14 @@ class NiceSelector(LessSelector):
 
     def prompt_rollouts(self, ctx: SelectionContext, index: int) -> PromptRollouts:
         """Generations, rewards and policy-gradient weights of eval example ``index``."""
-        p = self.params
-        example = ctx.eval_dataset[index]
+        p, model, val = self.params, ctx.model, ctx.eval_dataset
+        assert model is not None  # check_context refused a context without them
+        assert val is not None
+        example = val[index]
         prompt, reference = split_example(example, index)
-        eos = eos_ids(ctx.model)
+        eos = eos_ids(model)
         samples = sample_generations(
-            ctx.model,
+            model,
             prompt,
             num_samples=p.mc_samples,
             max_new_tokens=p.max_new_tokens,
@@ -121,10 +125,12 @@ class NiceSelector(LessSelector):
         the rows and the rewards are gathered, so every rank holds the same result.
         """
         self._time_generation = 0.0
+        assert ctx.eval_dataset is not None  # check_context refused a context without it
         count = len(ctx.eval_dataset)
 
         def work(shard: range) -> torch.Tensor:
-            out, rewards = [], []
+            out: list[torch.Tensor | None] = []
+            rewards: list[float] = []
             for index in shard:
                 t0 = time.perf_counter()
                 roll = self.prompt_rollouts(ctx, index)

@@ -55,6 +55,7 @@ class PoolSelector(Selector):
     """Base of selectors that score candidates of the pool on every rank's shard."""
 
     Params = PoolParams
+    params: PoolParams  # what validate_params builds (Selector declares a BaseModel)
 
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
@@ -179,10 +180,13 @@ class PoolSelector(Selector):
         The work is split across ranks and gathered; the result is cached under
         ``cache_name``, keyed by the model, step and candidates' data.
         """
+        model, collator = ctx.model, ctx.collator
+        assert model is not None  # check_context refused a context without them
+        assert collator is not None
         cache = self.cache(ctx, cache_name)
         fingerprint = {
             "selector": selector,
-            "model": model_identity(ctx.model),
+            "model": model_identity(model),
             "step": ctx.step,
             "data": data_identity(ctx.train_dataset, cands),
         }
@@ -193,10 +197,10 @@ class PoolSelector(Selector):
 
         def work(shard: range) -> torch.Tensor:
             return dataset_losses(
-                ctx.model,
+                model,
                 ctx.train_dataset,
                 cand_list[shard.start : shard.stop],
-                ctx.collator,
+                collator,
                 batch_size=self.params.batch_size,
                 device=ctx.device,
             )

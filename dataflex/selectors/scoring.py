@@ -169,7 +169,7 @@ def summarize(values: torch.Tensor | np.ndarray) -> dict[str, float]:
 
 
 def score_histogram(
-    values: torch.Tensor | np.ndarray, chosen: Sequence[int], bins: int = 30
+    values: torch.Tensor | np.ndarray, chosen: Sequence[int] | torch.Tensor | np.ndarray, bins: int = 30
 ) -> dict[str, list[float] | list[int]]:
     """A round's score distribution over all candidates, and over the chosen ones (reports, plots).
 

@@ -147,7 +147,7 @@ def check_selection_inputs(
         )
     pool = len(train_dataset)
     budget = examples_per_step * schedule.update_step
-    if isinstance(selector, PoolSelector) and not params.repeat_across_rounds:
+    if isinstance(selector, PoolSelector) and not selector.params.repeat_across_rounds:
         needed = budget * schedule.update_times
         if needed > pool:
             dry = pool // budget + 1
@@ -178,13 +178,13 @@ def _check_feature_size(cfg: TrainConfig, selector: Selector, pool: int, num_eva
 
 
 def _cache_dir(cfg: TrainConfig, selector: Selector) -> Path:
-    params = getattr(selector, "params", None)
-    if getattr(params, "cache_dir", None):
-        return Path(params.cache_dir)
+    cache_dir = getattr(getattr(selector, "params", None), "cache_dir", None)
+    if cache_dir:
+        return Path(cache_dir)
     return Path(cfg.output_dir) / "dataflex" / "cache"
 
 
 def _check_cache_dir(cfg: TrainConfig, selector: Selector) -> None:
-    params = getattr(selector, "params", None)
-    if getattr(params, "cache_dir", None):
-        check_writable_dir(params.cache_dir, f"{getattr(selector, 'registry_name', 'selector')}: cache_dir")
+    cache_dir = getattr(getattr(selector, "params", None), "cache_dir", None)
+    if cache_dir:
+        check_writable_dir(cache_dir, f"{getattr(selector, 'registry_name', 'selector')}: cache_dir")
