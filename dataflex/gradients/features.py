@@ -91,7 +91,11 @@ class FeaturePlan:
     """Everything about a feature computation that does not depend on the batch.
 
     Built (and validated) once; :meth:`features` may then be called for many batches.
-    Arguments are those of :func:`per_example_features`.
+    Each batch runs the forward and the backward here, then :meth:`plan` (the planner,
+    :mod:`dataflex.gradients.block_plan`) decides the blocks each parameter's gradient is
+    made in and a :class:`~dataflex.gradients.block_stream.BlockStream` (the executor)
+    makes, transforms and projects them. Arguments are those of
+    :func:`per_example_features`.
     """
 
     def __init__(

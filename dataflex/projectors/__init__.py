@@ -1,7 +1,7 @@
 """Random projectors. Importing this package registers the built-in backends.
 
 ``rademacher`` and ``gaussian`` (torch, any device), ``cuda`` (fused Triton kernel),
-``sjlt`` (sparse JL / CountSketch, torch or Triton), ``identity`` (no projection) and
+``sjlt`` (sparse JL / CountSketch: torch, a C kernel or Triton), ``identity`` (no projection) and
 ``auto`` (``cuda`` when possible, else the torch backend). For one seed and distribution
 every backend computes the same P.
 """

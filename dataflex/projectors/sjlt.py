@@ -15,7 +15,8 @@ of :mod:`dataflex.projectors.hashing` (stream :data:`STREAM_SJLT`)::
 so any slice can be projected anywhere (``offset``), and every backend computes the
 same P: ``torch`` (``index_add_``, CPU or GPU), ``cpu`` (a C kernel built at first use,
 :mod:`dataflex.projectors.native`, which also fuses LESS's Adam transform into the
-scatter) and ``triton`` (one Triton kernel). ``auto``, the default, is ``cpu`` on a CPU
+scatter) and ``triton`` (one Triton kernel), each a strategy of
+:mod:`dataflex.projectors.sjlt_backends`. ``auto``, the default, is ``cpu`` on a CPU
 device where a C compiler is found and torch runs on at most :data:`KERNEL_MAX_THREADS`
 threads, and ``torch`` elsewhere.
 """
