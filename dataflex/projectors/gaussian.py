@@ -13,7 +13,7 @@ from dataflex.projectors.hashing import (
     hash_words,
     seed_keys,
 )
-from dataflex.projectors.tiled import DEFAULT_CACHE_BYTES, TiledProjector
+from dataflex.projectors.tiled import TiledProjector
 from dataflex.registry import register_projector
 
 
@@ -32,26 +32,7 @@ class GaussianProjector(TiledProjector):
     row_group = 2
     fill_entries = 1 << 22  # its scratch is 16 bytes per entry
 
-    def __init__(
-        self,
-        input_dim: int,
-        proj_dim: int,
-        *,
-        seed: int = 0,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-        block_cols: int | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-    ) -> None:
-        super().__init__(
-            input_dim,
-            proj_dim,
-            seed=seed,
-            dtype=dtype,
-            device=device,
-            block_cols=block_cols,
-            cache_bytes=cache_bytes,
-        )
+    def _setup(self) -> None:
         self._k0, k1 = seed_keys(self.seed, STREAM_GAUSSIAN)
         self._counters = counter_keys(0, self.k_pad, k1, self.device)
 

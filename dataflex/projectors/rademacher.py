@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from dataflex.projectors.hashing import STREAM_RADEMACHER, column_keys, counter_keys, hash_words, seed_keys
-from dataflex.projectors.tiled import DEFAULT_CACHE_BYTES, TiledProjector
+from dataflex.projectors.tiled import TiledProjector
 from dataflex.registry import register_projector
 
 _SIGN_BIT = -(1 << 31)
@@ -28,26 +28,7 @@ class RademacherProjector(TiledProjector):
     row_group = 32
     exact_entries = True
 
-    def __init__(
-        self,
-        input_dim: int,
-        proj_dim: int,
-        *,
-        seed: int = 0,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-        block_cols: int | None = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-    ) -> None:
-        super().__init__(
-            input_dim,
-            proj_dim,
-            seed=seed,
-            dtype=dtype,
-            device=device,
-            block_cols=block_cols,
-            cache_bytes=cache_bytes,
-        )
+    def _setup(self) -> None:
         self._k0, k1 = seed_keys(self.seed, STREAM_RADEMACHER)
         self._counters = counter_keys(0, self.k_pad // 32, k1, self.device)
         self._shifts = 31 - torch.arange(32, dtype=torch.int32, device=self.device)

@@ -88,6 +88,7 @@ class TiledProjector(Projector):
         self._cache: torch.Tensor | None = None
         self._filled = [False] * self.cached_blocks
         self._workspace: dict[str, torch.Tensor] = {}
+        self._setup()
 
     @classmethod
     def _padded_k(cls, proj_dim: int) -> int:
@@ -106,6 +107,9 @@ class TiledProjector(Projector):
             buf = torch.empty(numel, dtype=dtype, device=self.device)
             self._workspace[name] = buf
         return buf[:numel].view(shape)
+
+    def _setup(self) -> None:
+        """Prepare what :meth:`_generate` reads (hash keys), once the shape is set."""
 
     @abstractmethod
     def _generate(self, start: int, stop: int, out: torch.Tensor) -> None:
