@@ -35,12 +35,24 @@ def test_adam_matches_formula_by_hand(llama, examples, kind):
     m = torch.cat([opt.state[p]["exp_avg"].flatten() for p in model.parameters() if p.requires_grad])
     v = torch.cat([opt.state[p]["exp_avg_sq"].flatten() for p in model.parameters() if p.requires_grad])
     b1, b2, eps = 0.8, 0.9, 1e-3
-    want = (b1 * m + (1 - b1) * g) / (torch.sqrt(b2 * v + (1 - b2) * g**2) + eps)
+    want = adam_direction(g, m, v, b1, b2, eps)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # The same moments through an AdamState give the same features.
     state = AdamState.from_optimizer(model, opt)
     again = per_example_features(model, batch, transform="adam", adam_state=state)
     torch.testing.assert_close(again, got, atol=0, rtol=0)
+
+
+def test_state_is_read_for_the_trainable_parameters_only(llama, examples):
+    """One reader of the optimizer's state (engines.full_adam_state) on every engine: a
+    parameter frozen after it stepped keeps its moments in the optimizer, not in the AdamState."""
+    model = llama("full")
+    opt = _trained(model, examples)
+    frozen = next(n for n, p in model.named_parameters() if p.requires_grad)
+    model.get_parameter(frozen).requires_grad_(False)
+    state = AdamState.from_optimizer(model, opt)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(state.moments) == sorted(trainable) and frozen not in state
 
 
 def test_adam_against_batch1_loop(llama, examples, slow):
