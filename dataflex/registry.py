@@ -153,13 +153,6 @@ class Registry(Generic[T]):
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
 
-    def build(self, name: str, *args: object, **params: object) -> object:
-        """Call the entry registered as ``name`` (instantiate a class) with ``args`` and ``params``."""
-        entry = self.get(name)
-        if not callable(entry):
-            raise RegistryError(f"{self.kind} {name!r} is a value, not something to build.")
-        return entry(*args, **params)
-
     def summary(self, name: str) -> str:
         """The entry's ``description`` if it has one, else the first line of its docstring."""
         entry = self.get(name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -50,6 +51,20 @@ FeatureRows: TypeAlias = Callable[
     [Sequence[Mapping[str, Any]], list[int], str, AdamState | None, str], torch.Tensor
 ]
 """``rows(dataset, indices, transform, adam_state, role)``: projected per-example gradient features."""
+
+
+@dataclass
+class ValidationFeatures:
+    """A round's projected validation directions and what computing them reports.
+
+    Attributes:
+        rows: ``(M, k)`` projected directions (not normalised), identical on every rank.
+        facts: Small JSON-serialisable facts of their computation (``nice``: the rewards'
+            mean, the generation time), passed to :meth:`LessSelector.round_facts`.
+    """
+
+    rows: torch.Tensor
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @register_selector("less")
@@ -276,7 +291,8 @@ class LessSelector(PoolSelector):
             timing["features"] += time.perf_counter() - t0
             return out
 
-        val = unit_rows(self.validation_features(ctx, rows))
+        validation = self.validation_features(ctx, rows)
+        val = unit_rows(validation.rows)
         cand_list = [int(i) for i in candidates]
 
         def work(share: list[int]) -> torch.Tensor:
@@ -300,6 +316,7 @@ class LessSelector(PoolSelector):
                 "time_scoring_s": timing["scoring"],
                 "time_io_s": phases.get("io", 0.0) + score_io,
                 "feature_phases": {k: round(v, 4) for k, v in phases.items()},
+                "validation": validation.facts,
             },
         )
 
@@ -311,20 +328,31 @@ class LessSelector(PoolSelector):
         """
         return {}
 
-    def validation_features(self, ctx: SelectionContext, rows: FeatureRows) -> torch.Tensor:
+    def validation_features(self, ctx: SelectionContext, rows: FeatureRows) -> ValidationFeatures:
         """``(M, k)`` projected validation directions (not normalised), identical on every rank.
 
         LESS: the plain gradient ∇ℓ(z') of each eval example, each rank computing its
         shard. ``rows(dataset, indices, transform, adam_state, role)`` computes (and
         caches) projected per-example gradient features; subclasses replace this
-        method to use another direction in place of ∇ℓ(z') (``nice``).
+        method to use another direction in place of ∇ℓ(z') (``nice``), and may return
+        facts of that computation for the round's report (:meth:`round_facts`).
         """
-        return self.sharded_by_length(
-            ctx,
-            ctx.eval_dataset,
-            range(len(ctx.eval_dataset)),
-            lambda share: rows(ctx.eval_dataset, share, "sgd", None, "val"),
+        return ValidationFeatures(
+            self.sharded_by_length(
+                ctx,
+                ctx.eval_dataset,
+                range(len(ctx.eval_dataset)),
+                lambda share: rows(ctx.eval_dataset, share, "sgd", None, "val"),
+            )
         )
+
+    def round_facts(self, result: CandidateScores) -> dict[str, Any]:
+        """What this selector adds to a round's report beyond LESS's own keys.
+
+        Nothing for LESS; ``nice`` reports its metric and the rewards of its generations
+        (from ``result.metadata["validation"]``, absent on a cache hit).
+        """
+        return {}
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
         self.check_context(ctx)
@@ -365,6 +393,7 @@ class LessSelector(PoolSelector):
             time_scoring_s=round(result.metadata["time_scoring_s"], 4),
             time_io_s=round(result.metadata.get("time_io_s", 0.0), 4),
             feature_phases=result.metadata.get("feature_phases", {}),
+            **self.round_facts(result),
         )
         return Selection(indices=indices, scores=totals[pos].tolist(), metadata=meta)
 
