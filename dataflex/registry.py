@@ -7,14 +7,13 @@ the way timm's ``create_model`` does.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from dataflex.errors import RegistryError
+from dataflex.errors import RegistryError, did_you_mean
 
 if TYPE_CHECKING:
     from dataflex.data.templates import Template
@@ -22,23 +21,6 @@ if TYPE_CHECKING:
     from dataflex.selectors.base import Selector
 
 T = TypeVar("T")
-
-
-def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
-    """Return up to ``n`` entries of ``choices`` closest to ``name`` (best first)."""
-    lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
-    return [lowered[h] for h in hits]
-
-
-def did_you_mean(name: str, choices: list[str]) -> str:
-    """A human suffix like ``" Did you mean 'less'?"`` or ``" Valid: a, b."``."""
-    close = closest_names(name, choices)
-    if close:
-        return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
-    if choices:
-        return " Valid choices: " + ", ".join(sorted(choices)) + "."
-    return ""
 
 
 class Registry(Generic[T]):

@@ -1,8 +1,8 @@
 import pytest
 
-from dataflex.errors import RegistryError
+from dataflex.errors import RegistryError, closest_names
 from dataflex.projectors import Projector
-from dataflex.registry import SELECTORS, Registry, closest_names, list_selectors
+from dataflex.registry import SELECTORS, Registry, list_selectors
 from dataflex.selectors import RandomSelector, Selector
 
 

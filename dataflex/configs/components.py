@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflex.configs.validation import format_validation_error
 from dataflex.configs.yaml_files import load_yaml_text, refuse_bools_for_numbers
-from dataflex.errors import ConfigError, RegistryError
+from dataflex.errors import ConfigError, RegistryError, did_you_mean
 from dataflex.io import read_user_text
-from dataflex.registry import SELECTORS, did_you_mean
+from dataflex.registry import SELECTORS
 
 if TYPE_CHECKING:
     from dataflex.selectors.base import Selector

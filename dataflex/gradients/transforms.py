@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from dataflex.engines import engine_of, full_adam_state
-from dataflex.errors import ConfigError
+from dataflex.errors import ConfigError, did_you_mean
 from dataflex.projectors.native import AdamColumns
-from dataflex.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 
 from dataflex.engines import has_optimizer_state
-from dataflex.errors import ConfigError
+from dataflex.errors import ConfigError, did_you_mean
 from dataflex.gradients import AdamState, num_trainable
 from dataflex.gradients.transforms import NUMERICS
+from dataflex.passes.cache import adam_identity, data_identity, model_identity
 from dataflex.projectors.base import Projector
-from dataflex.registry import PROJECTORS, did_you_mean, register_selector
+from dataflex.registry import PROJECTORS, register_selector
 from dataflex.selectors.base import CandidateScores, Selection, SelectionContext
-from dataflex.selectors.cache import adam_identity, data_identity, model_identity
 from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_projector
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.scoring import (

@@ -18,10 +18,10 @@ from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, FeatureStore, compute_features, num_trainable
 from dataflex.gradients.transforms import NUMERICS
 from dataflex.io import fingerprint_key
+from dataflex.passes.cache import data_identity
 from dataflex.projectors.base import Projector
 from dataflex.registry import build_projector
 from dataflex.selectors.base import SelectionContext
-from dataflex.selectors.cache import data_identity
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, field_validator
 
+from dataflex.errors import did_you_mean
 from dataflex.gradients import num_trainable
-from dataflex.registry import did_you_mean, register_selector
+from dataflex.registry import register_selector
 from dataflex.selectors.base import CandidateScores, SelectionContext
 from dataflex.selectors.less import FeatureRows, LessSelector, ValidationFeatures
 from dataflex.selectors.nice_metrics import METRICS, get_metric

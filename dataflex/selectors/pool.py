@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 from dataflex.data.sft_dataset import composition
 from dataflex.errors import ConfigError
 from dataflex.gradients.batching import balanced_shards
+from dataflex.passes.cache import ScoreCache, data_identity, model_identity
 from dataflex.selectors.base import SelectionContext, Selector, SelectorParams
-from dataflex.selectors.cache import ScoreCache, data_identity, model_identity
 from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.random_selector import round_rng
 from dataflex.selectors.scoring import candidate_indices, summarize
