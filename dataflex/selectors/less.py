@@ -32,8 +32,13 @@ from dataflex.gradients.transforms import NUMERICS
 from dataflex.passes.cache import adam_identity, data_identity, model_identity
 from dataflex.projectors.base import Projector
 from dataflex.registry import PROJECTORS, register_selector
-from dataflex.selectors.base import CandidateScores, Selection, SelectionContext
-from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_projector
+from dataflex.selectors.base import CandidateScores, PreflightPlan, Selection, SelectionContext
+from dataflex.selectors.less_features import (
+    FeatureRequest,
+    check_less_inputs,
+    compute_rows,
+    make_projector,
+)
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.scoring import (
     ScoreAccumulator,
@@ -121,22 +126,29 @@ class LessSelector(PoolSelector):
         self._projector: tuple[tuple, Projector] | None = None
 
     # -- checks -----------------------------------------------------------------------------
-    def subtask_labels(self, ctx: SelectionContext) -> list[str]:
+    def preflight(self, plan: PreflightPlan) -> None:
+        """Also check the target set's subtask labels, the projector's device and the features' size."""
+        check_less_inputs(
+            self.name, self.params, plan, self.cache_location(plan.cache_dir), self.subtask_labels
+        )
+        super().preflight(plan)
+
+    def subtask_labels(self, eval_dataset: Sequence[Mapping[str, Any]] | None) -> list[str]:
         """Each validation example's subtask (all ``"all"`` when ``subtask_field`` is None).
 
         Raises:
             ConfigError: if there is no eval dataset or an example lacks the subtask field.
         """
-        if ctx.eval_dataset is None or len(ctx.eval_dataset) == 0:
+        if eval_dataset is None or len(eval_dataset) == 0:
             raise ConfigError(
                 f"{self.registry_name} scores candidates against a validation set, but no eval dataset "
                 "was given: set eval_dataset (the target task's examples) in the config."
             )
         field = self.params.subtask_field
         if field is None:
-            return ["all"] * len(ctx.eval_dataset)
+            return ["all"] * len(eval_dataset)
         labels = []
-        for i, ex in enumerate(ctx.eval_dataset):
+        for i, ex in enumerate(eval_dataset):
             if ex.get(field) is None:
                 raise ConfigError(
                     f"less: subtask_field is {field!r} but eval example {i} has no {field!r} key; "
@@ -149,7 +161,7 @@ class LessSelector(PoolSelector):
         """Everything LESS needs, checked before any work."""
         if ctx.model is None or ctx.collator is None:
             raise ConfigError(f"{self.registry_name}: the selection context needs a model and a collator.")
-        self.subtask_labels(ctx)
+        self.subtask_labels(ctx.eval_dataset)
         if not ctx.learning_rate >= 0:
             raise ConfigError(
                 f"less: the mean learning rate of round {ctx.round} is {ctx.learning_rate!r}; it weights "
@@ -220,7 +232,7 @@ class LessSelector(PoolSelector):
         transform, adam_state = self.candidate_transform(ctx)
         p = self.params
         model = ctx.model
-        labels = self.subtask_labels(ctx)
+        labels = self.subtask_labels(ctx.eval_dataset)
         names, group_ids = subtask_groups(labels)
         projector = self.projector_for(ctx)
         identity = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from dataflex.io import fingerprint_key
 from dataflex.passes.cache import data_identity
 from dataflex.projectors.base import Projector
 from dataflex.registry import build_projector
-from dataflex.selectors.base import SelectionContext
+from dataflex.selectors.base import PreflightPlan, SelectionContext
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,19 @@ def available_memory() -> int | None:
 def gib(n: float) -> str:
     """``n`` bytes in GiB, for messages."""
     return f"{n / 2**30:.1f} GiB"
+
+
+def check_projector_device(name: str, projector: str) -> None:
+    """Refuse ``projector: cuda`` where no CUDA GPU is visible, before any model loads.
+
+    Raises:
+        ConfigError: naming ``projector`` and the fix.
+    """
+    if projector == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{name}: projector: cuda needs a CUDA GPU, and none is visible; use projector: auto (a "
+            "torch projector on this device) or run where a GPU is."
+        )
 
 
 def check_feature_budget(
@@ -74,6 +87,28 @@ def check_feature_budget(
             f"{name}: the round's features need {gib(size)} on disk in {str(cache_dir)!r} but only "
             f"{gib(free)} are free; lower proj_dim or max_candidates, or set cache_dir to a larger disk."
         )
+
+
+def check_less_inputs(
+    name: str,
+    params: BaseModel,
+    plan: PreflightPlan,
+    cache_dir: Path | None,
+    subtask_labels: Callable[[Sequence[Mapping[str, Any]]], list[str]],
+) -> None:
+    """What a selector built on LESS's features checks before the model loads.
+
+    The target set's subtask labels (``subtask_labels`` raises on a missing field), the
+    projector's device and the size of a round's features in memory and in ``cache_dir``.
+
+    Raises:
+        ConfigError: naming the key and the fix.
+    """
+    if plan.eval_dataset is not None:
+        subtask_labels(plan.eval_dataset)
+    check_projector_device(name, getattr(params, "projector", "auto"))
+    num_eval = len(plan.eval_dataset) if plan.eval_dataset is not None else 0
+    check_feature_budget(name, params, plan.pool_size, num_eval, cache_dir)
 
 
 def make_projector(

@@ -33,6 +33,7 @@ from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.io import OutputLock
 from dataflex.selectors.base import Selection, SelectionContext, Selector
+from dataflex.train.dynamic import layout
 from dataflex.train.dynamic.reports import (
     SelectionReport,
     plot_run,
@@ -275,9 +276,11 @@ class DynamicSelectionMixin:
             logger.info("dataflex: max_steps set to the schedule's total, %d.", schedule.total_steps)
             trainer.args.max_steps = schedule.total_steps
         out = Path(trainer.args.output_dir)
-        self.selection_report = SelectionReport(report_dir if report_dir is not None else out / "dataflex")
+        self.selection_report = SelectionReport(
+            report_dir if report_dir is not None else layout.report_dir(out)
+        )
         self.selection_cache_dir = (
-            Path(selection_cache_dir) if selection_cache_dir else out / "dataflex" / "cache"
+            Path(selection_cache_dir) if selection_cache_dir else layout.selection_cache_dir(out)
         )
         self.selection_plots = plots
         self._lrs_since_round: list[float] = []
