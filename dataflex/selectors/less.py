@@ -104,12 +104,16 @@ class LessSelector(PoolSelector):
         feature_dtype: Literal["float16", "float32"] = Field(
             default="float32", description="Dtype of cached features."
         )
+        batch_size: int = Field(
+            default=64, ge=1, description="Most examples per feature batch (see max_batch_tokens)."
+        )
         max_batch_tokens: int | None = Field(
-            default=None,
+            default=8192,
             ge=1,
             description=(
                 "Most padded tokens (examples x longest) per feature batch, batch_size examples at "
-                "most; None: batch_size examples per batch."
+                "most, so short examples share large batches and memory is bounded by tokens; None: "
+                "batch_size examples per batch."
             ),
         )
 
