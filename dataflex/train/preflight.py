@@ -22,11 +22,11 @@ from dataflex.errors import ConfigError
 from dataflex.selectors.base import PreflightPlan
 from dataflex.selectors.less_features import available_memory, gib
 from dataflex.train.dynamic.layout import selection_cache_dir
+from dataflex.train.dynamic.schedule import SelectionSchedule, check_max_steps
 
 if TYPE_CHECKING:
     from dataflex.selectors.base import Selector
     from dataflex.train.config import TrainConfig
-    from dataflex.train.dynamic.schedule import SelectionSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -111,13 +111,9 @@ def check_run_inputs(cfg: TrainConfig) -> None:
             (``output_dir`` itself is checked by :func:`dataflex.train.runner.check_output_dir`).
     """
     check_report_to(list(cfg.report_to))
-    total = cfg.dynamic_total_steps
-    if total is not None and cfg.max_steps > 0 and cfg.max_steps != total:
-        raise ConfigError(
-            f"max_steps: {cfg.max_steps} contradicts the selection schedule: dynamic selection trains "
-            f"warmup_step + update_step x update_times = {cfg.warmup_step} + {cfg.update_step} x "
-            f"{cfg.update_times} = {total} steps. Remove max_steps (or set it to {total})."
-        )
+    if cfg.dynamic_total_steps is not None:
+        schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)
+        check_max_steps(cfg.max_steps, schedule, yaml_key=True)
     check_resume_adapter(cfg)
 
 
