@@ -169,10 +169,15 @@ class Selector(ABC):
             def select(self, ctx, num_samples):
                 ...
 
-    The instance receives its validated params as ``self.params``.
+    The instance receives its validated params as ``self.params`` (annotate
+    ``params: Params`` in the class so that their fields are typed). Override
+    :meth:`preflight` to refuse, before the model loads, what the selector cannot do
+    in a run.
     """
 
     Params: ClassVar[type[BaseModel]] = SelectorParams
+    params: BaseModel
+    """The validated params; a subclass annotates it with its own ``Params`` (``params: Params``)."""
     registry_name: ClassVar[str]
     requires_eval_dataset: ClassVar[bool] = False
     """True for selectors that score candidates against a target set (LESS)."""

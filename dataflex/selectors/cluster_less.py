@@ -89,6 +89,8 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         def _known_projector(cls, value: str) -> str:
             return LessSelector.Params._known_projector(value)
 
+    params: Params
+
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         p = self.params

@@ -105,6 +105,8 @@ class DeltaLossSelector(PoolSelector):
             default=None, ge=1, description="R of the progress (r-1)/(R-1); None: the run's update_times."
         )
 
+    params: Params
+
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.reference_losses: torch.Tensor | None = None

@@ -38,6 +38,7 @@ class EmbeddingPoolSelector(PoolSelector):
     """A pool selector that embeds examples with the current model."""
 
     Params = EmbeddingParams
+    params: EmbeddingParams
 
     def embedding_spec(self) -> EmbeddingSpec:
         """The layer and batch size of this selector's embeddings."""

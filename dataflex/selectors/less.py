@@ -124,6 +124,8 @@ class LessSelector(PoolSelector):
                 raise ValueError(f"unknown projector {value!r}." + did_you_mean(value, PROJECTORS.names()))
             return value
 
+    params: Params
+
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.accumulator: ScoreAccumulator | None = None

@@ -8,10 +8,9 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from pydantic import BaseModel
 
 from dataflex.engines import engine_of
 from dataflex.errors import ConfigError
@@ -52,8 +51,21 @@ def check_projector_device(name: str, projector: str) -> None:
         )
 
 
+class FeatureParams(Protocol):
+    """The params of a selector built on LESS's features (``less``, ``nice``, ``cluster_less``)."""
+
+    @property
+    def proj_dim(self) -> int: ...
+    @property
+    def projector(self) -> str: ...
+    @property
+    def feature_dtype(self) -> str: ...
+    @property
+    def max_candidates(self) -> int | None: ...
+
+
 def check_feature_budget(
-    name: str, params: BaseModel, pool: int, num_eval: int, cache_dir: Path | None
+    name: str, params: FeatureParams, pool: int, num_eval: int, cache_dir: Path | None
 ) -> None:
     """Refuse a round whose features would not fit in memory or on the cache's disk.
 
@@ -63,11 +75,11 @@ def check_feature_budget(
     Raises:
         ConfigError: naming ``proj_dim`` and the sizes.
     """
-    proj_dim = getattr(params, "proj_dim", None)
-    if proj_dim is None or getattr(params, "projector", None) == "identity":
+    proj_dim = params.proj_dim
+    if params.projector == "identity":
         return
-    candidates = min(pool, params.max_candidates) if getattr(params, "max_candidates", None) else pool
-    itemsize = 2 if getattr(params, "feature_dtype", "float32") == "float16" else 4
+    candidates = min(pool, params.max_candidates) if params.max_candidates else pool
+    itemsize = 2 if params.feature_dtype == "float16" else 4
     size = (candidates + num_eval) * proj_dim * itemsize
     memory = available_memory()
     if memory is not None and size * 2 > memory:  # stored features, and their fp32 copy when read
@@ -91,7 +103,7 @@ def check_feature_budget(
 
 def check_less_inputs(
     name: str,
-    params: BaseModel,
+    params: FeatureParams,
     plan: PreflightPlan,
     cache_dir: Path | None,
     subtask_labels: Callable[[Sequence[Mapping[str, Any]]], list[str]],
@@ -106,7 +118,7 @@ def check_less_inputs(
     """
     if plan.eval_dataset is not None:
         subtask_labels(plan.eval_dataset)
-    check_projector_device(name, getattr(params, "projector", "auto"))
+    check_projector_device(name, params.projector)
     num_eval = len(plan.eval_dataset) if plan.eval_dataset is not None else 0
     check_feature_budget(name, params, plan.pool_size, num_eval, cache_dir)
 

@@ -77,6 +77,8 @@ class LossSelector(PoolSelector):
             description="0: deterministic top/bottom/median-n; > 0: seeded sampling ∝ exp(u / T).",
         )
 
+    params: Params
+
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
         if ctx.model is None or ctx.collator is None:
             raise ConfigError("loss: the selection context needs a model and a collator.")

@@ -84,6 +84,8 @@ class NearSelector(EmbeddingPoolSelector):
                 read_embedding_file(value)
             return value
 
+    params: Params
+
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self._file: EmbeddingFile | None = None

@@ -78,6 +78,8 @@ class NiceSelector(LessSelector):
                 )
             return value
 
+    params: Params
+
     def validation_fingerprint(self, ctx: SelectionContext) -> dict[str, Any]:
         p = self.params
         return {

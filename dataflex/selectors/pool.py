@@ -56,6 +56,7 @@ class PoolSelector(Selector):
     """Base of selectors that score candidates of the pool on every rank's shard."""
 
     Params = PoolParams
+    params: PoolParams
 
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)

@@ -24,6 +24,8 @@ class RandomSelector(Selector):
             default=False, description="Draw with replacement: an example may repeat within a round."
         )
 
+    params: Params
+
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
         pool = len(ctx.train_dataset)
         self.check_budget(pool, num_samples)

@@ -93,6 +93,8 @@ class TsdsSelector(EmbeddingPoolSelector):
             description="multinomial: n i.i.d. draws (the paper's); distinct: n different examples.",
         )
 
+    params: Params
+
     @property
     def repeats_within_round(self) -> bool:
         """Multinomial draws (the paper's) may repeat an example within a round; distinct ones not."""
