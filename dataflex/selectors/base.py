@@ -46,6 +46,8 @@ class SelectionContext:
         cache_dir: Directory where the selector may cache features and scores.
         seed: Run seed; selectors derive their randomness from it and ``round``.
         device: Device on which to run model forward/backward passes.
+        adam_state: Adam moments to use when there is no live optimizer (offline
+            selection, read from a checkpoint), else ``None``.
         total_rounds: Number of selection rounds of the run (``update_times``), for
             selectors whose rule follows training progress (``delta_loss``); ``None``
             when unknown (offline selection, direct calls).
@@ -64,7 +66,6 @@ class SelectionContext:
     seed: int = 0
     device: torch.device | str = "cpu"
     adam_state: AdamState | None = None
-    """Adam moments to use when there is no live optimizer (offline, read from a checkpoint)."""
     total_rounds: int | None = None
 
 
