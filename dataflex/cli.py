@@ -79,11 +79,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if cfg.train_type != "dynamic_select":
         print(headline)
         return 0
+    from dataflex.train.dynamic.layout import report_dir
     from dataflex.train.dynamic.reports import run_summary
 
     pool = result.data_report["train"]
     summary = run_summary(
-        result.output_dir / "dataflex",
+        report_dir(result.output_dir),
         result.log_history,
         headline=headline,
         pool_counts={"subtask": pool["by_subtask"], "dataset": pool["by_dataset"]},

@@ -1,6 +1,8 @@
-"""Exceptions shared by every layer of dataflex."""
+"""Exceptions shared by every layer of dataflex, and the "did you mean" their messages end with."""
 
 from __future__ import annotations
+
+import difflib
 
 
 class DataflexError(Exception):
@@ -20,3 +22,20 @@ class RegistryError(DataflexError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
         return str(self.args[0]) if self.args else ""
+
+
+def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` entries of ``choices`` closest to ``name`` (best first)."""
+    lowered = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
+    return [lowered[h] for h in hits]
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """A human suffix like ``" Did you mean 'less'?"`` or ``" Valid: a, b."``."""
+    close = closest_names(name, choices)
+    if close:
+        return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+    if choices:
+        return " Valid choices: " + ", ".join(sorted(choices)) + "."
+    return ""

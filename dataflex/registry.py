@@ -7,14 +7,13 @@ the way timm's ``create_model`` does.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import importlib
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
-from dataflex.errors import RegistryError
+from dataflex.errors import RegistryError, did_you_mean
 
 if TYPE_CHECKING:
     from dataflex.data.templates import Template
@@ -24,23 +23,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 S = TypeVar("S", bound="Selector")
 P = TypeVar("P", bound="Projector")
-
-
-def closest_names(name: str, choices: list[str], n: int = 3) -> list[str]:
-    """Return up to ``n`` entries of ``choices`` closest to ``name`` (best first)."""
-    lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.5)
-    return [lowered[h] for h in hits]
-
-
-def did_you_mean(name: str, choices: list[str]) -> str:
-    """A human suffix like ``" Did you mean 'less'?"`` or ``" Valid: a, b."``."""
-    close = closest_names(name, choices)
-    if close:
-        return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
-    if choices:
-        return " Valid choices: " + ", ".join(sorted(choices)) + "."
-    return ""
 
 
 class Registry(Generic[T]):
@@ -155,13 +137,6 @@ class Registry(Generic[T]):
         if pattern is not None:
             names = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         return names
-
-    def build(self, name: str, *args: object, **params: object) -> object:
-        """Call the entry registered as ``name`` (instantiate a class) with ``args`` and ``params``."""
-        entry = self.get(name)
-        if not callable(entry):
-            raise RegistryError(f"{self.kind} {name!r} is a value, not something to build.")
-        return entry(*args, **params)
 
     def summary(self, name: str) -> str:
         """The entry's ``description`` if it has one, else the first line of its docstring."""

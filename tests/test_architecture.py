@@ -1,4 +1,4 @@
-"""docs/architecture.md's import arrows hold: no module imports a layer above its own."""
+"""docs/architecture.md's import arrows hold: none points to a layer above its own, none runs in a circle."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ LAYERS = {
     "checks": 0,
     "logging_utils": 0,
     "projectors": 1,
+    "passes": 1,
     "gradients": 2,
+    "embeddings": 2,
     "selectors": 3,
-    "embeddings": 3,
     "train": 4,
     "offline": 5,
     "cli": 6,
@@ -71,6 +72,92 @@ def test_no_module_imports_a_layer_above_its_own(path):
         assert target in LAYERS, f"{path.name}:{line} imports {module}, which is not on the map"
         ok = target in SHARED if own in SHARED else LAYERS[target] <= LAYERS[own]
         assert ok, f"{path.relative_to(PACKAGE)}:{line}: {own} imports {module} ({target} is above it)"
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    """``dataflex/train/config.py`` → ``dataflex.train.config``; a package's ``__init__`` → the package."""
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module → the ``dataflex`` modules it imports at run time.
+
+    ``from pkg import name`` is an arrow to ``pkg.name`` when that is a module (it does
+    not need ``pkg/__init__.py``'s other names), else to ``pkg``.
+    """
+    known = {module_name(p, package): p for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in known.items():
+        runtime = set(runtime_imports(path))
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.lineno, node.module) in runtime:
+                modules = {f"{node.module}.{a.name}" for a in node.names}
+                targets |= (
+                    modules & set(known) if modules <= set(known) else modules & set(known) | {node.module}
+                )
+            elif isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if (node.lineno, a.name) in runtime}
+        graph[name] = {t for t in targets if t in known and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of ``graph`` with more than one node (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_no_module_import_runs_in_a_circle():
+    assert cycles(import_graph()) == []
+
+
+def test_no_part_import_runs_in_a_circle():
+    """Between parts too (e.g. ``data/`` and ``configs/`` of the shared layer)."""
+    parts: dict[str, set[str]] = {}
+    for module, targets in import_graph().items():
+        parts.setdefault(part_of(module), set()).update(part_of(t) for t in targets)
+    assert cycles({p: t - {p} for p, t in parts.items()}) == []
+
+
+def test_the_cycle_check_sees_a_circle(tmp_path):
+    root = tmp_path / "dataflex"
+    (root / "a").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "a" / "__init__.py").write_text("from dataflex.a import one\n")
+    (root / "a" / "one.py").write_text("def f():\n    from dataflex.b import two\n")  # a lazy import counts
+    (root / "b.py").write_text("from dataflex.a import one\nimport dataflex.c\n")
+    (root / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import dataflex.b\n")
+    graph = import_graph(root)
+    assert graph["dataflex.a.one"] == {"dataflex.b"} and graph["dataflex.c"] == set()
+    assert cycles(graph) == [["dataflex.a.one", "dataflex.b"]]
 
 
 def test_the_page_names_every_part():

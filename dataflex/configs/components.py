@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflex.configs.validation import format_validation_error
 from dataflex.configs.yaml_files import load_yaml_text, refuse_bools_for_numbers
-from dataflex.errors import ConfigError, RegistryError
+from dataflex.errors import ConfigError, RegistryError, did_you_mean
 from dataflex.io import read_user_text
-from dataflex.registry import SELECTORS, did_you_mean
+from dataflex.registry import SELECTORS
 
 if TYPE_CHECKING:
     from dataflex.selectors.base import Selector
@@ -127,21 +127,3 @@ def load_components(path: str | Path | None = None) -> Components:
         refuse_bools_for_numbers(cls.Params, spec.params, f"{where}.params:")
         selectors[key] = (spec.name, cls.validate_params(spec.params, where=f"{where}.params"))
     return Components(path, selectors)
-
-
-def selector_from_components(components_cfg_file: str | Path | None, component_name: str) -> Selector:
-    """Build the selector a training config names (``component_name`` in ``components_cfg_file``).
-
-    Raises:
-        ConfigError: for a missing file (``components_cfg_file``) or an unknown key
-            (``component_name``), naming the closest keys.
-    """
-    if not isinstance(component_name, str) or not component_name:
-        raise ConfigError(
-            f"component_name must name a selector key of the components file, got {component_name!r}."
-        )
-    components = load_components(components_cfg_file)
-    try:
-        return components.build_selector(component_name)
-    except ConfigError as exc:
-        raise ConfigError(f"component_name: {exc}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
 
-from dataflex.registry import did_you_mean
+from dataflex.errors import did_you_mean
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:

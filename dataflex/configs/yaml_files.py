@@ -14,9 +14,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dataflex.configs.validation import format_validation_error
-from dataflex.errors import ConfigError
+from dataflex.errors import ConfigError, did_you_mean
 from dataflex.io import read_user_text
-from dataflex.registry import did_you_mean
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -15,9 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dataflex.configs.validation import format_validation_error
-from dataflex.errors import ConfigError
+from dataflex.data.files import read_rows
+from dataflex.errors import ConfigError, did_you_mean
 from dataflex.io import read_user_text
-from dataflex.registry import did_you_mean
 
 DATA_SUFFIXES = (".json", ".jsonl")
 
@@ -191,8 +191,6 @@ def resolve_dataset(name: str, dataset_dir: str | Path = "data") -> DatasetAttr:
 
 def _attr_for_file(path: Path) -> DatasetAttr:
     """A directly given file: ShareGPT if its first row has ``conversations``/``messages``."""
-    from dataflex.data.readers import read_rows
-
     rows = read_rows(path, limit=1)
     first = rows[0] if rows and isinstance(rows[0], dict) else {}
     if "conversations" in first or "messages" in first:

@@ -10,7 +10,8 @@ from typing import Any
 
 from dataflex.configs.yaml_files import split_names
 from dataflex.data.dataset_info import DatasetAttr, resolve_dataset
-from dataflex.data.readers import RowError, convert_row, read_rows, required_columns
+from dataflex.data.files import read_rows
+from dataflex.data.readers import RowError, convert_row, required_columns
 from dataflex.errors import ConfigError
 
 logger = logging.getLogger(__name__)

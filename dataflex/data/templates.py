@@ -20,8 +20,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from dataflex.errors import ConfigError
-from dataflex.registry import TEMPLATES, did_you_mean
+from dataflex.errors import ConfigError, did_you_mean
+from dataflex.registry import TEMPLATES
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -16,10 +16,8 @@ from typing import Any
 
 import torch
 
-from dataflex.engines import lockstep_extra_batches
-from dataflex.errors import ConfigError
-from dataflex.gradients.sharded import run_padding
-from dataflex.registry import did_you_mean
+from dataflex.errors import ConfigError, did_you_mean
+from dataflex.passes import forward_batches, position_ids
 
 
 @dataclass(frozen=True)
@@ -54,8 +52,7 @@ def _module_named(model: torch.nn.Module, name: str) -> torch.nn.Module:
 def _hidden(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], layer: int | str) -> torch.Tensor:
     """``(B, T, H)`` hidden states of ``layer`` for ``batch``."""
     mask = batch["attention_mask"]
-    position_ids = (mask.long().cumsum(-1) - 1).clamp_min(0)
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": position_ids}
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": position_ids(mask)}
     if isinstance(layer, int):
         out = model(**inputs, output_hidden_states=True)
         states = out.hidden_states
@@ -115,24 +112,15 @@ def embed_examples(
 
     The model is put in eval mode (no dropout) and its mode restored afterwards.
     """
-    was_training = model.training
-    model.eval()
-    out: list[torch.Tensor] = []
-    # ZeRO-3 / FSDP: forwards are collective; agree on the padding batches before the first.
-    extra = lockstep_extra_batches(model, -(-len(indices) // spec.batch_size))
-    try:
-        for start in range(0, len(indices), spec.batch_size):
-            chunk = [examples[int(i)] for i in indices[start : start + spec.batch_size]]
-            batch = {k: v.to(device) for k, v in collator(chunk).items()}
-            out.append(embed_batch(model, batch, spec.layer).cpu())
-
-        def padding() -> None:  # a discarded batch, so that every rank runs as many forwards
-            first = examples[int(indices[0])] if len(indices) else examples[0]
-            embed_batch(model, {k: v.to(device) for k, v in collator([first]).items()}, spec.layer)
-
-        run_padding(extra, padding)
-    finally:
-        model.train(was_training)
+    out = forward_batches(
+        model,
+        examples,
+        indices,
+        collator,
+        lambda batch: embed_batch(model, batch, spec.layer),
+        batch_size=spec.batch_size,
+        device=device,
+    )
     if out:
         return torch.cat(out)
     return torch.zeros(0, _hidden_size(model))

@@ -3,7 +3,7 @@
 Each rank embeds its contiguous block of the requested rows
 (:meth:`~dataflex.distributed.DistributedView.shard`), the blocks are gathered in rank
 order, so every rank holds the same ``(len(indices), H)`` tensor. The result is cached
-through the same keyed store as LESS's scores (:class:`dataflex.selectors.cache.ScoreCache`),
+through the same keyed store as LESS's scores (:class:`dataflex.passes.ScoreCache`),
 keyed by the model identity (trainable weights by value), the layer, and the tokens of
 the rows, so a rerun of the same round, or a second selector on the same model state,
 reuses it.
@@ -21,6 +21,7 @@ import torch
 
 from dataflex.distributed import DistributedView
 from dataflex.embeddings.hidden import EmbeddingSpec, embed_examples
+from dataflex.passes import ScoreCache, cache_lookup, cache_store, data_identity, model_identity, sharded_rows
 
 
 @dataclass
@@ -61,8 +62,6 @@ def embedding_rows(
         device: Where the forward passes run.
         cache_dir: Folder of the cache (``embeddings-<key>.safetensors``); ``None`` disables it.
     """
-    from dataflex.selectors.cache import ScoreCache, data_identity, model_identity
-
     dist = dist or DistributedView()
     t0 = time.perf_counter()
     idx = [int(i) for i in indices]
@@ -73,14 +72,16 @@ def embedding_rows(
         **spec.fingerprint(),
         "data": data_identity(dataset, idx),
     }
-    found = cache.load(fingerprint) if dist.is_main else None
-    found = dist.broadcast_object(found)
+    found = cache_lookup(dist, cache, fingerprint)
     if found is not None:
         return EmbeddingRows(found["rows"].float(), True, time.perf_counter() - t0)
-    shard = dist.shard(len(idx))
-    local = embed_examples(model, dataset, idx[shard.start : shard.stop], collator, spec, device=device)
-    elapsed = time.perf_counter() - t0
-    rows = dist.gather_tensor(local)
-    if dist.is_main:
-        cache.save(fingerprint, {"rows": rows})
-    return EmbeddingRows(rows, False, elapsed)
+    elapsed = [0.0]
+
+    def work(shard: range) -> torch.Tensor:
+        local = embed_examples(model, dataset, idx[shard.start : shard.stop], collator, spec, device=device)
+        elapsed[0] = time.perf_counter() - t0
+        return local
+
+    rows = sharded_rows(dist, len(idx), work)
+    cache_store(dist, cache, fingerprint, {"rows": rows})
+    return EmbeddingRows(rows, False, elapsed[0])

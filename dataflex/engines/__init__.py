@@ -9,14 +9,14 @@ moments are partitioned. This package hides that behind four questions:
 * :func:`full_adam_state`: the full ``exp_avg`` / ``exp_avg_sq`` of every trainable
   parameter (an :class:`AdamMoments` each), read through the engine's public API;
 * :func:`lockstep_extra_batches`: how many padding batches this rank must run so that
-  every rank runs the same number of (collective) forwards.
+  every rank runs the same number of (collective) forwards, and :func:`run_padding` runs them.
 
 :func:`check_engine_config` refuses, before the model loads, what cannot work.
 """
 
 from dataflex.engines.adam import AdamMoments, full_adam_state, has_optimizer_state
 from dataflex.engines.detect import Engine, engine_of, full_numel, full_shape, full_tensors
-from dataflex.engines.lockstep import lockstep_extra_batches
+from dataflex.engines.lockstep import lockstep_extra_batches, run_padding
 from dataflex.engines.preflight import check_engine_config, deepspeed_stage, require_deepspeed
 
 __all__ = [
@@ -32,4 +32,5 @@ __all__ = [
     "has_optimizer_state",
     "lockstep_extra_batches",
     "require_deepspeed",
+    "run_padding",
 ]

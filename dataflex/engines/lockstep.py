@@ -9,6 +9,8 @@ busiest rank.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -28,3 +30,13 @@ def lockstep_extra_batches(model: nn.Module, local_batches: int) -> int:
     count = torch.tensor([int(local_batches)], dtype=torch.int64)
     dist.all_reduce(count, op=dist.ReduceOp.MAX)
     return int(count.item()) - int(local_batches)
+
+
+def run_padding(extra: int, run_one: Callable[[], object]) -> None:
+    """Run ``extra`` discarded batches (``run_one``): see :func:`lockstep_extra_batches`.
+
+    The count must be agreed *before* the real batches start (a rank that finished
+    early would otherwise wait in the agreement while another waits in a gather).
+    """
+    for _ in range(extra):
+        run_one()

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from dataflex.passes.forward import position_ids
+
 
 def right_padded(mask: torch.Tensor) -> bool:
     """Whether every row of a ``(B, T)`` attention mask is its real tokens first, then padding.
@@ -40,8 +42,7 @@ def causal_lm_inputs(input_ids: torch.Tensor, mask: torch.Tensor) -> dict[str, A
     """
     if right_padded(mask):
         return {"input_ids": input_ids}
-    positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
-    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": positions}
+    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids(mask)}
 
 
 def length_order(lengths: Sequence[int]) -> list[int]:

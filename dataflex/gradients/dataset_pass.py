@@ -13,11 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from dataflex.engines import lockstep_extra_batches
+from dataflex.engines import lockstep_extra_batches, run_padding
 from dataflex.errors import ConfigError
 from dataflex.gradients.batching import length_order, token_batches
 from dataflex.gradients.features import FeaturePlan
-from dataflex.gradients.sharded import run_padding
 from dataflex.gradients.store import FeatureStore
 from dataflex.gradients.transforms import AdamState
 from dataflex.projectors.base import Projector

@@ -10,13 +10,12 @@ run. Two things remain:
 * modules on the ``torch.func`` fallback (norms under full fine-tuning) are called with
   their own parameters, which are empty shards outside the engine's gather: refused;
 * forwards are collective: every rank runs the same number of batches
-  (:func:`~dataflex.engines.lockstep_extra_batches`, :func:`run_padding`).
+  (:func:`~dataflex.engines.lockstep_extra_batches`, :func:`~dataflex.engines.run_padding`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -45,13 +44,3 @@ def check_capturable(model: nn.Module, functional_modules: Sequence[str]) -> Non
             "fallback calls the module with its own parameters, which are shards outside the engine's "
             "gather. Train only linear layers (finetuning_type: lora), or use ZeRO-2 or DDP."
         )
-
-
-def run_padding(extra: int, run_one: Callable[[], Any]) -> None:
-    """Run ``extra`` discarded batches (``run_one``): see :func:`~dataflex.engines.lockstep_extra_batches`.
-
-    The count must be agreed *before* the real batches start (a rank that finished
-    early would otherwise wait in the agreement while another waits in a gather).
-    """
-    for _ in range(extra):
-        run_one()

@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from dataflex.engines import AdamMoments, full_adam_state
-from dataflex.errors import ConfigError
-from dataflex.registry import did_you_mean
+from dataflex.errors import ConfigError, did_you_mean
 
 logger = logging.getLogger(__name__)
 

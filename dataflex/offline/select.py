@@ -5,8 +5,12 @@ with their optimizer state, (2) per checkpoint, Adam features of the pool and
 gradient features of the validation set are projected, (3) the per-subtask mean
 cosines are combined over checkpoints with learning-rate weights normalised to
 sum to one, then the max over subtasks is the score, (4) the top examples are
-written as a dataset. Other selectors (``loss``, ``random``) run once on the
-last checkpoint (or the base model).
+written as a dataset. That is the path of every selector with the
+:class:`~dataflex.selectors.base.ScoresCandidates` capability (``less``, ``nice``); the
+others make one :meth:`~dataflex.selectors.base.Selector.select` call on the last
+checkpoint (or the base model). Each selector's own
+:meth:`~dataflex.selectors.base.Selector.preflight` runs on the tokenised pool before
+any model loads, as in training.
 """
 
 from __future__ import annotations
@@ -17,8 +21,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,9 +51,14 @@ from dataflex.offline.data import (
     write_jsonl,
     write_subset,
 )
-from dataflex.selectors.base import CandidateScores, ScoresCandidates, Selection, SelectionContext, Selector
-from dataflex.selectors.less import LessSelector
-from dataflex.selectors.less_features import check_feature_budget
+from dataflex.selectors.base import (
+    CandidateScores,
+    PreflightPlan,
+    ScoresCandidates,
+    Selection,
+    SelectionContext,
+    Selector,
+)
 from dataflex.selectors.scoring import summarize, top_n
 from dataflex.train import model as train_model
 
@@ -113,8 +121,6 @@ def check_before_work(config: OfflineSelectConfig, selector: Selector) -> None:
             raise ConfigError(f"checkpoints: {ckpt!r} is not a folder.")
     check_inputs_whole([*config.checkpoints, config.adapter_name_or_path or ""], "checkpoints")
     check_device(config.device)
-    if getattr(selector.params, "projector", None) == "cuda":
-        check_device("cuda", "projector")
     check_writable_dir(config.output_dir, "output_dir")
     name = config.component_name
     if selector.requires_eval_dataset and config.eval_dataset is None:
@@ -237,8 +243,9 @@ def run_offline_select(config: OfflineSelectConfig) -> OfflineResult:
     """Run offline selection end to end and write its outputs to ``config.output_dir``.
 
     Outputs: ``scores.jsonl`` (index, dataset, score, subtask_scores for the whole
-    pool with ``less``; the chosen rows otherwise), the chosen subset in its
-    source's format with a ``dataset_info.json`` entry, and ``selection.json``.
+    pool with a ``ScoresCandidates`` selector such as ``less``; the chosen rows
+    otherwise), the chosen subset in its source's format with a ``dataset_info.json``
+    entry, and ``selection.json``.
     ``output_dir`` must be absent, empty or an earlier ``select`` output (dataflex
     never overwrites a ``dataset_info.json`` it did not write), and is locked while
     the selection runs.
@@ -260,17 +267,14 @@ def _run_offline_select(config: OfflineSelectConfig, selector: Selector, t0: flo
     pool, val = load_data(config, tokenizer)
     for source in pool.sources:
         subset_file_name(source)  # a name that would leave output_dir is refused before any work
-    if isinstance(selector, LessSelector) and val is not None:  # before any model loads
-        # Before the model loads there is no SelectionContext; these read only the fields given.
-        selector.subtask_labels(cast(SelectionContext, SimpleNamespace(eval_dataset=val.examples)))
-        no_run_cache = cast(SelectionContext, SimpleNamespace(cache_dir=None))
-        check_feature_budget("less", selector.params, len(pool), len(val), selector.cache_dir(no_run_cache))
     n = config.num_to_select(len(pool))
     if n > len(pool):
         raise ConfigError(
             f"select_count is {n} but the pool has {len(pool)} examples; offline selection picks "
             "distinct examples. Lower select_count or use select_fraction."
         )
+    eval_examples = val.examples if val is not None else None
+    selector.preflight(PreflightPlan(len(pool), eval_examples, n, device=config.device))  # before any model
     device = _device(config.device)
     out = Path(config.output_dir)
     report: dict[str, Any] = {"selector": config.component_name, "pool": len(pool), "selected": n}

@@ -10,6 +10,7 @@ can combine them over checkpoints).
 from dataflex.registry import build_selector, list_selectors, register_selector
 from dataflex.selectors.base import (
     CandidateScores,
+    PreflightPlan,
     ScoresCandidates,
     Selection,
     SelectionContext,
@@ -36,6 +37,7 @@ __all__ = [
     "NiceSelector",
     "PoolParams",
     "PoolSelector",
+    "PreflightPlan",
     "RandomSelector",
     "ScoresCandidates",
     "Selection",

@@ -46,6 +46,8 @@ class SelectionContext:
         cache_dir: Directory where the selector may cache features and scores.
         seed: Run seed; selectors derive their randomness from it and ``round``.
         device: Device on which to run model forward/backward passes.
+        adam_state: Adam moments to use when there is no live optimizer (offline
+            selection, read from a checkpoint), else ``None``.
         total_rounds: Number of selection rounds of the run (``update_times``), for
             selectors whose rule follows training progress (``delta_loss``); ``None``
             when unknown (offline selection, direct calls).
@@ -64,8 +66,32 @@ class SelectionContext:
     seed: int = 0
     device: torch.device | str = "cpu"
     adam_state: AdamState | None = None
-    """Adam moments to use when there is no live optimizer (offline, read from a checkpoint)."""
     total_rounds: int | None = None
+
+
+@dataclass(frozen=True)
+class PreflightPlan:
+    """What a run will ask of its selector, known before the model loads.
+
+    :meth:`Selector.preflight` checks it; training (``train/preflight.py``) and offline
+    selection (``offline/select.py``) build one each and call the same hook.
+
+    Attributes:
+        pool_size: Number of candidate examples.
+        eval_dataset: Tokenised target examples, or ``None``.
+        num_samples: Examples asked for per round.
+        rounds: Number of :meth:`Selector.select` calls (``update_times``; 1 offline).
+        device: Where scoring runs (``"cpu"``, ``"cuda"``...), or ``None`` when the
+            Trainer places the model.
+        cache_dir: The run's cache folder (``SelectionContext.cache_dir``), or ``None``.
+    """
+
+    pool_size: int
+    eval_dataset: Sequence[Mapping[str, Any]] | None
+    num_samples: int
+    rounds: int = 1
+    device: str | None = None
+    cache_dir: Path | None = None
 
 
 @dataclass
@@ -144,10 +170,15 @@ class Selector(ABC):
             def select(self, ctx, num_samples):
                 ...
 
-    The instance receives its validated params as ``self.params``.
+    The instance receives its validated params as ``self.params`` (annotate
+    ``params: Params`` in the class so that their fields are typed). Override
+    :meth:`preflight` to refuse, before the model loads, what the selector cannot do
+    in a run.
     """
 
     Params: ClassVar[type[BaseModel]] = SelectorParams
+    params: BaseModel
+    """The validated params; a subclass annotates it with its own ``Params`` (``params: Params``)."""
     registry_name: ClassVar[str]
     requires_eval_dataset: ClassVar[bool] = False
     """True for selectors that score candidates against a target set (LESS)."""
@@ -184,6 +215,29 @@ class Selector(ABC):
         """Build from an unvalidated params mapping."""
         return cls(cls.validate_params(raw, where=where))
 
+    @property
+    def name(self) -> str:
+        """The registry name (``less``), or the class name of an unregistered selector."""
+        return getattr(type(self), "registry_name", type(self).__name__)
+
+    def cache_location(self, run_cache_dir: Path | None) -> Path | None:
+        """Where this selector caches features and scores, given the run's cache folder.
+
+        The run's folder by default; selectors with a ``cache_dir`` param use it first.
+        """
+        return run_cache_dir
+
+    def preflight(self, plan: PreflightPlan) -> None:  # noqa: B027 (an optional hook, not abstract)
+        """Refuse, before the model loads, what this selector cannot do in ``plan``.
+
+        Nothing by default (the per-round budget is :meth:`check_budget`, which the
+        schedule's check calls). Override it to check the target set, the device, a
+        projector or what the cache will hold, and call ``super().preflight(plan)``.
+
+        Raises:
+            ConfigError: naming the key and the fix.
+        """
+
     @abstractmethod
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
         """Choose ``num_samples`` indices of ``ctx.train_dataset``.
@@ -207,7 +261,7 @@ class Selector(ABC):
             ConfigError: for a non-positive request, an empty pool, or a request larger
                 than the pool without repeats.
         """
-        name = getattr(self, "registry_name", type(self).__name__)
+        name = self.name
         if num_samples <= 0:
             raise ConfigError(f"{name}: num_samples must be positive, got {num_samples}.")
         if pool_size <= 0:

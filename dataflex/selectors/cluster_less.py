@@ -31,10 +31,11 @@ from pydantic import BaseModel, Field, field_validator
 
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
-from dataflex.selectors.base import Selection, SelectionContext
+from dataflex.selectors.base import PreflightPlan, Selection, SelectionContext
 from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector, unit_rows64
 from dataflex.selectors.kmeans import kmeans
 from dataflex.selectors.less import LessSelector
+from dataflex.selectors.less_features import check_less_inputs
 from dataflex.selectors.random_selector import round_rng
 from dataflex.selectors.scoring import aggregate, top_n
 
@@ -110,6 +111,13 @@ class ClusterLessSelector(EmbeddingPoolSelector):
                 "examples; lower num_clusters (at most the pool size, typically pool / 50 or less)."
             )
         super().check_budget(pool_size, num_samples)
+
+    def preflight(self, plan: PreflightPlan) -> None:
+        """Also check the target set's subtask labels, the projector's device and the features' size."""
+        check_less_inputs(
+            self.name, self.params, plan, self.cache_location(plan.cache_dir), self.less.subtask_labels
+        )
+        super().preflight(plan)
 
     # -- clustering -------------------------------------------------------------------------
     def refresh(self, ctx: SelectionContext, cands: np.ndarray) -> float:

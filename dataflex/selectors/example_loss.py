@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 
-from dataflex.engines import lockstep_extra_batches
 from dataflex.gradients import per_example_losses
-from dataflex.gradients.sharded import run_padding
+from dataflex.passes import forward_batches, position_ids
 
 
 def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -37,9 +36,8 @@ def per_example_loss(model: torch.nn.Module, batch: Mapping[str, torch.Tensor]) 
     if mask is None:
         mask = torch.ones_like(input_ids)
     labels = batch["labels"]
-    position_ids = (mask.long().cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
+        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids(mask)).logits
     losses, counts = per_example_losses(logits, labels)
     if bool((counts == 0).any()):
         rows = torch.nonzero(counts == 0).flatten().tolist()
@@ -60,22 +58,13 @@ def dataset_losses(
 
     The model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    model.eval()
-    out = []
-    # ZeRO-3 / FSDP: forwards are collective; agree on the padding before the first batch.
-    extra = lockstep_extra_batches(model, -(-len(indices) // batch_size))
-    try:
-        for start in range(0, len(indices), batch_size):
-            chunk = [examples[int(i)] for i in indices[start : start + batch_size]]
-            batch = {k: v.to(device) for k, v in collator(chunk).items()}
-            out.append(per_example_loss(model, batch).cpu())
-
-        def padding() -> None:  # a discarded batch: ZeRO-3 / FSDP forwards are collective
-            first = examples[int(indices[0])] if len(indices) else examples[0]
-            per_example_loss(model, {k: v.to(device) for k, v in collator([first]).items()})
-
-        run_padding(extra, padding)
-    finally:
-        model.train(was_training)
+    out = forward_batches(
+        model,
+        examples,
+        indices,
+        collator,
+        lambda batch: per_example_loss(model, batch),
+        batch_size=batch_size,
+        device=device,
+    )
     return torch.cat(out) if out else torch.zeros(0)

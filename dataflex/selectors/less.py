@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -25,14 +26,19 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 
 from dataflex.engines import has_optimizer_state
-from dataflex.errors import ConfigError
+from dataflex.errors import ConfigError, did_you_mean
 from dataflex.gradients import AdamState, num_trainable
 from dataflex.gradients.transforms import NUMERICS
+from dataflex.passes.cache import adam_identity, data_identity, model_identity
 from dataflex.projectors.base import Projector
-from dataflex.registry import PROJECTORS, did_you_mean, register_selector
-from dataflex.selectors.base import CandidateScores, Selection, SelectionContext
-from dataflex.selectors.cache import adam_identity, data_identity, model_identity
-from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_projector
+from dataflex.registry import PROJECTORS, register_selector
+from dataflex.selectors.base import CandidateScores, PreflightPlan, Selection, SelectionContext
+from dataflex.selectors.less_features import (
+    FeatureRequest,
+    check_less_inputs,
+    compute_rows,
+    make_projector,
+)
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.scoring import (
     ScoreAccumulator,
@@ -50,6 +56,20 @@ FeatureRows: TypeAlias = Callable[
     [Sequence[Mapping[str, Any]], list[int], str, AdamState | None, str], torch.Tensor
 ]
 """``rows(dataset, indices, transform, adam_state, role)``: projected per-example gradient features."""
+
+
+@dataclass
+class ValidationFeatures:
+    """A round's projected validation directions and what computing them reports.
+
+    Attributes:
+        rows: ``(M, k)`` projected directions (not normalised), identical on every rank.
+        facts: Small JSON-serialisable facts of their computation (``nice``: the rewards'
+            mean, the generation time), passed to :meth:`LessSelector.round_facts`.
+    """
+
+    rows: torch.Tensor
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 @register_selector("less")
@@ -84,12 +104,16 @@ class LessSelector(PoolSelector):
         feature_dtype: Literal["float16", "float32"] = Field(
             default="float32", description="Dtype of cached features."
         )
+        batch_size: int = Field(
+            default=64, ge=1, description="Most examples per feature batch (see max_batch_tokens)."
+        )
         max_batch_tokens: int | None = Field(
-            default=None,
+            default=8192,
             ge=1,
             description=(
                 "Most padded tokens (examples x longest) per feature batch, batch_size examples at "
-                "most; None: batch_size examples per batch."
+                "most, so short examples share large batches and memory is bounded by tokens; None: "
+                "batch_size examples per batch."
             ),
         )
 
@@ -108,22 +132,29 @@ class LessSelector(PoolSelector):
         self._projector: tuple[tuple, Projector] | None = None
 
     # -- checks -----------------------------------------------------------------------------
-    def subtask_labels(self, ctx: SelectionContext) -> list[str]:
+    def preflight(self, plan: PreflightPlan) -> None:
+        """Also check the target set's subtask labels, the projector's device and the features' size."""
+        check_less_inputs(
+            self.name, self.params, plan, self.cache_location(plan.cache_dir), self.subtask_labels
+        )
+        super().preflight(plan)
+
+    def subtask_labels(self, eval_dataset: Sequence[Mapping[str, Any]] | None) -> list[str]:
         """Each validation example's subtask (all ``"all"`` when ``subtask_field`` is None).
 
         Raises:
             ConfigError: if there is no eval dataset or an example lacks the subtask field.
         """
-        if ctx.eval_dataset is None or len(ctx.eval_dataset) == 0:
+        if eval_dataset is None or len(eval_dataset) == 0:
             raise ConfigError(
                 f"{self.registry_name} scores candidates against a validation set, but no eval dataset "
                 "was given: set eval_dataset (the target task's examples) in the config."
             )
         field = self.params.subtask_field
         if field is None:
-            return ["all"] * len(ctx.eval_dataset)
+            return ["all"] * len(eval_dataset)
         labels = []
-        for i, ex in enumerate(ctx.eval_dataset):
+        for i, ex in enumerate(eval_dataset):
             if ex.get(field) is None:
                 raise ConfigError(
                     f"less: subtask_field is {field!r} but eval example {i} has no {field!r} key; "
@@ -136,7 +167,7 @@ class LessSelector(PoolSelector):
         """Everything LESS needs, checked before any work."""
         if ctx.model is None or ctx.collator is None:
             raise ConfigError(f"{self.registry_name}: the selection context needs a model and a collator.")
-        self.subtask_labels(ctx)
+        self.subtask_labels(ctx.eval_dataset)
         if not ctx.learning_rate >= 0:
             raise ConfigError(
                 f"less: the mean learning rate of round {ctx.round} is {ctx.learning_rate!r}; it weights "
@@ -211,7 +242,7 @@ class LessSelector(PoolSelector):
         model, val_set = ctx.model, ctx.eval_dataset
         assert model is not None  # check_context refused a context without them
         assert val_set is not None
-        labels = self.subtask_labels(ctx)
+        labels = self.subtask_labels(val_set)
         names, group_ids = subtask_groups(labels)
         projector = self.projector_for(ctx)
         identity = {
@@ -282,7 +313,8 @@ class LessSelector(PoolSelector):
             timing["features"] += time.perf_counter() - t0
             return out
 
-        val = unit_rows(self.validation_features(ctx, rows))
+        validation = self.validation_features(ctx, rows)
+        val = unit_rows(validation.rows)
         cand_list = [int(i) for i in candidates]
 
         def work(share: list[int]) -> torch.Tensor:
@@ -306,6 +338,7 @@ class LessSelector(PoolSelector):
                 "time_scoring_s": timing["scoring"],
                 "time_io_s": phases.get("io", 0.0) + score_io,
                 "feature_phases": {k: round(v, 4) for k, v in phases.items()},
+                "validation": validation.facts,
             },
         )
 
@@ -317,19 +350,30 @@ class LessSelector(PoolSelector):
         """
         return {}
 
-    def validation_features(self, ctx: SelectionContext, rows: FeatureRows) -> torch.Tensor:
+    def validation_features(self, ctx: SelectionContext, rows: FeatureRows) -> ValidationFeatures:
         """``(M, k)`` projected validation directions (not normalised), identical on every rank.
 
         LESS: the plain gradient ∇ℓ(z') of each eval example, each rank computing its
         shard. ``rows(dataset, indices, transform, adam_state, role)`` computes (and
         caches) projected per-example gradient features; subclasses replace this
-        method to use another direction in place of ∇ℓ(z') (``nice``).
+        method to use another direction in place of ∇ℓ(z') (``nice``), and may return
+        facts of that computation for the round's report (:meth:`round_facts`).
         """
         val = ctx.eval_dataset
         assert val is not None  # check_context refused a context without it
-        return self.sharded_by_length(
-            ctx, val, range(len(val)), lambda share: rows(val, share, "sgd", None, "val")
+        return ValidationFeatures(
+            self.sharded_by_length(
+                ctx, val, range(len(val)), lambda share: rows(val, share, "sgd", None, "val")
+            )
         )
+
+    def round_facts(self, result: CandidateScores) -> dict[str, Any]:
+        """What this selector adds to a round's report beyond LESS's own keys.
+
+        Nothing for LESS; ``nice`` reports its metric and the rewards of its generations
+        (from ``result.metadata["validation"]``, absent on a cache hit).
+        """
+        return {}
 
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
         self.check_context(ctx)
@@ -370,6 +414,7 @@ class LessSelector(PoolSelector):
             time_scoring_s=round(result.metadata["time_scoring_s"], 4),
             time_io_s=round(result.metadata.get("time_io_s", 0.0), 4),
             feature_phases=result.metadata.get("feature_phases", {}),
+            **self.round_facts(result),
         )
         return Selection(indices=indices, scores=totals[pos].tolist(), metadata=meta)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -17,10 +17,10 @@ from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, FeatureStore, compute_features, num_trainable
 from dataflex.gradients.transforms import NUMERICS
 from dataflex.io import fingerprint_key
+from dataflex.passes.cache import data_identity
 from dataflex.projectors.base import Projector
 from dataflex.registry import build_projector
-from dataflex.selectors.base import SelectionContext
-from dataflex.selectors.cache import data_identity
+from dataflex.selectors.base import PreflightPlan, SelectionContext
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,35 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def check_feature_budget(name: str, params: object, pool: int, num_eval: int, cache_dir: Path | None) -> None:
+def check_projector_device(name: str, projector: str) -> None:
+    """Refuse ``projector: cuda`` where no CUDA GPU is visible, before any model loads.
+
+    Raises:
+        ConfigError: naming ``projector`` and the fix.
+    """
+    if projector == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{name}: projector: cuda needs a CUDA GPU, and none is visible; use projector: auto (a "
+            "torch projector on this device) or run where a GPU is."
+        )
+
+
+class FeatureParams(Protocol):
+    """The params of a selector built on LESS's features (``less``, ``nice``, ``cluster_less``)."""
+
+    @property
+    def proj_dim(self) -> int: ...
+    @property
+    def projector(self) -> str: ...
+    @property
+    def feature_dtype(self) -> str: ...
+    @property
+    def max_candidates(self) -> int | None: ...
+
+
+def check_feature_budget(
+    name: str, params: FeatureParams, pool: int, num_eval: int, cache_dir: Path | None
+) -> None:
     """Refuse a round whose features would not fit in memory or on the cache's disk.
 
     The round's features, ``(candidates + eval) × proj_dim``, are stored in ``cache_dir``
@@ -47,12 +75,11 @@ def check_feature_budget(name: str, params: object, pool: int, num_eval: int, ca
     Raises:
         ConfigError: naming ``proj_dim`` and the sizes.
     """
-    proj_dim = getattr(params, "proj_dim", None)
-    if proj_dim is None or getattr(params, "projector", None) == "identity":
+    proj_dim = params.proj_dim
+    if params.projector == "identity":
         return
-    cap = getattr(params, "max_candidates", None)
-    candidates = min(pool, cap) if cap else pool
-    itemsize = 2 if getattr(params, "feature_dtype", "float32") == "float16" else 4
+    candidates = min(pool, params.max_candidates) if params.max_candidates else pool
+    itemsize = 2 if params.feature_dtype == "float16" else 4
     size = (candidates + num_eval) * proj_dim * itemsize
     memory = available_memory()
     if memory is not None and size * 2 > memory:  # stored features, and their fp32 copy when read
@@ -72,6 +99,28 @@ def check_feature_budget(name: str, params: object, pool: int, num_eval: int, ca
             f"{name}: the round's features need {gib(size)} on disk in {str(cache_dir)!r} but only "
             f"{gib(free)} are free; lower proj_dim or max_candidates, or set cache_dir to a larger disk."
         )
+
+
+def check_less_inputs(
+    name: str,
+    params: FeatureParams,
+    plan: PreflightPlan,
+    cache_dir: Path | None,
+    subtask_labels: Callable[[Sequence[Mapping[str, Any]]], list[str]],
+) -> None:
+    """What a selector built on LESS's features checks before the model loads.
+
+    The target set's subtask labels (``subtask_labels`` raises on a missing field), the
+    projector's device and the size of a round's features in memory and in ``cache_dir``.
+
+    Raises:
+        ConfigError: naming the key and the fix.
+    """
+    if plan.eval_dataset is not None:
+        subtask_labels(plan.eval_dataset)
+    check_projector_device(name, params.projector)
+    num_eval = len(plan.eval_dataset) if plan.eval_dataset is not None else 0
+    check_feature_budget(name, params, plan.pool_size, num_eval, cache_dir)
 
 
 def make_projector(

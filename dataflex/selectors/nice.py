@@ -18,12 +18,13 @@ import time
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
+from dataflex.errors import did_you_mean
 from dataflex.gradients import num_trainable
-from dataflex.registry import did_you_mean, register_selector
-from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.less import FeatureRows, LessSelector
+from dataflex.registry import register_selector
+from dataflex.selectors.base import CandidateScores, SelectionContext
+from dataflex.selectors.less import FeatureRows, LessSelector, ValidationFeatures
 from dataflex.selectors.nice_metrics import METRICS, get_metric
 from dataflex.selectors.nice_policy import (
     PromptRollouts,
@@ -79,11 +80,6 @@ class NiceSelector(LessSelector):
 
     params: Params  # what validate_params builds (Selector declares a BaseModel)
 
-    def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
-        super().__init__(params, **kwargs)
-        self._round_rewards: list[float] = []
-        self._time_generation = 0.0
-
     def validation_fingerprint(self, ctx: SelectionContext) -> dict[str, Any]:
         p = self.params
         return {
@@ -118,13 +114,14 @@ class NiceSelector(LessSelector):
         rewards = [float(metric(strip_eos(y, eos), target, example)) for y in samples]
         return rollouts(prompt, samples, rewards, p.baseline)
 
-    def validation_features(self, ctx: SelectionContext, rows: FeatureRows) -> torch.Tensor:
+    def validation_features(self, ctx: SelectionContext, rows: FeatureRows) -> ValidationFeatures:
         """``(M, k)``: per eval example, P·v = Σ_m w_m · P∇ℓ(y_m) over its generations.
 
         Each rank generates for, scores and differentiates its shard of the eval set;
-        the rows and the rewards are gathered, so every rank holds the same result.
+        the rows and the rewards are gathered, so every rank holds the same result. The
+        facts are the rewards of every generation and this rank's seconds spent generating.
         """
-        self._time_generation = 0.0
+        generation_s = [0.0]
         assert ctx.eval_dataset is not None  # check_context refused a context without it
         count = len(ctx.eval_dataset)
 
@@ -134,7 +131,7 @@ class NiceSelector(LessSelector):
             for index in shard:
                 t0 = time.perf_counter()
                 roll = self.prompt_rollouts(ctx, index)
-                self._time_generation += time.perf_counter() - t0
+                generation_s[0] += time.perf_counter() - t0
                 rewards.extend(roll.rewards)
                 keep = [m for m, w in enumerate(roll.weights) if w != 0.0]
                 if not keep:  # every sample's advantage is 0: v = 0
@@ -156,7 +153,6 @@ class NiceSelector(LessSelector):
         gathered = self.sharded(ctx, count, work)
         dim = gathered.shape[1] - self.params.mc_samples
         features, rewards = gathered[:, :dim], gathered[:, dim:]
-        self._round_rewards = rewards.flatten().tolist()
         zero = int((features.abs().sum(dim=1) == 0).sum())
         if zero:
             logger.warning(
@@ -169,21 +165,20 @@ class NiceSelector(LessSelector):
                 self.params.mc_samples,
                 " and baseline is mean" if self.params.baseline == "mean" else " of 0",
             )
-        return features
+        facts = {"rewards": rewards.flatten().tolist(), "time_generation_s": round(generation_s[0], 4)}
+        return ValidationFeatures(features, facts)
 
     def _feature_dim(self, ctx: SelectionContext) -> int:
         projector = self.projector_for(ctx)
         return projector.proj_dim if projector is not None else num_trainable(ctx.model)
 
-    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
-        self._round_rewards = []
-        self._time_generation = 0.0
-        selection = super().select(ctx, num_samples)
-        rewards = torch.tensor(self._round_rewards, dtype=torch.float64)
-        selection.metadata.update(
-            metric=self.params.metric,
-            mc_samples=self.params.mc_samples,
-            reward_mean=float(rewards.mean()) if len(rewards) else None,
-            time_generation_s=round(self._time_generation, 4),
-        )
-        return selection
+    def round_facts(self, result: CandidateScores) -> dict[str, Any]:
+        """The metric, and the rewards' mean and generation time (``None`` and 0 on a cache hit)."""
+        facts = result.metadata.get("validation", {})
+        rewards = torch.tensor(facts.get("rewards", []), dtype=torch.float64)
+        return {
+            "metric": self.params.metric,
+            "mc_samples": self.params.mc_samples,
+            "reward_mean": float(rewards.mean()) if len(rewards) else None,
+            "time_generation_s": facts.get("time_generation_s", 0.0),
+        }

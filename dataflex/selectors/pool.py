@@ -1,4 +1,4 @@
-"""What the scoring selectors (``less``, ``loss``) share: candidates, sharding, caching, reports.
+"""What the pool-scoring selectors (every built-in but ``random``) share: candidates, shards, cache.
 
 A :class:`PoolSelector` scores a seeded part of the pool each round (all of it by
 default), splits the per-example work across ranks with ``ctx.dist.shard``,
@@ -20,8 +20,9 @@ from pydantic import BaseModel, Field
 from dataflex.data.sft_dataset import composition
 from dataflex.errors import ConfigError
 from dataflex.gradients.batching import balanced_shards
-from dataflex.selectors.base import SelectionContext, Selector, SelectorParams
-from dataflex.selectors.cache import ScoreCache, data_identity, model_identity
+from dataflex.io import check_writable_dir
+from dataflex.passes.cache import ScoreCache, data_identity, model_identity
+from dataflex.selectors.base import PreflightPlan, SelectionContext, Selector, SelectorParams
 from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.random_selector import round_rng
 from dataflex.selectors.scoring import candidate_indices, summarize
@@ -149,9 +150,29 @@ class PoolSelector(Selector):
 
     def cache_dir(self, ctx: SelectionContext) -> Path | None:
         """``cache_dir`` from the params, else the run's, else ``None``."""
+        return self.cache_location(ctx.cache_dir)
+
+    def cache_location(self, run_cache_dir: Path | None) -> Path | None:
+        """``cache_dir`` from the params, else ``run_cache_dir`` (``None``: no cache)."""
         if self.params.cache_dir is not None:
             return Path(self.params.cache_dir)
-        return Path(ctx.cache_dir) if ctx.cache_dir is not None else None
+        return Path(run_cache_dir) if run_cache_dir is not None else None
+
+    def preflight(self, plan: PreflightPlan) -> None:
+        """Also refuse a pool that runs dry across rounds and a ``cache_dir`` that cannot be written."""
+        super().preflight(plan)
+        if not self.params.repeat_across_rounds:
+            needed = plan.num_samples * plan.rounds
+            if needed > plan.pool_size:
+                dry = plan.pool_size // plan.num_samples + 1
+                raise ConfigError(
+                    f"{self.name}: {plan.rounds} rounds x {plan.num_samples} examples = {needed} distinct "
+                    f"examples, but the pool has {plan.pool_size} and repeat_across_rounds: false never "
+                    f"picks an example twice, so round {dry} would run dry. Set repeat_across_rounds: true "
+                    "in the selector's params, lower update_times or the per-round budget, or add data."
+                )
+        if self.params.cache_dir:
+            check_writable_dir(self.params.cache_dir, f"{self.name}: cache_dir")
 
     @staticmethod
     def cached(

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from dataflex.configs.components import SHIPPED_COMPONENTS, Components, load_components
 from dataflex.configs.yaml_files import apply_overrides, comma_separated, read_yaml_mapping, validate_model
 from dataflex.data.templates import check_template_name
-from dataflex.errors import ConfigError
-from dataflex.registry import SELECTORS, did_you_mean
+from dataflex.errors import ConfigError, did_you_mean
+from dataflex.registry import SELECTORS
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, TypeAlias, cast
 import torch
 
 from dataflex.engines import full_numel
-from dataflex.errors import ConfigError
-from dataflex.registry import did_you_mean
+from dataflex.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from peft import PeftModel

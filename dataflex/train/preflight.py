@@ -3,9 +3,10 @@
 :func:`check_run_inputs` needs only the config (paths, loggers, resume, ``max_steps``);
 :func:`check_selection_inputs` also needs the tokenised data and the selector, and
 covers what a dynamic-selection run would otherwise find only after warm-up training:
-an eval set without the subtask field, a CUDA projector without CUDA, a pool that runs
-dry across rounds, feature matrices larger than memory or disk, a warm-up too long to
-index.
+what the selector's own :meth:`~dataflex.selectors.base.Selector.preflight` refuses (for
+the built-ins: an eval set without the subtask field, a CUDA projector without CUDA, a
+pool that runs dry across rounds, feature matrices larger than memory or disk, a
+``cache_dir`` that cannot be written) and a warm-up too long to index.
 """
 
 from __future__ import annotations
@@ -15,20 +16,17 @@ import json
 import logging
 from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from dataflex.errors import ConfigError
-from dataflex.io import check_writable_dir
-from dataflex.selectors.less_features import available_memory, check_feature_budget, gib
-from dataflex.selectors.pool import PoolSelector
+from dataflex.selectors.base import PreflightPlan
+from dataflex.selectors.less_features import available_memory, gib
+from dataflex.train.dynamic.layout import selection_cache_dir
+from dataflex.train.dynamic.schedule import SelectionSchedule, check_max_steps
 
 if TYPE_CHECKING:
     from dataflex.selectors.base import Selector
     from dataflex.train.config import TrainConfig
-    from dataflex.train.dynamic.schedule import SelectionSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +111,11 @@ def check_run_inputs(cfg: TrainConfig) -> None:
             (``output_dir`` itself is checked by :func:`dataflex.train.runner.check_output_dir`).
     """
     check_report_to(list(cfg.report_to))
-    total = cfg.dynamic_total_steps
-    if total is not None and cfg.max_steps > 0 and cfg.max_steps != total:
-        raise ConfigError(
-            f"max_steps: {cfg.max_steps} contradicts the selection schedule: dynamic selection trains "
-            f"warmup_step + update_step x update_times = {cfg.warmup_step} + {cfg.update_step} x "
-            f"{cfg.update_times} = {total} steps. Remove max_steps (or set it to {total})."
-        )
+    if cfg.dynamic_total_steps is not None:
+        assert cfg.update_step is not None  # dynamic_total_steps is None without both
+        assert cfg.update_times is not None
+        schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)
+        check_max_steps(cfg.max_steps, schedule, yaml_key=True)
     check_resume_adapter(cfg)
 
 
@@ -136,27 +132,15 @@ def check_selection_inputs(
     Raises:
         ConfigError: naming the key and the fix.
     """
-    params = getattr(selector, "params", None)
-    name = getattr(selector, "registry_name", type(selector).__name__)
-    if hasattr(selector, "subtask_labels") and eval_dataset is not None:
-        selector.subtask_labels(SimpleNamespace(eval_dataset=eval_dataset))
-    if getattr(params, "projector", None) == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"{name}: projector: cuda needs a CUDA GPU, and none is visible; use projector: auto (a "
-            "torch projector on this device) or run where a GPU is."
+    selector.preflight(
+        PreflightPlan(
+            pool_size=len(train_dataset),
+            eval_dataset=eval_dataset,
+            num_samples=examples_per_step * schedule.update_step,
+            rounds=schedule.update_times,
+            cache_dir=selection_cache_dir(cfg.output_dir),
         )
-    pool = len(train_dataset)
-    budget = examples_per_step * schedule.update_step
-    if isinstance(selector, PoolSelector) and not selector.params.repeat_across_rounds:
-        needed = budget * schedule.update_times
-        if needed > pool:
-            dry = pool // budget + 1
-            raise ConfigError(
-                f"{name}: {schedule.update_times} rounds x {budget} examples = {needed} distinct examples, "
-                f"but the pool has {pool} and repeat_across_rounds: false never picks an example twice, so "
-                f"round {dry} would run dry. Set repeat_across_rounds: true in the selector's params, lower "
-                "update_times or the per-round budget, or add data."
-            )
+    )
     warmup = schedule.warmup_step * examples_per_step
     memory = available_memory()
     if memory is not None and warmup * _INDEX_BYTES > memory // 2:
@@ -165,26 +149,3 @@ def check_selection_inputs(
             f"indices, about {gib(warmup * _INDEX_BYTES)} of memory ({gib(memory)} available); lower "
             "warmup_step."
         )
-    _check_feature_size(cfg, selector, pool, len(eval_dataset) if eval_dataset is not None else 0)
-    _check_cache_dir(cfg, selector)
-
-
-def _check_feature_size(cfg: TrainConfig, selector: Selector, pool: int, num_eval: int) -> None:
-    params = getattr(selector, "params", None)
-    if getattr(params, "proj_dim", None) is None:
-        return
-    name = getattr(selector, "registry_name", type(selector).__name__)
-    check_feature_budget(name, params, pool, num_eval, _cache_dir(cfg, selector))
-
-
-def _cache_dir(cfg: TrainConfig, selector: Selector) -> Path:
-    cache_dir = getattr(getattr(selector, "params", None), "cache_dir", None)
-    if cache_dir:
-        return Path(cache_dir)
-    return Path(cfg.output_dir) / "dataflex" / "cache"
-
-
-def _check_cache_dir(cfg: TrainConfig, selector: Selector) -> None:
-    cache_dir = getattr(getattr(selector, "params", None), "cache_dir", None)
-    if cache_dir:
-        check_writable_dir(cache_dir, f"{getattr(selector, 'registry_name', 'selector')}: cache_dir")

@@ -1,8 +1,9 @@
 """``dataflex-cli train``: from a validated config to a trained adapter (or model).
 
 Everything that can be checked without the model is checked first (output dir,
-model path, tokenizer, template, datasets, training arguments), so a bad input fails
-in seconds and leaves nothing in ``output_dir``.
+model path, tokenizer, template, datasets, training arguments and, for dynamic
+selection, the plan and the selector's own ``preflight``), so a bad input fails in
+seconds and leaves nothing in ``output_dir``.
 """
 
 from __future__ import annotations

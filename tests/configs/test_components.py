@@ -29,6 +29,19 @@ def test_shipped_file_loads_and_builds_every_entry():
     assert isinstance(comps.build_selector("random"), RandomSelector)
 
 
+def test_shipped_file_states_only_overrides_each_with_its_reason():
+    """The Params classes are the one source of defaults: the shipped file restates none of them."""
+    raw = yaml.safe_load(SHIPPED_COMPONENTS.read_text())["selectors"]
+    lines = SHIPPED_COMPONENTS.read_text().splitlines()
+    for key, spec in raw.items():
+        fields = SELECTORS.get(spec["name"]).Params.model_fields
+        entry = lines.index(f"  {key}:")
+        for param, value in spec["params"].items():
+            assert value != fields[param].default, f"selectors.{key}.params.{param} restates its default"
+            line = next(line for line in lines[entry:] if line.strip().startswith(f"{param}:"))
+            assert "#" in line, f"selectors.{key}.params.{param}: say why it overrides the default"
+
+
 def test_valid_file_builds_with_params(tmp_path):
     params = "{seed: 7, repeat_within_round: true}"
     path = write(tmp_path, f"selectors:\n  rnd:\n    name: random\n    params: {params}\n")

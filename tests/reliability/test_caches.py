@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from dataflex.gradients import FeatureStore
 from dataflex.io import IntegrityError, read_verified, write_verified
+from dataflex.passes.cache import ScoreCache, model_identity
 from dataflex.registry import build_selector
-from dataflex.selectors.cache import ScoreCache, model_identity
 from tests.conftest import make_examples
 from tests.reliability.conftest import QUICKSTART
 

@@ -163,8 +163,8 @@ def test_policy_gradient_and_scores_equal_slow_computation(warm, ctx_factory, ba
 
     feats = sel.validation_features(ctx, _rows(sel, ctx))
     for i, v in enumerate(vs):
-        assert feats[i].double() == pytest.approx(v, abs=1e-6), f"validation row {i}"
-    assert sel._round_rewards == pytest.approx(rewards)
+        assert feats.rows[i].double() == pytest.approx(v, abs=1e-6), f"validation row {i}"
+    assert feats.facts["rewards"] == pytest.approx(rewards)
     assert any(v.abs().sum() > 0 for v in vs)
 
     got = sel.select(ctx, len(pool))

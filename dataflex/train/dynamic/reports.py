@@ -51,10 +51,17 @@ def round_record(
         "chosen": len(selection.indices),
         "composition": composition(train_dataset, selection.indices),
         "subtasks": composition(train_dataset, selection.indices, key="subtask"),
-        "indices": selection.indices,
-        "scores": selection.scores,
-        "metadata": selection.metadata,
+        **selection_fields(selection),
     }
+
+
+SELECTION_KEYS = ("indices", "scores", "metadata")
+"""The keys of a round record that copy its :class:`Selection` (a checkpoint saves them once)."""
+
+
+def selection_fields(selection: Selection) -> dict[str, Any]:
+    """A round record's copy of ``selection``: its indices, scores and metadata."""
+    return {"indices": selection.indices, "scores": selection.scores, "metadata": selection.metadata}
 
 
 class SelectionReport:

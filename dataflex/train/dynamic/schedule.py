@@ -106,3 +106,30 @@ class SelectionSchedule:
             raise ValueError(
                 f"round {round_} is not in this schedule (rounds {self.rounds.start}..{self.update_times})."
             )
+
+
+def check_max_steps(max_steps: int, schedule: SelectionSchedule, *, yaml_key: bool) -> None:
+    """The one rule of ``max_steps`` under dynamic selection: unset (≤ 0) or the schedule's total.
+
+    Args:
+        max_steps: The configured value.
+        schedule: The run's schedule.
+        yaml_key: Name the key as a training config writes it (``max_steps: 100``) rather
+            than as ``TrainingArguments`` does (``max_steps=100``).
+
+    Raises:
+        ConfigError: naming the total and how to fix it.
+    """
+    total = schedule.total_steps
+    if max_steps <= 0 or max_steps == total:
+        return
+    said, fix = (
+        (f"max_steps: {max_steps}", f"Remove max_steps (or set it to {total}).")
+        if yaml_key
+        else (f"max_steps={max_steps}", f"Leave max_steps unset (-1) or set it to {total}.")
+    )
+    raise ConfigError(
+        f"{said} contradicts the selection schedule: dynamic selection trains warmup_step + update_step x "
+        f"update_times = {schedule.warmup_step} + {schedule.update_step} x {schedule.update_times} = {total} "
+        f"steps. {fix}"
+    )

@@ -33,10 +33,13 @@ from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.io import OutputLock
 from dataflex.selectors.base import Selection, SelectionContext, Selector
+from dataflex.train.dynamic import layout
 from dataflex.train.dynamic.reports import (
+    SELECTION_KEYS,
     SelectionReport,
     plot_run,
     round_record,
+    selection_fields,
     target_labels,
     write_targets,
 )
@@ -47,7 +50,7 @@ from dataflex.train.dynamic.resume import (
     run_fingerprint,
 )
 from dataflex.train.dynamic.sampler import DynamicPlan, DynamicSelectionSampler, check_dynamic_plan
-from dataflex.train.dynamic.schedule import SelectionSchedule
+from dataflex.train.dynamic.schedule import SelectionSchedule, check_max_steps
 from dataflex.train.dynamic.state import load_selection_state, save_selection_state
 
 if TYPE_CHECKING:
@@ -83,13 +86,7 @@ def check_training_args(args: TrainingArguments, schedule: SelectionSchedule) ->
             logging/saving/evaluation (a Trainer epoch is a chunk of steps here), length
             grouping, or ``auto_find_batch_size`` (the per-round budget depends on the batch).
     """
-    total = schedule.total_steps
-    if args.max_steps > 0 and args.max_steps != total:
-        raise ConfigError(
-            f"max_steps={args.max_steps} contradicts the selection schedule: dynamic selection trains "
-            f"warmup_step + update_step x update_times = {schedule.warmup_step} + {schedule.update_step} x "
-            f"{schedule.update_times} = {total} steps. Leave max_steps unset (-1) or set it to {total}."
-        )
+    check_max_steps(args.max_steps, schedule, yaml_key=False)
     for field in ("save_strategy", "eval_strategy", "logging_strategy"):
         if _value(getattr(args, field, "no")) == "epoch":
             raise ConfigError(
@@ -282,9 +279,11 @@ class DynamicSelectionMixin:
             logger.info("dataflex: max_steps set to the schedule's total, %d.", schedule.total_steps)
             trainer.args.max_steps = schedule.total_steps
         out = Path(_output_dir(trainer.args))
-        self.selection_report = SelectionReport(report_dir if report_dir is not None else out / "dataflex")
+        self.selection_report = SelectionReport(
+            report_dir if report_dir is not None else layout.report_dir(out)
+        )
         self.selection_cache_dir = (
-            Path(selection_cache_dir) if selection_cache_dir else out / "dataflex" / "cache"
+            Path(selection_cache_dir) if selection_cache_dir else layout.selection_cache_dir(out)
         )
         self.selection_plots = plots
         self._lrs_since_round: list[float] = []
@@ -460,7 +459,11 @@ class DynamicSelectionMixin:
             "selector": getattr(self.selector, "registry_name", type(self.selector).__name__),
             "lrs_since_last_round": list(self._lrs_since_round),
             "sampler": sampler.state_dict(),
-            "report": [self._round_records[r] for r in sorted(self._round_records)],
+            # the selections themselves are in "sampler" once; each record keeps the rest
+            "report": [
+                {k: v for k, v in self._round_records[r].items() if k not in SELECTION_KEYS}
+                for r in sorted(self._round_records)
+            ],
             **self._run_fingerprint(),
         }
 
@@ -495,7 +498,10 @@ class DynamicSelectionMixin:
         check_same_run(state, self._run_fingerprint(), checkpoint)
         sampler.load_state_dict(state["sampler"])
         self._lrs_since_round = [float(x) for x in state["lrs_since_last_round"]]
-        self._round_records = {int(r["round"]): r for r in state["report"]}
+        self._round_records = {
+            int(r["round"]): {**r, **selection_fields(sampler.selections[int(r["round"])])}
+            for r in state["report"]
+        }
         if self._trainer.is_world_process_zero():
             self.selection_report.reset()
             for round_ in sorted(self._round_records):

@@ -77,6 +77,9 @@ def test_resume_continues_with_the_same_selections_and_trajectory(tmp_path, unin
     saved = load_selection_state(checkpoint)
     assert sorted(int(r) for r in saved["sampler"]["rounds"]) == [0, 1]
     assert isinstance(saved["sampler"]["selector"]["cumulative"], torch.Tensor)
+    # each selection is saved once, in the sampler's state; the report records are rebuilt from it
+    copies = [k for r in saved["report"] for k in ("indices", "scores", "metadata") if k in r]
+    assert saved["report"] and not copies
 
     resumed = make_trainer(tmp_path)
     resumed.train(resume_from_checkpoint=str(checkpoint))

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from dataflex.configs.components import selector_from_components
+from dataflex.configs.components import load_components
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.registry import build_selector
 from dataflex.selectors.base import Selection, SelectionContext, Selector
@@ -161,12 +161,12 @@ def test_selector_needing_a_target_set_requires_eval_dataset():
     check_dynamic_plan(SelectionSchedule(0, 1, 1), NeedsTarget([]), 10, 2, has_eval_dataset=True)
 
 
-def test_component_name_and_components_file_errors(tmp_path):
-    with pytest.raises(ConfigError, match="component_name: .*no selector 'randon'.*Did you mean 'random'"):
-        selector_from_components(None, "randon")
+def test_component_key_and_components_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no selector 'randon'.*Did you mean 'random'"):
+        load_components(None).build_selector("randon")
     with pytest.raises(ConfigError, match="components_cfg_file"):
-        selector_from_components(tmp_path / "missing.yaml", "random")
-    assert selector_from_components(None, "random").registry_name == "random"
+        load_components(tmp_path / "missing.yaml")
+    assert load_components(None).build_selector("random").registry_name == "random"
 
 
 def test_chunks_cover_the_whole_schedule_exactly_once():
