@@ -7,6 +7,7 @@ in seconds and leaves nothing in ``output_dir``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -29,6 +30,8 @@ from dataflex.io import (
     is_marked,
     write_marker,
 )
+from dataflex.train.adapter_files import ADAPTER_CONFIG, check_adapter, load_errors_named
+from dataflex.train.checkpoints import RunRecordCallback, check_resume, static_fingerprint
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import PreparedData, prepare_datasets
 from dataflex.train.dynamic.sampler import DynamicPlan
@@ -297,6 +300,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         check_selection_inputs(
             cfg, plan.selector, plan.schedule, data.train, data.eval, global_batch_size(training_args)
         )
+    checkpoint = check_resume(cfg, data, training_args, plan)  # its files and that it is this run's
+    if cfg.adapter_name_or_path and Path(cfg.adapter_name_or_path, ADAPTER_CONFIG).is_file():
+        check_adapter(cfg.adapter_name_or_path)
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model: TrainableModel = load_model(
@@ -322,7 +328,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             for folder in stale_checkpoints(cfg):
                 logger.info("overwrite_output_dir: removing the earlier run's %s", folder)
                 shutil.rmtree(folder)
-        return _train(cfg, out, model, tokenizer, data, training_args, plan)
+        return _train(cfg, out, model, tokenizer, data, training_args, plan, checkpoint)
     finally:
         if lock is not None:
             lock.release()
@@ -336,11 +342,22 @@ def _train(
     data: PreparedData,
     training_args: TrainingArguments,
     plan: DynamicPlan | None,
+    checkpoint: str | None = None,
 ) -> TrainResult:
     collator = SFTDataCollator(tokenizer.pad_token_id)
     trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args, plan)
-
-    output = trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
+    if plan is None:  # a dynamic run's selection state records the same and more
+        trainer.add_callback(RunRecordCallback(static_fingerprint(data, training_args)))
+    loading = (
+        load_errors_named(
+            f"resume_from_checkpoint: {checkpoint!r}",
+            "Resume from an earlier checkpoint of this run, or start a fresh run.",
+        )
+        if checkpoint
+        else contextlib.nullcontext()
+    )
+    with loading:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     trainer.save_state()
     metrics = dict(output.metrics)

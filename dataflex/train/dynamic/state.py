@@ -138,15 +138,3 @@ def _needs_tensors(obj: object) -> bool:
     if isinstance(obj, list):
         return any(_needs_tensors(v) for v in obj)
     return False
-
-
-def checkpoint_problem(folder: str | os.PathLike) -> str | None:
-    """Why ``folder`` is not a complete dynamic-selection checkpoint, or ``None`` if it is."""
-    folder = Path(folder)
-    if not (folder / "trainer_state.json").is_file():
-        return "it has no trainer_state.json (it was not finished)"
-    try:
-        load_selection_state(folder)
-    except ConfigError as exc:
-        return str(exc)
-    return None

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import statistics
@@ -42,9 +41,10 @@ from dataflex.train.dynamic.reports import (
 )
 from dataflex.train.dynamic.resume import (
     check_checkpoint_files,
-    check_same_run,
+    check_resumable,
     last_complete_checkpoint,
     run_fingerprint,
+    run_settings,
 )
 from dataflex.train.dynamic.sampler import DynamicPlan, DynamicSelectionSampler, check_dynamic_plan
 from dataflex.train.dynamic.schedule import SelectionSchedule
@@ -443,11 +443,13 @@ class DynamicSelectionMixin:
         sampler = self.dynamic_sampler
         return {
             "global_step": step,
-            "schedule": dataclasses.asdict(self.selection_schedule),
-            "examples_per_step": sampler.examples_per_step,
-            "pool_size": sampler.pool_size,
-            "seed": sampler.seed,
-            "selector": getattr(self.selector, "registry_name", type(self.selector).__name__),
+            **run_settings(
+                self.selection_schedule,
+                sampler.examples_per_step,
+                sampler.pool_size,
+                sampler.seed,
+                self.selector,
+            ),
             "lrs_since_last_round": list(self._lrs_since_round),
             "sampler": sampler.state_dict(),
             "report": [self._round_records[r] for r in sorted(self._round_records)],
@@ -469,20 +471,10 @@ class DynamicSelectionMixin:
     def _restore_selection_state(self, checkpoint: str | os.PathLike) -> None:
         state = load_selection_state(checkpoint)
         sampler = self.dynamic_sampler
-        expected = {
-            "schedule": dataclasses.asdict(self.selection_schedule),
-            "examples_per_step": sampler.examples_per_step,
-            "pool_size": sampler.pool_size,
-            "seed": sampler.seed,
-            "selector": getattr(self.selector, "registry_name", type(self.selector).__name__),
-        }
-        for key, value in expected.items():
-            if state[key] != value:
-                raise ConfigError(
-                    f"cannot resume from {checkpoint}: it was written with {key}={state[key]!r}, "
-                    f"this run has {key}={value!r}. Resume with the same settings, or start a fresh run."
-                )
-        check_same_run(state, self._run_fingerprint(), checkpoint)
+        expected = run_settings(
+            self.selection_schedule, sampler.examples_per_step, sampler.pool_size, sampler.seed, self.selector
+        )
+        check_resumable(state, expected, self._run_fingerprint(), checkpoint)
         sampler.load_state_dict(state["sampler"])
         self._lrs_since_round = [float(x) for x in state["lrs_since_last_round"]]
         self._round_records = {int(r["round"]): r for r in state["report"]}

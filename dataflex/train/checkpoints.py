@@ -1,0 +1,124 @@
+"""Which checkpoint ``dataflex-cli train`` resumes, checked before the model loads.
+
+A resume must continue the run that wrote the checkpoint: the same pool in the same
+order (its rows are addressed by index), the same optimisation settings and, for dynamic
+selection, the same schedule, batch, seed and selector. A dynamic run's checkpoint records
+these in its selection state; a static run's in ``dataflex_run.json``, written into every
+checkpoint by :class:`RunRecordCallback`. :func:`check_resume` compares them with this run
+and checks every file of the checkpoint before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from dataflex.errors import ConfigError
+from dataflex.io import IntegrityError, read_verified, write_verified
+from dataflex.train.dynamic.resume import (
+    check_checkpoint_files,
+    check_resumable,
+    check_same_run,
+    last_complete_checkpoint,
+    run_fingerprint,
+    run_settings,
+)
+from dataflex.train.dynamic.state import load_selection_state
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from dataflex.train.config import TrainConfig
+    from dataflex.train.data import PreparedData
+    from dataflex.train.dynamic.sampler import DynamicPlan
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD = "dataflex_run.json"
+
+
+def static_fingerprint(data: PreparedData, args: TrainingArguments) -> dict[str, Any]:
+    """What a static run's checkpoints depend on: the pool in order and the optimisation settings.
+
+    The eval set only changes what is evaluated, not what is trained, so it is not recorded.
+    """
+    return run_fingerprint(None, data.train, None, args)
+
+
+class RunRecordCallback(TrainerCallback):
+    """Writes a static run's fingerprint into every checkpoint folder (``dataflex_run.json``, verified)."""
+
+    def __init__(self, fingerprint: dict[str, Any]) -> None:
+        self.fingerprint = fingerprint
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            write_verified(folder / RUN_RECORD, json.dumps(self.fingerprint, indent=1))
+
+
+def resolve_checkpoint(cfg: TrainConfig) -> str | None:
+    """The checkpoint this run resumes: ``None``, the one named, or for ``true`` the newest complete one.
+
+    Raises:
+        ConfigError: ``true`` and no checkpoint of ``output_dir`` is complete.
+    """
+    resume = cfg.resume_from_checkpoint
+    if not resume:
+        return None
+    if resume is True:
+        dynamic = cfg.train_type == "dynamic_select"
+        return last_complete_checkpoint(cfg.output_dir, selection_state=dynamic)
+    return str(resume)
+
+
+def check_resume(
+    cfg: TrainConfig, data: PreparedData, args: TrainingArguments, plan: DynamicPlan | None
+) -> str | None:
+    """Resolve the checkpoint to resume and refuse it unless it continues this very run.
+
+    Every file of the checkpoint must be whole, and what it recorded (pool and eval digests,
+    selector params, optimisation settings; for dynamic selection also the schedule, batch,
+    seed and selector) must be this run's. A static checkpoint without ``dataflex_run.json``
+    (written by another tool or an older dataflex) is resumed with a warning that this could
+    not be checked.
+
+    Returns:
+        The checkpoint folder, or ``None`` when not resuming.
+
+    Raises:
+        ConfigError: naming the damaged file or the differing key.
+    """
+    checkpoint = resolve_checkpoint(cfg)
+    if checkpoint is None:
+        return None
+    check_checkpoint_files(checkpoint)
+    if plan is not None:
+        state = load_selection_state(checkpoint)
+        settings = (plan.schedule, plan.examples_per_step, plan.pool_size, args.seed, plan.selector)
+        expected = run_settings(*settings)
+        fingerprint = run_fingerprint(plan.selector, data.train, data.eval, args)
+        check_resumable(state, expected, fingerprint, checkpoint)
+        return checkpoint
+    record = Path(checkpoint) / RUN_RECORD
+    if not record.is_file():
+        logger.warning(
+            "dataflex: %s has no %s (written by another tool or an older dataflex): cannot check that it "
+            "was trained on this pool, in this order, with these settings.",
+            checkpoint,
+            RUN_RECORD,
+        )
+        return checkpoint
+    try:
+        saved = json.loads(read_verified(record).decode("utf-8"))
+    except (IntegrityError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot resume from {checkpoint!r}: {exc} Resume from an earlier checkpoint, or delete this one."
+        ) from None
+    check_same_run(saved, static_fingerprint(data, args), checkpoint)
+    return checkpoint
