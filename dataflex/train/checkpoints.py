@@ -63,10 +63,13 @@ class RunRecordCallback(TrainerCallback):
 
 
 def resolve_checkpoint(cfg: TrainConfig) -> str | None:
-    """The checkpoint this run resumes: ``None``, the one named, or for ``true`` the newest complete one.
+    """The checkpoint this run resumes, its files checked: ``None``, the one named, or the newest complete.
+
+    Needs only the config, so a damaged checkpoint is named before any data is read.
 
     Raises:
-        ConfigError: ``true`` and no checkpoint of ``output_dir`` is complete.
+        ConfigError: a missing or damaged file of the named checkpoint, or ``true`` and no
+            checkpoint of ``output_dir`` is complete.
     """
     resume = cfg.resume_from_checkpoint
     if not resume:
@@ -74,37 +77,32 @@ def resolve_checkpoint(cfg: TrainConfig) -> str | None:
     if resume is True:
         dynamic = cfg.train_type == "dynamic_select"
         return last_complete_checkpoint(cfg.output_dir, selection_state=dynamic)
+    check_checkpoint_files(resume)
     return str(resume)
 
 
 def check_resume(
-    cfg: TrainConfig, data: PreparedData, args: TrainingArguments, plan: DynamicPlan | None
-) -> str | None:
-    """Resolve the checkpoint to resume and refuse it unless it continues this very run.
+    checkpoint: str | None, data: PreparedData, args: TrainingArguments, plan: DynamicPlan | None
+) -> None:
+    """Refuse ``checkpoint`` (from :func:`resolve_checkpoint`) unless it continues this very run.
 
-    Every file of the checkpoint must be whole, and what it recorded (pool and eval digests,
-    selector params, optimisation settings; for dynamic selection also the schedule, batch,
-    seed and selector) must be this run's. A static checkpoint without ``dataflex_run.json``
-    (written by another tool or an older dataflex) is resumed with a warning that this could
-    not be checked.
-
-    Returns:
-        The checkpoint folder, or ``None`` when not resuming.
+    What it recorded (pool and eval digests, selector params, optimisation settings; for
+    dynamic selection also the schedule, batch, seed and selector) must be this run's. A
+    static checkpoint without ``dataflex_run.json`` (written by another tool or an older
+    dataflex) is resumed with a warning that this could not be checked.
 
     Raises:
-        ConfigError: naming the damaged file or the differing key.
+        ConfigError: naming the differing key, or a damaged record.
     """
-    checkpoint = resolve_checkpoint(cfg)
     if checkpoint is None:
-        return None
-    check_checkpoint_files(checkpoint)
+        return
     if plan is not None:
         state = load_selection_state(checkpoint)
         settings = (plan.schedule, plan.examples_per_step, plan.pool_size, args.seed, plan.selector)
         expected = run_settings(*settings)
         fingerprint = run_fingerprint(plan.selector, data.train, data.eval, args)
         check_resumable(state, expected, fingerprint, checkpoint)
-        return checkpoint
+        return
     record = Path(checkpoint) / RUN_RECORD
     if not record.is_file():
         logger.warning(
@@ -113,7 +111,7 @@ def check_resume(
             checkpoint,
             RUN_RECORD,
         )
-        return checkpoint
+        return
     try:
         saved = json.loads(read_verified(record).decode("utf-8"))
     except (IntegrityError, ValueError) as exc:
@@ -121,4 +119,3 @@ def check_resume(
             f"cannot resume from {checkpoint!r}: {exc} Resume from an earlier checkpoint, or delete this one."
         ) from None
     check_same_run(saved, static_fingerprint(data, args), checkpoint)
-    return checkpoint

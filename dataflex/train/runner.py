@@ -31,7 +31,7 @@ from dataflex.io import (
     write_marker,
 )
 from dataflex.train.adapter_files import ADAPTER_CONFIG, check_adapter, load_errors_named
-from dataflex.train.checkpoints import RunRecordCallback, check_resume, static_fingerprint
+from dataflex.train.checkpoints import RunRecordCallback, check_resume, resolve_checkpoint, static_fingerprint
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import PreparedData, prepare_datasets
 from dataflex.train.dynamic.sampler import DynamicPlan
@@ -275,6 +275,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     from transformers import set_seed
 
     out = check_output_dir(cfg)
+    checkpoint = resolve_checkpoint(cfg)  # every file of it whole, before anything is read from it
     check_run_inputs(cfg)
     if cfg.plot_loss and importlib.util.find_spec("matplotlib") is None:
         raise ConfigError(
@@ -300,7 +301,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         check_selection_inputs(
             cfg, plan.selector, plan.schedule, data.train, data.eval, global_batch_size(training_args)
         )
-    checkpoint = check_resume(cfg, data, training_args, plan)  # its files and that it is this run's
+    check_resume(checkpoint, data, training_args, plan)  # the checkpoint is this run's
     if cfg.adapter_name_or_path and Path(cfg.adapter_name_or_path, ADAPTER_CONFIG).is_file():
         check_adapter(cfg.adapter_name_or_path)
 
