@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from dataflex import stop_points
 from dataflex.errors import ConfigError
 from dataflex.io import IntegrityError, read_verified, remove_verified, write_verified
 
@@ -82,6 +83,7 @@ def save_selection_state(folder: str | os.PathLike, state: Mapping[str, Any]) ->
         write_verified(folder / TENSORS_FILE, save_bytes(tensors))
     else:
         remove_verified(folder / TENSORS_FILE)
+    stop_points.reached("checkpoint-save")
     write_verified(folder / STATE_FILE, json.dumps(payload, indent=1))
     return folder / STATE_FILE
 

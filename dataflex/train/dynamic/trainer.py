@@ -28,6 +28,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
+from dataflex import stop_points
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.io import OutputLock
@@ -390,6 +391,7 @@ class DynamicSelectionMixin:
             selection = self.dynamic_sampler.select_round(round_, None)
         else:
             selection = self._run_selector(round_, ctx)
+        stop_points.reached("round-selected")
         seconds = time.perf_counter() - start
         lr = None if ctx is None else ctx.learning_rate
         self._lrs_since_round = []
@@ -520,6 +522,7 @@ class _DynamicSelectionCallback(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, **kwargs):
         self.trainer._record_lr()
+        stop_points.reached("optimizer-step")
 
     def on_step_end(self, args, state, control, **kwargs):
         self.trainer._select_if_due(state.global_step)
