@@ -69,7 +69,7 @@ class SelectionReport:
         atomic_write_text(self.path, "")
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Add one round's record (the file is rewritten atomically: a killed run never leaves half a line)."""
+        """Add one round's record (the file is rewritten atomically: a kill never leaves half a line)."""
         old = self.path.read_text(encoding="utf-8") if self.path.is_file() else ""
         atomic_write_text(self.path, old + json.dumps(dict(record)) + "\n")
 
