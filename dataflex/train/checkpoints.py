@@ -21,6 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from dataflex.errors import ConfigError
 from dataflex.io import IntegrityError, read_verified, write_verified
 from dataflex.train.dynamic.resume import (
+    RUN_RECORD,
     check_checkpoint_files,
     check_resumable,
     check_same_run,
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from dataflex.train.dynamic.sampler import DynamicPlan
 
 logger = logging.getLogger(__name__)
-
-RUN_RECORD = "dataflex_run.json"
 
 
 def static_fingerprint(data: PreparedData, args: TrainingArguments) -> dict[str, Any]:

@@ -141,6 +141,15 @@ def test_resume_true_skips_a_checkpoint_with_a_truncated_optimizer(rerun, caplog
     assert "skipping incomplete checkpoint" in caplog.text and "optimizer.pt is truncated" in caplog.text
 
 
+def test_resume_true_skips_a_static_checkpoint_whose_record_was_not_finished(rerun, caplog):
+    caplog.set_level("INFO")
+    (rerun / "sft" / "checkpoint-3" / "dataflex_run.json.sha256").unlink()  # stopped between the two writes
+    result = run_cli("train", "static.yaml", "resume_from_checkpoint=true")
+    assert result.code == 0, result.err
+    assert "skipping incomplete checkpoint" in caplog.text
+    assert "dataflex_run.json is incomplete" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

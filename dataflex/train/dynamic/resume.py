@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dataflex.errors import ConfigError
-from dataflex.io import FingerprintError, IntegrityError, canonical_json
+from dataflex.io import FingerprintError, IntegrityError, canonical_json, read_verified
 from dataflex.train.adapter_files import check_checkpoint_folder
 from dataflex.train.dynamic.state import load_selection_state
 
@@ -162,6 +162,9 @@ def check_same_run(
             )
 
 
+RUN_RECORD = "dataflex_run.json"
+"""A static run's :func:`run_fingerprint` in each of its checkpoints (written verified)."""
+
 DAMAGED_FIX = (
     "Resume from an earlier checkpoint (resume_from_checkpoint: true skips damaged ones), or delete this "
     "checkpoint folder."
@@ -195,7 +198,9 @@ def checkpoint_problem(folder: str | os.PathLike, *, selection_state: bool = Tru
         check_checkpoint_files(folder)
         if selection_state:
             load_selection_state(folder)
-    except ConfigError as exc:
+        elif (Path(folder) / RUN_RECORD).is_file():
+            read_verified(Path(folder) / RUN_RECORD)
+    except (IntegrityError, ConfigError) as exc:
         return str(exc)
     return None
 
