@@ -47,12 +47,17 @@ _TRAINING_KEYS = (
 )
 
 
+_SCALAR_TYPES = frozenset({int, float, str, bool, type(None)})
+
+
 def _plain(value: object) -> object:
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if set(map(type, value)) <= _SCALAR_TYPES:  # token ids: JSON writes them as they are
+            return value
         return [_plain(v) for v in value]
     return value
 
