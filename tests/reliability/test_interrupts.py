@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from dataflex import stop_points
 from dataflex.io import check_json_file, check_safetensors, check_torch_file, verify
 from dataflex.io.integrity import sidecar
 from dataflex.train.dynamic import read_selections
@@ -92,22 +94,21 @@ def _assert_nothing_half_written_is_read(out):
             [json.loads(line) for line in path.read_text().splitlines()]
 
 
-CASES = [
-    ("optimizer-step:2", "KILL"),  # mid warm-up: checkpoint-1 is the last
-    ("feature-batch:2", "KILL"),  # mid scoring pass of round 1 (end of step 2)
-    ("feature-batch:2", "TERM"),
-    ("feature-batch:2", "INT"),
-    ("round-selected:3", "KILL"),  # round 2 chosen (its features written), not yet recorded
-    ("checkpoint-save:3", "KILL"),  # checkpoint-3 has the Trainer's files, not the selection state
-    ("checkpoint-save:3", "TERM"),
-    ("checkpoint-save:3", "INT"),
+CASES = [  # SIGKILL at every point; SIGTERM and Ctrl-C unwind the same way, so once each
+    # (point, signal, the checkpoint a resume continues from)
+    ("optimizer-step:2", "KILL", "checkpoint-1"),  # mid warm-up
+    ("feature-batch:2", "KILL", "checkpoint-1"),  # mid scoring pass of round 1 (end of step 2)
+    ("feature-batch:2", "TERM", "checkpoint-1"),
+    ("round-selected:3", "KILL", "checkpoint-2"),  # round 2 chosen (its features written), not recorded
+    ("checkpoint-save:3", "KILL", "checkpoint-2"),  # checkpoint-3: the Trainer's files, no selection state
+    ("checkpoint-save:3", "INT", "checkpoint-2"),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("point", "sig"), CASES, ids=[f"{p}@{s}" for p, s in CASES])
+@pytest.mark.parametrize(("point", "sig", "last"), CASES, ids=[f"{p}@{s}" for p, s, _ in CASES])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
-    uninterrupted, tmp_path, monkeypatch, point, sig
+    uninterrupted, tmp_path, monkeypatch, point, sig, last
 ):
     work = _work(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
@@ -120,9 +121,22 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_result(
         assert "stopped by" in proc.stderr and "resume_from_checkpoint: true" in proc.stderr
         assert not (work / "out" / ".dataflex.lock").exists()  # released while unwinding
         assert not list(work.rglob("*.tmp"))  # temporary files removed while unwinding
+    assert last_complete_checkpoint(work / "out") == str(work / "out" / last)  # it stopped where asked
+    if point.startswith("checkpoint-save"):
+        assert (work / "out" / "checkpoint-3" / "optimizer.pt").is_file()  # half a checkpoint, skipped
     _assert_nothing_half_written_is_read(work / "out")
 
     monkeypatch.chdir(work)
     result = run_cli("train", "less.yaml", "resume_from_checkpoint=true")
     assert result.code == 0, result.err
     assert _result(work / "out") == uninterrupted
+
+
+def test_the_stop_hook_refuses_a_mistyped_point_or_signal(monkeypatch):
+    monkeypatch.setenv(stop_points.ENV, "feature-bach:2")
+    with pytest.raises(ValueError, match="unknown point 'feature-bach'"):
+        stop_points.reached("feature-batch")
+    monkeypatch.setenv(stop_points.ENV, "feature-batch@HUP")
+    with pytest.raises(ValueError, match="unknown signal 'HUP'"):
+        stop_points.reached("feature-batch")
+    assert stop_points.parse("checkpoint-save:3@INT") == ("checkpoint-save", 3, signal.SIGINT)
