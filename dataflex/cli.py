@@ -184,8 +184,14 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _sigterm_unwinds() -> Iterator[None]:
-    """While a command runs, SIGTERM unwinds like Ctrl-C: locks released, temporary files removed."""
-    if threading.current_thread() is not threading.main_thread():
+    """While a command runs, SIGTERM unwinds like Ctrl-C: locks released, temporary files removed.
+
+    Not in a torchrun worker: there torchrun sends SIGTERM to stop the ranks when one failed,
+    and a rank waiting in a collective could not unwind until torchrun gives up on it.
+    """
+    from dataflex.launch import under_torchrun
+
+    if threading.current_thread() is not threading.main_thread() or under_torchrun():
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
