@@ -9,7 +9,14 @@ import shutil
 
 import pytest
 
-from tests.reliability.conftest import LESS_YAML, QUICKSTART, run_cli, snapshot, write_components
+from tests.reliability.conftest import (
+    LESS_YAML,
+    QUICKSTART,
+    private_copy,
+    run_cli,
+    snapshot,
+    write_components,
+)
 
 STATIC_YAML = (
     "\n".join(
@@ -48,12 +55,8 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def rerun(trained, tmp_path, monkeypatch):
-    """A private copy of the trained work folder as the current folder; loading a model fails the test."""
-    work = tmp_path / "w"
-    shutil.copytree(trained, work, symlinks=True)
-    monkeypatch.chdir(work)
-    monkeypatch.delenv("FORCE_TORCHRUN", raising=False)
-    return work
+    """A private copy of the trained work folder as the current folder."""
+    return private_copy(trained, tmp_path, monkeypatch)
 
 
 @pytest.fixture
