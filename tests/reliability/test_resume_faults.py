@@ -186,3 +186,11 @@ def test_export_of_an_adapter_for_another_model_names_it(rerun, tmp_path):
         result.err
     )
     assert not (rerun / "merged").exists()
+
+
+def test_training_on_a_damaged_adapter_names_it_before_the_model_loads(rerun, no_model):
+    _truncate(rerun / "sft" / "adapter_model.safetensors")
+    result = run_cli("train", "static.yaml", "output_dir=again", "adapter_name_or_path=sft")
+    assert result.code == 1, result.err
+    assert "adapter_name_or_path: 'sft': sft/adapter_model.safetensors is" in result.err, result.err
+    assert not (rerun / "again").exists()
