@@ -50,13 +50,21 @@ def static_fingerprint(data: PreparedData, args: TrainingArguments) -> dict[str,
 
 
 class RunRecordCallback(TrainerCallback):
-    """Writes a static run's fingerprint into every checkpoint folder (``dataflex_run.json``, verified)."""
+    """Writes a static run's fingerprint into every checkpoint folder (``dataflex_run.json``, verified).
 
-    def __init__(self, fingerprint: dict[str, Any]) -> None:
-        self.fingerprint = fingerprint
+    Args:
+        data: The run's datasets.
+        args: Its training arguments. The fingerprint is computed at the first save, once.
+    """
+
+    def __init__(self, data: PreparedData, args: TrainingArguments) -> None:
+        self.data, self.args = data, args
+        self.fingerprint: dict[str, Any] | None = None
 
     def on_save(self, args, state, control, **kwargs):
         if args.should_save:
+            if self.fingerprint is None:
+                self.fingerprint = static_fingerprint(self.data, self.args)
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             write_verified(folder / RUN_RECORD, json.dumps(self.fingerprint, indent=1))
 

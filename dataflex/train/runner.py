@@ -31,7 +31,7 @@ from dataflex.io import (
     write_marker,
 )
 from dataflex.train.adapter_files import ADAPTER_CONFIG, check_adapter, load_errors_named
-from dataflex.train.checkpoints import RunRecordCallback, check_resume, resolve_checkpoint, static_fingerprint
+from dataflex.train.checkpoints import RunRecordCallback, check_resume, resolve_checkpoint
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import PreparedData, prepare_datasets
 from dataflex.train.dynamic.sampler import DynamicPlan
@@ -348,7 +348,7 @@ def _train(
     collator = SFTDataCollator(tokenizer.pad_token_id)
     trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args, plan)
     if plan is None:  # a dynamic run's selection state records the same and more
-        trainer.add_callback(RunRecordCallback(static_fingerprint(data, training_args)))
+        trainer.add_callback(RunRecordCallback(data, training_args))
     loading = (
         load_errors_named(
             f"resume_from_checkpoint: {checkpoint!r}",
