@@ -8,10 +8,13 @@ traceback is shown only for genuine bugs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
 from dataflex import __version__
 from dataflex.errors import DataflexError
@@ -172,6 +175,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that cleanup runs as for Ctrl-C (``KeyboardInterrupt``)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM unwinds like Ctrl-C: locks released, temporary files removed.
+
+    Not in a torchrun worker: there torchrun sends SIGTERM to stop the ranks when one failed,
+    and a rank waiting in a collective could not unwind until torchrun gives up on it.
+    """
+    from dataflex.launch import under_torchrun
+
+    if threading.current_thread() is not threading.main_thread() or under_torchrun():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(command: str, exc: BaseException) -> int:
+    """Say that ``command`` was stopped and how to go on; the shell's exit status for the signal."""
+    terminated = isinstance(exc, Terminated)
+    how = (
+        "resume with resume_from_checkpoint: true (it continues from the last complete checkpoint)"
+        if command == "train"
+        else "run it again"
+    )
+    print(
+        f"dataflex-cli {command}: stopped by {'SIGTERM' if terminated else 'Ctrl-C (SIGINT)'}; every file "
+        f"written so far is complete or absent. To go on, {how}.",
+        file=sys.stderr,
+    )
+    return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dataflex-cli``; returns the process exit code."""
     parser = build_parser()
@@ -182,12 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dataflex-cli: error: a command is required (try 'dataflex-cli --help')", file=sys.stderr)
         return 2
     try:
-        return handler(args)
+        with _sigterm_unwinds():
+            return handler(args)
     except DataflexError as exc:
         from dataflex.relaunch import report_error
 
         report_error(f"dataflex-cli {args.command}", exc)  # once, even from every rank under torchrun
         return 1
+    except (KeyboardInterrupt, Terminated) as exc:
+        return _stopped(args.command, exc)
 
 
 if __name__ == "__main__":

@@ -38,9 +38,13 @@ def run_relaunched(torchrun_args: Sequence[str], environ: Mapping[str, str] | No
     env = dict(os.environ if environ is None else environ)
     with tempfile.TemporaryDirectory(prefix="dataflex-errors-") as folder:
         env[ERROR_DIR_ENV] = folder
-        code = subprocess.run(
-            [sys.executable, "-m", "dataflex.relaunch", *torchrun_args], env=env, check=False
-        ).returncode
+        proc = subprocess.Popen([sys.executable, "-m", "dataflex.relaunch", *torchrun_args], env=env)
+        try:
+            code = proc.wait()
+        except BaseException:  # Ctrl-C or SIGTERM here: torchrun passes SIGTERM on to the ranks
+            proc.terminate()
+            proc.wait()
+            raise
         seen: list[str] = []
         for f in sorted(Path(folder).glob("rank-*.txt"), key=lambda p: int(p.stem.split("-")[1])):
             text = f.read_text(encoding="utf-8")

@@ -21,6 +21,7 @@ LAYERS = {
     "io": 0,
     "checks": 0,
     "logging_utils": 0,
+    "stop_points": 0,
     "projectors": 1,
     "passes": 1,
     "gradients": 2,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import re
 import shutil
 import sys
@@ -19,21 +20,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from transformers import TrainingArguments
 
-from dataflex.cli import main
+from dataflex.cli import _stopped, main
 from dataflex.data.collator import SFTDataCollator
 from dataflex.errors import DataflexError
 from dataflex.io import OutputLock, safe_file_name
 from dataflex.registry import build_projector, build_selector
 from dataflex.selectors import SelectionContext
+from dataflex.train.adapter_files import check_adapter
+from dataflex.train.checkpoints import check_resume
 from dataflex.train.dynamic import (
     DynamicSelectTrainer,
     SelectionSchedule,
     load_selection_state,
     save_selection_state,
 )
-from dataflex.train.dynamic.resume import check_same_run
+from dataflex.train.dynamic.resume import check_checkpoint_files, check_same_run
+from dataflex.train.model import load_adapter
 from tests.conftest import make_examples, make_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +65,20 @@ def cli(*overrides: str, config: str = QUICKSTART_LESS) -> str:
         code = main(["train", "cfg.yaml", *overrides])
     assert code == 1, f"dataflex-cli train exited {code}, not with an error"
     return err.getvalue()
+
+
+def logged(fn: Callable[[], object]) -> str:
+    """What ``fn`` logs to the ``dataflex`` logger (warnings and above)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("dataflex")
+    logger.addHandler(handler)
+    try:
+        fn()
+    finally:
+        logger.removeHandler(handler)
+    return "\n".join(r.getMessage() for r in records)
 
 
 def raised(fn: Callable[[], object]) -> str:
@@ -253,6 +272,7 @@ def _():
 @trigger("resume-without-selection-state")
 def _():
     Path("out/checkpoint-2").mkdir(parents=True)  # e.g. a checkpoint of a static run
+    Path("out/checkpoint-2/trainer_state.json").write_text("{}")
     return raised(lambda: dynamic_trainer().train(resume_from_checkpoint="out/checkpoint-2"))
 
 
@@ -302,7 +322,73 @@ def _():
 def _():
     Path("ckpt").mkdir()
     Path("ckpt/adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 32, "lora_dropout": 0.0}))
+    Path("ckpt/trainer_state.json").write_text("{}")
+    save_file({"x.lora_A.weight": torch.zeros(8, 4)}, "ckpt/adapter_model.safetensors")
     return cli("resume_from_checkpoint=ckpt")
+
+
+@trigger("resume-pool-changed")
+def _():
+    saved, this_run = {"pool_digest": "20572f70"}, {"pool_digest": "9da34899"}
+    return raised(lambda: check_same_run(saved, this_run, "out/checkpoint-2"))
+
+
+@trigger("resume-unchecked-static")
+def _():
+    Path("out/checkpoint-2").mkdir(parents=True)
+    Path("out/checkpoint-2/trainer_state.json").write_text("{}")
+    return logged(lambda: check_resume("out/checkpoint-2", None, None, None))
+
+
+@trigger("resume-file-damaged")
+def _():
+    folder = Path("out/checkpoint-2")
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text("{}")
+    torch.save({"state": torch.ones(100)}, folder / "optimizer.pt")
+    (folder / "optimizer.pt").write_bytes((folder / "optimizer.pt").read_bytes()[:-100])
+    return raised(lambda: check_checkpoint_files(folder))
+
+
+def _lora_adapter(rank: int = 4) -> Path:
+    from peft import LoraConfig, get_peft_model
+
+    get_peft_model(make_tiny_llama(), LoraConfig(r=rank, target_modules=["q_proj"])).save_pretrained("out")
+    return Path("out")
+
+
+@trigger("adapter-rank-mismatch")
+def _():
+    config = _lora_adapter() / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "r": 8}))
+    return raised(lambda: check_adapter("out"))
+
+
+@trigger("adapter-damaged")
+def _():
+    weights = _lora_adapter() / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    return raised(lambda: check_adapter("out"))
+
+
+@trigger("adapter-no-weights")
+def _():
+    (_lora_adapter() / "adapter_model.safetensors").unlink()
+    return raised(lambda: check_adapter("out"))
+
+
+@trigger("adapter-does-not-fit")
+def _():
+    _lora_adapter()
+    return raised(lambda: load_adapter(make_tiny_llama(hidden_size=48), "out"))  # another base model
+
+
+@trigger("interrupted")
+def _():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _stopped("train", KeyboardInterrupt()) == 130
+    return err.getvalue()
 
 
 @trigger("export-dir-not-dataflex")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch.utils.data import Dataset
 
@@ -54,3 +54,8 @@ class SFTDataset(Dataset):
         total = sum(len(e["input_ids"]) for e in self.examples)
         trained = sum(sum(1 for x in e["labels"] if x != -100) for e in self.examples)
         return total, trained
+
+
+def as_examples(dataset: SFTDataset | None) -> Sequence[Mapping[str, Any]] | None:
+    """``dataset`` as what a selector reads: examples by index and a length, all SFTDataset has."""
+    return cast("Sequence[Mapping[str, Any]] | None", dataset)

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from dataflex import stop_points
 from dataflex.engines import lockstep_extra_batches, run_padding
 from dataflex.errors import ConfigError
 from dataflex.gradients.batching import length_order, token_batches
@@ -159,6 +160,7 @@ def compute_features(
                 out[rows[0] : rows[-1] + 1] = feats
             io += time.perf_counter() - t0
             bar.update(len(rows))
+            stop_points.reached("feature-batch")
 
     def padding() -> None:
         pad = collator([dataset[indices[0]]])

@@ -10,7 +10,9 @@ whose digest differs was changed or damaged afterwards.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import zipfile
 from pathlib import Path
 
 from dataflex.errors import ConfigError, DataflexError
@@ -107,8 +109,6 @@ def check_safetensors(path: str | os.PathLike) -> None:
     Raises:
         IntegrityError: naming the file when it is truncated, padded or has no valid header.
     """
-    import json
-
     path = Path(path)
     size = path.stat().st_size
     try:
@@ -127,6 +127,73 @@ def check_safetensors(path: str | os.PathLike) -> None:
             f"{path} is truncated or damaged: its header describes {8 + header_len + end} bytes, the file "
             f"has {size}."
         )
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = 0x80  # a legacy (non-zip) torch.save file starts with a pickle protocol opcode
+
+
+def check_torch_file(path: str | os.PathLike) -> None:
+    """Check that a ``torch.save`` file (``optimizer.pt``, ``rng_state.pth``, ...) is whole.
+
+    The zip format torch writes ends with its central directory, so a truncated file has
+    none; each member must also lie inside the file. Only the directory is read, not the
+    tensors. A legacy (pickle) file cannot be checked without loading it and is left alone.
+
+    Raises:
+        IntegrityError: naming the file when it is empty, truncated or not a torch file.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:1] and magic[0] == _PICKLE_MAGIC:
+        return
+    if magic != _ZIP_MAGIC:
+        what = "empty" if size == 0 else "not a torch.save file"
+        raise IntegrityError(f"{path} is {what}; it is damaged or truncated.")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+            end = max((i.header_offset + len(i.FileHeader()) + i.compress_size for i in members), default=0)
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise IntegrityError(f"{path} is truncated or damaged ({exc}).") from None
+    if end > size:
+        raise IntegrityError(
+            f"{path} is truncated or damaged: its members end at byte {end}, the file has {size}."
+        )
+
+
+def check_json_file(path: str | os.PathLike) -> None:
+    """Check that a JSON file another tool wrote (``trainer_state.json``, ...) parses.
+
+    Raises:
+        IntegrityError: naming the file when it is empty, truncated or not JSON.
+    """
+    path = Path(path)
+    try:
+        json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"{path} is not valid JSON ({exc}); it is damaged or truncated.") from None
+
+
+def check_folder_files(folder: str | os.PathLike) -> None:
+    """Every file of a model, adapter or checkpoint folder that can be checked cheaply is whole.
+
+    ``*.safetensors`` against their header (:func:`check_safetensors`), ``torch.save`` files
+    (``*.pt``, ``*.pth``, ``*.bin``) against their zip directory (:func:`check_torch_file`) and
+    ``*.json`` by parsing them (:func:`check_json_file`); only the folder's own files are read.
+    Files with a checksum sidecar are dataflex's own, checked against it when read (:func:`read_verified`).
+
+    Raises:
+        IntegrityError: naming the first damaged file.
+    """
+    checks = {".safetensors": check_safetensors, ".json": check_json_file}
+    checks.update(dict.fromkeys((".pt", ".pth", ".bin"), check_torch_file))
+    for f in sorted(Path(folder).iterdir()):
+        check = checks.get(f.suffix)
+        if check is not None and f.is_file() and not sidecar(f).is_file():
+            check(f)
 
 
 def check_inputs_whole(folders: list[str], key: str) -> None:

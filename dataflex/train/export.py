@@ -14,6 +14,7 @@ from dataflex.data.templates import TOKENIZER_TEMPLATE
 from dataflex.errors import ConfigError
 from dataflex.io import OutputLock, apply_default_modes, check_replaceable, check_writable_dir, write_marker
 from dataflex.registry import TEMPLATES
+from dataflex.train.adapter_files import ADAPTER_FIX, check_adapter, load_errors_named
 from dataflex.train.config import ExportConfig
 from dataflex.train.model import check_model_path, load_model, load_tokenizer
 
@@ -46,6 +47,7 @@ def check_export(cfg: ExportConfig) -> Path:
                 f"adapter_name_or_path: {name!r} has no adapter_config.json "
                 "(point it at the output_dir of a LoRA run)."
             )
+        check_adapter(name)
     model_path = Path(cfg.model_name_or_path).expanduser()
     if model_path.exists():
         sources.append(model_path.resolve())
@@ -93,7 +95,8 @@ def run_export(cfg: ExportConfig) -> Path:
         device_map="auto" if cfg.export_device == "auto" else None,
     )
     for adapter in adapters:
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        with load_errors_named(f"adapter_name_or_path: {adapter!r}", ADAPTER_FIX):
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
         logger.info("merged adapter %s", adapter)
     model.config.use_cache = True
 

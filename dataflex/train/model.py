@@ -136,13 +136,17 @@ def load_adapter(model: torch.nn.Module, adapter: str) -> PeftModel:
     """Wrap ``model`` with the LoRA adapter in folder ``adapter``, its weights trainable and float32.
 
     Raises:
-        ConfigError: when the folder has no ``adapter_config.json``.
+        ConfigError: when the folder has no ``adapter_config.json``, or its weights are damaged or
+            do not fit ``model``.
     """
     from peft import PeftModel
 
+    from dataflex.train.adapter_files import ADAPTER_FIX, load_errors_named
+
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise ConfigError(f"adapter_name_or_path: {adapter!r} has no adapter_config.json.")
-    peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    with load_errors_named(f"adapter_name_or_path: {adapter!r}", ADAPTER_FIX):
+        peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     _trainable_in_float32(peft_model)
     return peft_model
 

@@ -8,6 +8,7 @@ seconds and leaves nothing in ``output_dir``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -15,9 +16,10 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from dataflex.data.collator import SFTDataCollator
+from dataflex.data.sft_dataset import as_examples
 from dataflex.engines import check_engine_config, require_deepspeed
 from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
 from dataflex.errors import ConfigError
@@ -30,6 +32,8 @@ from dataflex.io import (
     is_marked,
     write_marker,
 )
+from dataflex.train.adapter_files import ADAPTER_CONFIG, check_adapter, load_errors_named
+from dataflex.train.checkpoints import RunRecordCallback, check_resume, resolve_checkpoint
 from dataflex.train.config import TrainConfig
 from dataflex.train.data import PreparedData, prepare_datasets
 from dataflex.train.dynamic.sampler import DynamicPlan
@@ -41,8 +45,6 @@ from dataflex.train.plots import plot_loss
 from dataflex.train.preflight import check_run_inputs, check_selection_inputs
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
-
     from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
     from dataflex.data.sft_dataset import SFTDataset
@@ -251,7 +253,7 @@ def build_trainer(
             **trainer_kwargs,
             plan=plan,
             # the selector scores against eval_dataset even when the Trainer does not evaluate
-            selection_eval_dataset=_examples(eval_dataset),
+            selection_eval_dataset=as_examples(eval_dataset),
             plots=cfg.plot_loss,
         )
     from transformers import Trainer
@@ -275,6 +277,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     from transformers import set_seed
 
     out = check_output_dir(cfg)
+    checkpoint = resolve_checkpoint(cfg)  # every file of it whole, before anything is read from it
     check_run_inputs(cfg)
     if cfg.plot_loss and importlib.util.find_spec("matplotlib") is None:
         raise ConfigError(
@@ -302,9 +305,12 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             plan.selector,
             plan.schedule,
             data.train,
-            _examples(data.eval),
+            as_examples(data.eval),
             global_batch_size(training_args),
         )
+    check_resume(checkpoint, data, training_args, plan)  # the checkpoint is this run's
+    if cfg.adapter_name_or_path and Path(cfg.adapter_name_or_path, ADAPTER_CONFIG).is_file():
+        check_adapter(cfg.adapter_name_or_path)
 
     set_seed(cfg.seed)  # the new LoRA matrices are initialised from the seeded RNG
     model: TrainableModel = load_model(
@@ -330,7 +336,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             for folder in stale_checkpoints(cfg):
                 logger.info("overwrite_output_dir: removing the earlier run's %s", folder)
                 shutil.rmtree(folder)
-        return _train(cfg, out, model, tokenizer, data, training_args, plan)
+        return _train(cfg, out, model, tokenizer, data, training_args, plan, checkpoint)
     finally:
         if lock is not None:
             lock.release()
@@ -344,11 +350,22 @@ def _train(
     data: PreparedData,
     training_args: TrainingArguments,
     plan: DynamicPlan | None,
+    checkpoint: str | None = None,
 ) -> TrainResult:
     collator = SFTDataCollator(tokenizer.pad_token_id)
     trainer = build_trainer(cfg, model, tokenizer, data.train, data.eval, collator, training_args, plan)
-
-    output = trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
+    if plan is None:  # a dynamic run's selection state records the same and more
+        trainer.add_callback(RunRecordCallback(data, training_args))
+    loading = (
+        load_errors_named(
+            f"resume_from_checkpoint: {checkpoint!r}",
+            "Resume from an earlier checkpoint of this run, or start a fresh run.",
+        )
+        if checkpoint
+        else contextlib.nullcontext()
+    )
+    with loading:
+        output = trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     trainer.save_state()
     metrics = dict(output.metrics)
@@ -373,8 +390,3 @@ def _train(
         data_report=data.report,
         plots=plots,
     )
-
-
-def _examples(dataset: SFTDataset | None) -> Sequence[Mapping[str, Any]] | None:
-    """``dataset`` as what a selector reads: examples by index and a length, all SFTDataset has."""
-    return cast("Sequence[Mapping[str, Any]] | None", dataset)

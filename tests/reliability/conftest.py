@@ -92,6 +92,15 @@ def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[str, int
     return out
 
 
+def private_copy(trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of a module's trained work folder as the current folder (for one test to damage)."""
+    work = tmp_path / "w"
+    shutil.copytree(trained, work, symlinks=True)
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("FORCE_TORCHRUN", raising=False)
+    return work
+
+
 @pytest.fixture
 def work(tmp_path, monkeypatch):
     """A private copy of the quickstart assets as the current folder."""

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from tests.reliability.conftest import write_components
 
@@ -134,6 +135,8 @@ def test_changed_lora_rank_on_resume(refused, work):
     ckpt = work / "old" / "checkpoint-2"
     ckpt.mkdir(parents=True)
     (ckpt / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 8, "lora_dropout": 0.0}))
+    (ckpt / "trainer_state.json").write_text("{}")  # a whole checkpoint, only of another rank
+    save_file({"q_proj.lora_A.weight": torch.zeros(16, 8)}, ckpt / "adapter_model.safetensors")
     refused("train", "less.yaml", f"resume_from_checkpoint={ckpt}", match="was trained with lora_rank: 16")
 
 

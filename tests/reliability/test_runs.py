@@ -12,7 +12,14 @@ import pytest
 
 from dataflex.io import MARKER
 from dataflex.train.dynamic import load_selection_state
-from tests.reliability.conftest import LESS_YAML, QUICKSTART, run_cli, snapshot, write_components
+from tests.reliability.conftest import (
+    LESS_YAML,
+    QUICKSTART,
+    private_copy,
+    run_cli,
+    snapshot,
+    write_components,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +47,7 @@ def trained(tmp_path_factory):
 @pytest.fixture
 def rerun(trained, tmp_path, monkeypatch):
     """A private copy of the trained work folder as the current folder."""
-    work = tmp_path / "w"
-    shutil.copytree(trained, work, symlinks=True)
-    monkeypatch.chdir(work)
-    monkeypatch.delenv("FORCE_TORCHRUN", raising=False)
-    return work
+    return private_copy(trained, tmp_path, monkeypatch)
 
 
 def test_the_data_report_counts_rows_skipped_at_load(trained):

@@ -76,10 +76,9 @@ class SelectionReport:
         atomic_write_text(self.path, "")
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Add one round's record."""
-        self.report_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(dict(record)) + "\n")
+        """Add one round's record (the file is rewritten atomically: a kill never leaves half a line)."""
+        old = self.path.read_text(encoding="utf-8") if self.path.is_file() else ""
+        atomic_write_text(self.path, old + json.dumps(dict(record)) + "\n")
 
     def write_log_history(self, log_history: Sequence[Mapping[str, Any]]) -> Path:
         """Save the Trainer's ``state.log_history`` beside the selections (input of the loss plot)."""

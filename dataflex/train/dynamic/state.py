@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from dataflex import stop_points
 from dataflex.errors import ConfigError
 from dataflex.io import IntegrityError, read_verified, remove_verified, write_verified
 
@@ -84,6 +85,7 @@ def save_selection_state(folder: str | os.PathLike, state: Mapping[str, Any]) ->
         write_verified(folder / TENSORS_FILE, save_bytes(tensors))
     else:
         remove_verified(folder / TENSORS_FILE)
+    stop_points.reached("checkpoint-save")
     write_verified(folder / STATE_FILE, json.dumps(payload, indent=1))
     return folder / STATE_FILE
 
@@ -140,15 +142,3 @@ def _needs_tensors(obj: object) -> bool:
     if isinstance(obj, list):
         return any(_needs_tensors(v) for v in obj)
     return False
-
-
-def checkpoint_problem(folder: str | os.PathLike) -> str | None:
-    """Why ``folder`` is not a complete dynamic-selection checkpoint, or ``None`` if it is."""
-    folder = Path(folder)
-    if not (folder / "trainer_state.json").is_file():
-        return "it has no trainer_state.json (it was not finished)"
-    try:
-        load_selection_state(folder)
-    except ConfigError as exc:
-        return str(exc)
-    return None

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import statistics
@@ -29,6 +28,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
+from dataflex import stop_points
 from dataflex.distributed import DistributedView
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.io import OutputLock
@@ -45,9 +45,10 @@ from dataflex.train.dynamic.reports import (
 )
 from dataflex.train.dynamic.resume import (
     check_checkpoint_files,
-    check_same_run,
+    check_resumable,
     last_complete_checkpoint,
     run_fingerprint,
+    run_settings,
 )
 from dataflex.train.dynamic.sampler import DynamicPlan, DynamicSelectionSampler, check_dynamic_plan
 from dataflex.train.dynamic.schedule import SelectionSchedule, check_max_steps
@@ -58,12 +59,6 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 logger = logging.getLogger(__name__)
-
-
-def _output_dir(args: TrainingArguments) -> str:
-    """``args.output_dir``: typed optional, but ``TrainingArguments`` fills in a default."""
-    assert args.output_dir is not None
-    return args.output_dir
 
 
 def phase_summary(metadata: dict | None) -> str:
@@ -278,7 +273,7 @@ class DynamicSelectionMixin:
         if trainer.args.max_steps != schedule.total_steps:
             logger.info("dataflex: max_steps set to the schedule's total, %d.", schedule.total_steps)
             trainer.args.max_steps = schedule.total_steps
-        out = Path(_output_dir(trainer.args))
+        out = Path(layout.output_dir(trainer.args))
         self.selection_report = SelectionReport(
             report_dir if report_dir is not None else layout.report_dir(out)
         )
@@ -327,13 +322,13 @@ class DynamicSelectionMixin:
         """
         if not self._trainer.is_world_process_zero():
             return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
-        with OutputLock(_output_dir(self._trainer.args), reentrant=True):
+        with OutputLock(layout.output_dir(self._trainer.args), reentrant=True):
             return self._train_with_selection(resume_from_checkpoint, *args, **kwargs)
 
     def _train_with_selection(
         self, resume_from_checkpoint: str | bool | None, *args: object, **kwargs: object
     ) -> TrainOutput:
-        output_dir = _output_dir(self._trainer.args)
+        output_dir = layout.output_dir(self._trainer.args)
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
             if get_last_checkpoint(output_dir) is None:
@@ -397,6 +392,7 @@ class DynamicSelectionMixin:
             selection = self.dynamic_sampler.select_round(round_, None)
         else:
             selection = self._run_selector(round_, ctx)
+        stop_points.reached("round-selected")
         seconds = time.perf_counter() - start
         lr = None if ctx is None else ctx.learning_rate
         self._lrs_since_round = []
@@ -452,11 +448,13 @@ class DynamicSelectionMixin:
         sampler = self.dynamic_sampler
         return {
             "global_step": step,
-            "schedule": dataclasses.asdict(self.selection_schedule),
-            "examples_per_step": sampler.examples_per_step,
-            "pool_size": sampler.pool_size,
-            "seed": sampler.seed,
-            "selector": getattr(self.selector, "registry_name", type(self.selector).__name__),
+            **run_settings(
+                self.selection_schedule,
+                sampler.examples_per_step,
+                sampler.pool_size,
+                sampler.seed,
+                self.selector,
+            ),
             "lrs_since_last_round": list(self._lrs_since_round),
             "sampler": sampler.state_dict(),
             # the selections themselves are in "sampler" once; each record keeps the rest
@@ -482,20 +480,10 @@ class DynamicSelectionMixin:
     def _restore_selection_state(self, checkpoint: str | os.PathLike) -> None:
         state = load_selection_state(checkpoint)
         sampler = self.dynamic_sampler
-        expected = {
-            "schedule": dataclasses.asdict(self.selection_schedule),
-            "examples_per_step": sampler.examples_per_step,
-            "pool_size": sampler.pool_size,
-            "seed": sampler.seed,
-            "selector": getattr(self.selector, "registry_name", type(self.selector).__name__),
-        }
-        for key, value in expected.items():
-            if state[key] != value:
-                raise ConfigError(
-                    f"cannot resume from {checkpoint}: it was written with {key}={state[key]!r}, "
-                    f"this run has {key}={value!r}. Resume with the same settings, or start a fresh run."
-                )
-        check_same_run(state, self._run_fingerprint(), checkpoint)
+        expected = run_settings(
+            self.selection_schedule, sampler.examples_per_step, sampler.pool_size, sampler.seed, self.selector
+        )
+        check_resumable(state, expected, self._run_fingerprint(), checkpoint)
         sampler.load_state_dict(state["sampler"])
         self._lrs_since_round = [float(x) for x in state["lrs_since_last_round"]]
         self._round_records = {
@@ -550,6 +538,7 @@ class _DynamicSelectionCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
     ) -> None:
         self.trainer._record_lr()
+        stop_points.reached("optimizer-step")
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
@@ -560,7 +549,7 @@ class _DynamicSelectionCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
     ) -> None:
         if args.should_save:
-            folder = Path(_output_dir(args)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            folder = Path(layout.output_dir(args)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             self.trainer._save_selection_state(folder, state.global_step)
 
     def on_train_end(
