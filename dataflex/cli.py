@@ -159,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import these modules first (comma-separated or repeated), as a config's `plugins:` does, "
-        "so that the selectors and templates they register are listed",
+        help="import these modules or .py files first (comma-separated or repeated), as a config's "
+        "`plugins:` does, so that the selectors and templates they register are listed",
     )
     p.set_defaults(handler=_cmd_list)
 

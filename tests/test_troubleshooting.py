@@ -182,6 +182,11 @@ def _():
     return cli("plugins=my_project.selectors")
 
 
+@trigger("plugins-file-missing")
+def _():
+    return cli("plugins=my_selectors.py")
+
+
 @trigger("torchrun-env")
 def _():
     with pytest.MonkeyPatch.context() as mp:

@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 SHIPPED_COMPONENTS = Path(__file__).with_name("components.yaml")
 
+#: How a selector of one's own gets registered (appended to an unknown-selector message).
+CUSTOM_SELECTOR_HINT = (
+    "A selector of your own is registered when the module defining it is imported: list that module "
+    "under plugins: in the training config (plugins: [my_selectors] for a module on PYTHONPATH, or "
+    "plugins: [my_selectors.py] for a file), or import it before this file is loaded from Python."
+)
+
 
 class ComponentSpec(BaseModel):
     """One component: the registry ``name`` of its class and its ``params``."""
@@ -125,7 +132,7 @@ def load_components(path: str | Path | None = None) -> Components:
         try:
             cls = SELECTORS.get(spec.name)
         except RegistryError as exc:
-            raise ConfigError(f"{where}.name: {exc}") from None
+            raise ConfigError(f"{where}.name: {exc} {CUSTOM_SELECTOR_HINT}") from None
         params = spec.params or {}  # `params:` left out, or written with nothing under it
         refuse_bools_for_numbers(cls.Params, params, f"{where}.params:")
         selectors[key] = (spec.name, cls.validate_params(params, where=f"{where}.params"))
