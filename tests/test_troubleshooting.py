@@ -129,7 +129,7 @@ def _():
 
 @trigger("eval-strategy-without-eval-dataset")
 def _():
-    return cli("eval_dataset=null")
+    return cli("eval_dataset=null", "train_type=static")
 
 
 @trigger("template-unknown")
@@ -145,7 +145,8 @@ def _():
 
 @trigger("less-without-eval-dataset")
 def _():
-    return cli("eval_dataset=null", "eval_strategy=no")
+    assert "eval_strategy: steps" in QUICKSTART_LESS  # LESS's need is said first, not the evaluation's
+    return cli("eval_dataset=null")
 
 
 @trigger("less-without-eval-dataset-python")

@@ -267,8 +267,6 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
         check_template_name(cfg.template)
     except ConfigError as exc:
         raise ConfigError(f"{where}template: {exc}") from None
-    if cfg.eval_strategy != "no" and not cfg.eval_dataset:
-        raise ConfigError(f"{where}eval_strategy: {cfg.eval_strategy} needs an eval_dataset.")
     if cfg.early_stopping_steps is not None and not (
         cfg.extra_training_args.get("load_best_model_at_end") and cfg.eval_strategy != "no"
     ):
@@ -277,9 +275,11 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
             "and load_best_model_at_end: true (with metric_for_best_model, default eval_loss)."
         )
     if cfg.train_type == "dynamic_select":
-        _check_dynamic(cfg, where)
+        _check_dynamic(cfg, where)  # first: a selector's own need of eval_dataset says more than the next
     elif cfg.component_name or cfg.update_step or cfg.update_times or cfg.warmup_step:
         logger.warning("%strain_type is static: component_name/warmup_step/update_* are not used.", where)
+    if cfg.eval_strategy != "no" and not cfg.eval_dataset:
+        raise ConfigError(f"{where}eval_strategy: {cfg.eval_strategy} needs an eval_dataset.")
 
 
 def import_plugins(modules: list[str], where: str = "") -> None:
@@ -354,7 +354,8 @@ def _check_dynamic(cfg: TrainConfig, where: str) -> None:
     if SELECTORS.get(name).requires_eval_dataset and not cfg.eval_dataset:
         raise ConfigError(
             f"{where}eval_dataset: the {name} selector ({cfg.component_name!r}) scores training examples "
-            "against a target-task validation set; set eval_dataset."
+            "against a target-task validation set; set eval_dataset to the target task's examples (a "
+            "dataset_info.json name or a .json/.jsonl file)."
         )
 
 

@@ -110,6 +110,16 @@ def test_static_run_ignores_dynamic_keys_with_a_log_line(caplog):
     assert "train_type is static: component_name/warmup_step/update_* are not used" in caplog.text
 
 
+def test_a_selector_needing_eval_dataset_says_so_before_eval_strategy(seed_less, components_file):
+    overrides = [f"components_cfg_file={components_file}", "eval_dataset=null", "eval_strategy=steps"]
+    with pytest.raises(ConfigError) as info:
+        load_train_config(seed_less, overrides)
+    message = str(info.value)
+    assert "eval_dataset: the less selector ('less') scores training examples against a target" in message
+    assert "set eval_dataset to the target task's examples" in message
+    assert "eval_strategy" not in message
+
+
 def test_eval_strategy_needs_eval_dataset():
     with pytest.raises(ConfigError, match="eval_strategy: steps needs an eval_dataset"):
         load_train_config(None, ["model_name_or_path=m", "dataset=d", "output_dir=o", "eval_strategy=steps"])
