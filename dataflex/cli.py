@@ -59,10 +59,13 @@ def _setup_logging() -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataflex.train.config import load_train_config
-    from dataflex.train.runner import run_train
+    from dataflex.train.preflight import check_run_inputs
+    from dataflex.train.runner import check_output_dir, run_train
 
     _setup_logging()
     cfg = load_train_config(args.config, args.overrides)
+    # every input problem in one message, here and not from each torchrun worker
+    check_run_inputs(cfg, extra_checks=(check_output_dir,))
     from dataflex.launch import maybe_relaunch_with_torchrun
 
     # FORCE_TORCHRUN=1 (or several GPUs): rerun this command under torchrun once the config is valid

@@ -215,6 +215,33 @@ def _():
         return cli("model_name_or_path=meta-llama/Llama-3.1-8B")
 
 
+@trigger("model-hub-unreachable")
+def _():
+    import socket
+    import time
+
+    import huggingface_hub.constants
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # online, but no network
+        mp.setattr(socket, "getaddrinfo", no_network)
+        mp.setattr(time, "sleep", lambda seconds: pytest.fail("a retry waited"))
+        return cli("model_name_or_path=meta-llama/Llama-3.1-8B")
+
+
+@trigger("origin-config")
+def _():
+    from tests.train.conftest import SEED_LESS_YAML
+
+    Path("elsewhere").mkdir()  # a folder without the original repository's examples/
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir("elsewhere")
+        return cli(config=SEED_LESS_YAML)
+
+
 @trigger("dataset-unknown")
 def _():
     return cli("dataset=quickstart_trian")

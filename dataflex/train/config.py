@@ -340,6 +340,10 @@ def _check_dynamic(cfg: TrainConfig, where: str) -> None:
     for key in ("component_name", "update_step", "update_times"):
         if getattr(cfg, key) is None:
             raise ConfigError(f"{where}{key}: required with train_type: dynamic_select.")
+    if not Path(cfg.components_cfg_file).exists():
+        # a missing file is reported with every other missing input, in one message, by
+        # dataflex.train.preflight.check_run_inputs (before the model loads)
+        return
     try:
         # Full validation: every entry's name is registered and its params are valid.
         components = cfg.components()

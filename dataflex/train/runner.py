@@ -7,8 +7,6 @@ in seconds and leaves nothing in ``output_dir``.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dataflex.data.collator import SFTDataCollator
-from dataflex.engines import check_engine_config, require_deepspeed
+from dataflex.engines import check_engine_config
 from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
 from dataflex.errors import ConfigError
 from dataflex.io import (
@@ -37,7 +35,7 @@ from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_plan, glo
 from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
-from dataflex.train.preflight import check_run_inputs, check_selection_inputs
+from dataflex.train.preflight import check_deepspeed_file, check_run_inputs, check_selection_inputs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
@@ -128,9 +126,7 @@ def build_training_args(cfg: TrainConfig) -> TrainingArguments:
     """The ``transformers.TrainingArguments`` of a config (``deepspeed`` passed untouched)."""
     from transformers import TrainingArguments
 
-    if isinstance(cfg.deepspeed, str) and not Path(cfg.deepspeed).is_file():
-        raise ConfigError(f"deepspeed: the DeepSpeed config {cfg.deepspeed!r} does not exist.")
-    require_deepspeed(cfg.deepspeed)  # "pip install 'dataflex[deepspeed]'", not a metadata error
+    check_deepspeed_file(cfg)  # "pip install 'dataflex[deepspeed]'", not a metadata error
     max_steps = cfg.max_steps
     if cfg.dynamic_total_steps is not None:
         max_steps = cfg.dynamic_total_steps  # the selection schedule fixes the length of the run
@@ -271,12 +267,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     """
     from transformers import set_seed
 
-    out = check_output_dir(cfg)
-    check_run_inputs(cfg)
-    if cfg.plot_loss and importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError(
-            "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
-        )
+    # every referenced file, dataset and model path, all problems in one message, no network asked
+    check_run_inputs(cfg, extra_checks=(check_output_dir,))
+    out = Path(cfg.output_dir)
     _check_engine(cfg)
     model_config = check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
