@@ -242,6 +242,16 @@ def _():
         return cli(config=SEED_LESS_YAML)
 
 
+@trigger("deepspeed-config-missing")
+def _():
+    return cli("deepspeed=ds_z3_config.json")
+
+
+@trigger("adapter-missing")
+def _():
+    return cli("adapter_name_or_path=saves/old-run")
+
+
 @trigger("dataset-unknown")
 def _():
     return cli("dataset=quickstart_trian")

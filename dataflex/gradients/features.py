@@ -19,6 +19,7 @@ from dataflex.gradients.batching import causal_lm_inputs
 from dataflex.gradients.capture import GradientCapture
 from dataflex.gradients.sharded import check_capturable
 from dataflex.gradients.transforms import AdamState, ColumnTransform, check_transform, inplace_transform
+from dataflex.logging_utils import log_once
 from dataflex.projectors.base import Projector
 
 logger = logging.getLogger(__name__)
@@ -125,15 +126,19 @@ class FeaturePlan:
             transform = self._resolve_adam(optimizer, adam_state, allow_sgd_fallback)
         self.transform = transform
         if self.capture.functional_modules:
-            logger.info(
+            log_once(  # a plan is built every round; the fact holds for the whole run
+                logger,
+                logging.INFO,
                 "Per-example gradients of %s use the torch.func fallback (not nn.Linear/nn.Embedding).",
                 ", ".join(self.capture.functional_modules),
             )
         if any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules()):
-            logger.info(
+            log_once(
+                logger,
+                logging.INFO,
                 "Gradient checkpointing is inactive during the feature pass (the model runs in eval mode, "
                 "where checkpointing layers run plainly); results are identical, memory use is that of a "
-                "plain forward."
+                "plain forward.",
             )
 
     def _resolve_adam(

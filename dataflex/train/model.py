@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -202,9 +205,25 @@ def load_adapter(model: torch.nn.Module, adapter: str) -> PeftModel:
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise ConfigError(f"adapter_name_or_path: {adapter!r} has no adapter_config.json.")
-    peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    with _peft_on_transformers():
+        peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     _trainable_in_float32(peft_model)
     return peft_model
+
+
+@contextlib.contextmanager
+def _peft_on_transformers() -> Iterator[None]:
+    """Around peft's wrapping of a transformers model: without one deprecation no user can act on.
+
+    peft reads ``model.is_gradient_checkpointing`` (``PeftModel.__init__``), which transformers
+    deprecated for ``is_activation_checkpointing`` with a FutureWarning on every run. Only that
+    warning, only inside this block, is dropped; every other warning passes.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def _trainable_in_float32(model: torch.nn.Module) -> None:
@@ -258,7 +277,8 @@ def apply_finetuning(
                 target_modules="all-linear" if lora_target == ["all"] else lora_target,
                 task_type="CAUSAL_LM",
             )
-            model = get_peft_model(model, config)
+            with _peft_on_transformers():
+                model = get_peft_model(model, config)
         if gradient_checkpointing:
             model.enable_input_require_grads()
     _trainable_in_float32(model)

@@ -16,7 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.engines import check_engine_config
-from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
+from dataflex.engines.cpu_deepspeed import (
+    cpu_deepspeed_training_kwargs,
+    has_accelerator,
+    name_cpu_for_deepspeed,
+)
 from dataflex.errors import ConfigError
 from dataflex.io import (
     LOCK_FILE,
@@ -116,10 +120,7 @@ def _is_main_process() -> bool:
 
 
 def _has_accelerator() -> bool:
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return has_accelerator()
 
 
 def build_training_args(cfg: TrainConfig) -> TrainingArguments:
@@ -270,6 +271,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     # every referenced file, dataset and model path, all problems in one message, no network asked
     check_run_inputs(cfg, extra_checks=(check_output_dir,))
     out = Path(cfg.output_dir)
+    name_cpu_for_deepspeed()  # else DeepSpeed (which accelerate imports) warns on every CPU run
     _check_engine(cfg)
     model_config = check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
