@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dataflex.configs.components import load_components
 from dataflex.data.dataset_info import resolve_dataset
 from dataflex.engines import require_deepspeed
 from dataflex.errors import ConfigError
@@ -158,7 +157,7 @@ def check_components_file(cfg: TrainConfig) -> None:
     """``components_cfg_file`` of a ``dynamic_select`` run exists and is valid."""
     if cfg.train_type == "dynamic_select":
         try:
-            load_components(cfg.components_cfg_file)
+            cfg.components()  # the one parse, kept on the config
         except ConfigError as exc:
             raise ConfigError(f"components_cfg_file: {exc}") from None
 

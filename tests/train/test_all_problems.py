@@ -145,3 +145,19 @@ def test_a_check_added_to_the_run_reports_with_the_others(quickstart_overrides):
     assert info.value.problems[0].startswith("dataset: dataset file 'nope.json' does not exist")
     assert info.value.problems[1].endswith("is refused by my_check.")
     assert str(info.value).splitlines()[1:] == [f"  - {p}" for p in info.value.problems]
+
+
+def test_a_missing_adapter_is_refused_before_the_model_loads(quickstart_overrides, monkeypatch, tmp_path):
+    import dataflex.train.runner as runner
+
+    monkeypatch.setattr(runner, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    cfg = load_train_config(
+        QUICKSTART / "sft.yaml",
+        [*quickstart_overrides, "finetuning_type=lora", f"adapter_name_or_path={tmp_path / 'old-run'}"],
+    )
+    with pytest.raises(ConfigError, match=r"adapter_name_or_path: '.*old-run' does not exist; point it at"):
+        run_train(cfg)
+    (tmp_path / "old-run").mkdir()
+    with pytest.raises(ConfigError, match=r"adapter_name_or_path: '.*old-run' has no adapter_config\.json"):
+        run_train(cfg)
+    assert not (tmp_path / "out").exists()
