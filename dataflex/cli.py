@@ -62,10 +62,13 @@ def _setup_logging() -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataflex.train.config import load_train_config
-    from dataflex.train.runner import run_train
+    from dataflex.train.preflight import check_run_inputs
+    from dataflex.train.runner import check_output_dir, run_train
 
     _setup_logging()
     cfg = load_train_config(args.config, args.overrides)
+    # every input problem in one message, here and not from each torchrun worker
+    check_run_inputs(cfg, extra_checks=(check_output_dir,))
     from dataflex.launch import maybe_relaunch_with_torchrun
 
     # FORCE_TORCHRUN=1 (or several GPUs): rerun this command under torchrun once the config is valid
@@ -163,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import these modules first (comma-separated or repeated), as a config's `plugins:` does, "
-        "so that the selectors and templates they register are listed",
+        help="import these modules or .py files first (comma-separated or repeated), as a config's "
+        "`plugins:` does, so that the selectors and templates they register are listed",
     )
     p.set_defaults(handler=_cmd_list)
 

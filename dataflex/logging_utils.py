@@ -33,6 +33,7 @@ LEVELS = {
 
 _lock = threading.Lock()
 _handler: logging.Handler | None = None
+_said_once: set[tuple[str, int, str]] = set()
 
 
 def process_rank() -> int:
@@ -110,6 +111,23 @@ def get_logger(name: str | None = None) -> logging.Logger:
     """The ``dataflex`` logger, or its child ``name`` (e.g. ``__name__`` of a dataflex module)."""
     configure_library_logger()
     return logging.getLogger(name or LIBRARY_LOGGER)
+
+
+def log_once(logger: logging.Logger, level: int, msg: str, *args: object) -> None:
+    """Log ``msg % args`` at ``level`` the first time this process says it; later calls say nothing.
+
+    For a note that holds for the whole process (a fallback path, a mode) but comes from
+    code that runs every selection round, as transformers' ``warning_once`` does. A record
+    the logger's level drops is not counted as said.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    key = (logger.name, level, msg % args if args else msg)
+    with _lock:
+        if key in _said_once:
+            return
+        _said_once.add(key)
+    logger.log(level, msg, *args)
 
 
 def get_verbosity() -> int:

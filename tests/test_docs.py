@@ -7,7 +7,9 @@ The conventions (docs authors write to these):
   links to the repository's ``examples/``: docs use the relative paths a user types at
   the repository root, and what they write (``saves/...``) lands in the temporary folder.
   ``HF_HUB_OFFLINE=1``.
-* A fenced ``python`` block is executed (tracebacks name the page and its line).
+* A fenced ``python`` block is executed (tracebacks name the page and its line), except one
+  whose first line is ``# <file>.py``: that one is a file the reader saves (a plugin module),
+  written to that file and not executed.
 * A fenced ``bash`` block runs with ``bash -euo pipefail`` in the same folder and
   environment, and must exit 0.
 * A fenced ``yaml`` block whose first line is ``# <file>.yaml`` is written to that file
@@ -43,6 +45,7 @@ FENCE = re.compile(
 )
 NO_RUN = re.compile(r"<!--\s*no-run\b\s*(?::\s*(?P<reason>.*?))?\s*-->")
 YAML_FILE = re.compile(r"# ([\w.\-/]+\.ya?ml)")
+PY_FILE = re.compile(r"# ([\w.\-/]+\.py)")
 CODE_LANGS = {"python", "bash"}
 
 
@@ -138,7 +141,10 @@ def test_page_code_runs(page, tmp_path, monkeypatch, restore_registries):
     for block in blocks:
         if block.no_run:
             continue
-        if block.lang == "yaml" and (name := YAML_FILE.fullmatch(block.body.split("\n", 1)[0])):
+        first_line = block.body.split("\n", 1)[0]
+        if (block.lang == "yaml" and (name := YAML_FILE.fullmatch(first_line))) or (
+            block.lang == "python" and (name := PY_FILE.fullmatch(first_line))
+        ):
             target = tmp_path / name[1]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.body)

@@ -148,7 +148,7 @@ def _():
 
 @trigger("eval-strategy-without-eval-dataset")
 def _():
-    return cli("eval_dataset=null")
+    return cli("eval_dataset=null", "train_type=static")
 
 
 @trigger("template-unknown")
@@ -164,7 +164,8 @@ def _():
 
 @trigger("less-without-eval-dataset")
 def _():
-    return cli("eval_dataset=null", "eval_strategy=no")
+    assert "eval_strategy: steps" in QUICKSTART_LESS  # LESS's need is said first, not the evaluation's
+    return cli("eval_dataset=null")
 
 
 @trigger("less-without-eval-dataset-python")
@@ -201,6 +202,11 @@ def _():
     return cli("plugins=my_project.selectors")
 
 
+@trigger("plugins-file-missing")
+def _():
+    return cli("plugins=my_selectors.py")
+
+
 @trigger("torchrun-env")
 def _():
     with pytest.MonkeyPatch.context() as mp:
@@ -226,6 +232,43 @@ def _():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         return cli("model_name_or_path=meta-llama/Llama-3.1-8B")
+
+
+@trigger("model-hub-unreachable")
+def _():
+    import socket
+    import time
+
+    import huggingface_hub.constants
+
+    def no_network(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # online, but no network
+        mp.setattr(socket, "getaddrinfo", no_network)
+        mp.setattr(time, "sleep", lambda seconds: pytest.fail("a retry waited"))
+        return cli("model_name_or_path=meta-llama/Llama-3.1-8B")
+
+
+@trigger("origin-config")
+def _():
+    from tests.train.conftest import SEED_LESS_YAML
+
+    Path("elsewhere").mkdir()  # a folder without the original repository's examples/
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir("elsewhere")
+        return cli(config=SEED_LESS_YAML)
+
+
+@trigger("deepspeed-config-missing")
+def _():
+    return cli("deepspeed=ds_z3_config.json")
+
+
+@trigger("adapter-missing")
+def _():
+    return cli("adapter_name_or_path=saves/old-run")
 
 
 @trigger("dataset-unknown")

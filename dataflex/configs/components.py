@@ -5,8 +5,8 @@ Shape (the seed guide's)::
     selectors:
       less:                 # the key a training config names (component_name: less)
         name: less          # registry name of the selector class
-        params:             # validated by that class's strict Params model
-          proj_dim: 4096
+        params:             # validated by that class's strict Params model; optional
+          proj_dim: 4096    # (left out or empty: every param takes its default)
 """
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ if TYPE_CHECKING:
 
 SHIPPED_COMPONENTS = Path(__file__).with_name("components.yaml")
 
+#: How a selector of one's own gets registered (appended to an unknown-selector message).
+CUSTOM_SELECTOR_HINT = (
+    "A selector of your own is registered when the module defining it is imported: list that module "
+    "under plugins: in the training config (plugins: [my_selectors] for a module on PYTHONPATH, or "
+    "plugins: [my_selectors.py] for a file), or import it before this file is loaded from Python."
+)
+
 
 class ComponentSpec(BaseModel):
     """One component: the registry ``name`` of its class and its ``params``."""
@@ -34,8 +41,10 @@ class ComponentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Registry name of the selector class (`dataflex-cli list selectors`).")
-    params: dict[str, Any] = Field(
-        description="Arguments of that selector, validated by its strict `Params` model (below)."
+    params: dict[str, Any] | None = Field(
+        default_factory=dict,
+        description="Arguments of that selector, validated by its strict `Params` model (below); "
+        "optional: left out (or empty), every param takes its default.",
     )
 
 
@@ -123,7 +132,8 @@ def load_components(path: str | Path | None = None) -> Components:
         try:
             cls = SELECTORS.get(spec.name)
         except RegistryError as exc:
-            raise ConfigError(f"{where}.name: {exc}") from None
-        refuse_bools_for_numbers(cls.Params, spec.params, f"{where}.params:")
-        selectors[key] = (spec.name, cls.validate_params(spec.params, where=f"{where}.params"))
+            raise ConfigError(f"{where}.name: {exc} {CUSTOM_SELECTOR_HINT}") from None
+        params = spec.params or {}  # `params:` left out, or written with nothing under it
+        refuse_bools_for_numbers(cls.Params, params, f"{where}.params:")
+        selectors[key] = (spec.name, cls.validate_params(params, where=f"{where}.params"))
     return Components(path, selectors)

@@ -32,3 +32,25 @@ def cpu_deepspeed_training_kwargs() -> dict[str, Any]:
         else:
             os.environ["ACCELERATE_USE_DEEPSPEED"] = previous
     return {"accelerator_config": {"use_configured_state": True}}
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees an accelerator (CUDA, XPU, MPS, ...) in this process."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def name_cpu_for_deepspeed() -> None:
+    """On a machine where torch sees no accelerator, tell DeepSpeed that it is the CPU.
+
+    accelerate imports DeepSpeed whenever it is installed (the Trainer unwraps every model
+    through it), and DeepSpeed's own detection then warns "Setting accelerator to CPU. If
+    you have GPU or other accelerator, we were unable to detect it." on every run, DeepSpeed
+    used or not. ``DS_ACCELERATOR`` is DeepSpeed's switch for that choice: it is set to the
+    answer the detection reaches here, before DeepSpeed is imported; a value already set
+    is kept, and nothing is set where an accelerator is visible.
+    """
+    if not has_accelerator():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")

@@ -21,6 +21,7 @@ from dataflex.gradients.block_stream import BlockStream
 from dataflex.gradients.capture import GradientCapture
 from dataflex.gradients.sharded import check_capturable
 from dataflex.gradients.transforms import AdamState, ColumnTransform, check_transform, inplace_transform
+from dataflex.logging_utils import log_once
 from dataflex.projectors.base import Projector
 
 logger = logging.getLogger(__name__)
@@ -143,15 +144,19 @@ class FeaturePlan:
         """What planning needs of each trainable parameter (:func:`plan_blocks`)."""
         self._executor = BlockStream(self.capture, projector, self._transform_of, transform, self._phase)
         if self.capture.functional_modules:
-            logger.info(
+            log_once(  # a plan is built every round; the fact holds for the whole run
+                logger,
+                logging.INFO,
                 "Per-example gradients of %s use the torch.func fallback (not nn.Linear/nn.Embedding).",
                 ", ".join(self.capture.functional_modules),
             )
         if any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules()):
-            logger.info(
+            log_once(
+                logger,
+                logging.INFO,
                 "Gradient checkpointing is inactive during the feature pass (the model runs in eval mode, "
                 "where checkpointing layers run plainly); results are identical, memory use is that of a "
-                "plain forward."
+                "plain forward.",
             )
 
     def _resolve_adam(

@@ -9,7 +9,9 @@ closest valid key, and accepted-but-unsupported values (``stage: pt``) are refus
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,7 +159,9 @@ class TrainConfig(BaseModel):
         default=[],
         description="Python modules imported before the template and the components file are checked, "
         "so that selectors they register with @register_selector can be named in the components file and "
-        "templates they register with register_template in `template` (e.g. `my_project.selectors`).",
+        "templates they register with register_template in `template`: importable module names "
+        "(`my_project.selectors`, found on PYTHONPATH) or paths of `.py` files (`my_selectors.py`, "
+        "relative to the current folder).",
     )
 
     _normalise_lists = field_validator(
@@ -263,8 +267,6 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
         check_template_name(cfg.template)
     except ConfigError as exc:
         raise ConfigError(f"{where}template: {exc}") from None
-    if cfg.eval_strategy != "no" and not cfg.eval_dataset:
-        raise ConfigError(f"{where}eval_strategy: {cfg.eval_strategy} needs an eval_dataset.")
     if cfg.early_stopping_steps is not None and not (
         cfg.extra_training_args.get("load_best_model_at_end") and cfg.eval_strategy != "no"
     ):
@@ -273,30 +275,76 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
             "and load_best_model_at_end: true (with metric_for_best_model, default eval_loss)."
         )
     if cfg.train_type == "dynamic_select":
-        _check_dynamic(cfg, where)
+        _check_dynamic(cfg, where)  # first: a selector's own need of eval_dataset says more than the next
     elif cfg.component_name or cfg.update_step or cfg.update_times or cfg.warmup_step:
         logger.warning("%strain_type is static: component_name/warmup_step/update_* are not used.", where)
+    if cfg.eval_strategy != "no" and not cfg.eval_dataset:
+        raise ConfigError(f"{where}eval_strategy: {cfg.eval_strategy} needs an eval_dataset.")
 
 
 def import_plugins(modules: list[str], where: str = "") -> None:
     """Import the ``plugins`` modules (they register user selectors and templates as a side effect).
 
+    An entry ending in ``.py`` is a file path (relative to the current folder), imported as
+    the module named by its stem; any other entry is an importable module name.
+
     Raises:
-        ConfigError: naming the module that cannot be imported and why.
+        ConfigError: naming the module or file that cannot be imported and why.
     """
     for module in modules:
+        if module.endswith(".py"):
+            _import_plugin_file(module, where)
+            continue
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise ConfigError(
-                f"{where}plugins: cannot import {module!r} ({exc}). Install it or put it on PYTHONPATH."
+                f"{where}plugins: cannot import {module!r} ({exc}). Install it or put it on PYTHONPATH "
+                "(or give the path of its .py file)."
             ) from None
+
+
+def _import_plugin_file(entry: str, where: str) -> None:
+    """Import the Python file ``entry`` as module ``<stem>`` (once per process)."""
+    path = Path(entry).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"{where}plugins: the file {entry!r} does not exist (a .py entry is a path, relative to the "
+            "current folder); fix the path, or name an importable module instead."
+        )
+    name, resolved = path.stem, path.resolve()
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        loaded_file = getattr(loaded, "__file__", None)
+        if loaded_file and Path(loaded_file).resolve() == resolved:
+            return  # already imported (a config loaded twice): its selectors are registered
+        raise ConfigError(
+            f"{where}plugins: {entry!r} would be imported as module {name!r}, but that name is already "
+            f"another module ({getattr(loaded, '__file__', None) or 'built in'}); rename the file."
+        )
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{where}plugins: {entry!r} cannot be imported as a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as `import` does: pydantic and pickle look classes up by module name
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as exc:  # an import inside the file, reported as for a module name
+        del sys.modules[name]
+        raise ConfigError(f"{where}plugins: cannot import {entry!r} ({exc}).") from None
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def _check_dynamic(cfg: TrainConfig, where: str) -> None:
     for key in ("component_name", "update_step", "update_times"):
         if getattr(cfg, key) is None:
             raise ConfigError(f"{where}{key}: required with train_type: dynamic_select.")
+    if not Path(cfg.components_cfg_file).exists():
+        # a missing file is reported with every other missing input, in one message, by
+        # dataflex.train.preflight.check_run_inputs (before the model loads)
+        return
     try:
         # Full validation: every entry's name is registered and its params are valid.
         components = cfg.components()
@@ -311,7 +359,8 @@ def _check_dynamic(cfg: TrainConfig, where: str) -> None:
     if SELECTORS.get(name).requires_eval_dataset and not cfg.eval_dataset:
         raise ConfigError(
             f"{where}eval_dataset: the {name} selector ({cfg.component_name!r}) scores training examples "
-            "against a target-task validation set; set eval_dataset."
+            "against a target-task validation set; set eval_dataset to the target task's examples (a "
+            "dataset_info.json name or a .json/.jsonl file)."
         )
 
 

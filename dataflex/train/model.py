@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias, cast
 
@@ -49,22 +52,28 @@ def check_local_path(value: str, key: str) -> None:
         raise ConfigError(f"{key}: the path {value!r} does not exist.")
 
 
-def check_model_path(
-    name: str, trust_remote_code: bool = False, key: str = "model_name_or_path"
-) -> PretrainedConfig:
-    """Check that ``name`` is a loadable model and return its ``AutoConfig``.
+def check_model_reference(name: str, key: str = "model_name_or_path") -> bool:
+    """Check ``name`` without asking the hub: a model folder, or a hub id that may be fetched.
+
+    A local folder must hold ``config.json``; a name that can only be a local path must
+    exist; a hub id must be in the local Hugging Face cache when the hub is offline
+    (``HF_HUB_OFFLINE=1``), where a download could not succeed.
+
+    Returns:
+        True when ``name`` is a hub id the cache does not hold, so only the hub can tell
+        whether it exists (:func:`check_model_path` asks it, once).
 
     Raises:
-        ConfigError: a local path that does not exist or has no ``config.json``, or a hub
-            id whose config cannot be fetched (offline, private, misspelled).
+        ConfigError: naming ``key``, what is missing and the fix.
     """
-    from transformers import AutoConfig
+    from huggingface_hub import is_offline_mode, try_to_load_from_cache
 
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"{key}: {name!r} has no config.json; point it at a model folder.")
-    elif looks_local(name):
+        return False
+    if looks_local(name):
         parent = path.parent
         hint = (
             f" ({str(parent)!r} exists but has no {path.name!r})"
@@ -75,6 +84,63 @@ def check_model_path(
             f"{key}: the model path {name!r} does not exist{hint}; it looks like a local path, so the "
             "hub was not asked. Fix the path (relative paths are from the current directory)."
         )
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return False
+    if is_offline_mode():
+        raise ConfigError(
+            f"{key}: {name!r} is not a local folder and not in the Hugging Face cache, and HF_HUB_OFFLINE=1 "
+            f"forbids downloading it, so the hub was not asked. Download it where the hub is reachable "
+            f"(hf download {name}), or set {key} to a local model folder."
+        )
+    return True
+
+
+def _ask_hub_once(name: str, key: str) -> None:
+    """One request, without retries, for ``name``'s ``config.json`` (the downloads retry for ~40 s)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        get_hf_file_metadata(hf_hub_url(name, "config.json"), retry_on_errors=False)
+    except GatedRepoError:
+        raise ConfigError(
+            f"{key}: {name!r} is a gated model on the hub; accept its license on its hub page and log in "
+            "(hf auth login), or set it to a local model folder."
+        ) from None
+    except RepositoryNotFoundError:
+        raise ConfigError(
+            f"{key}: the hub has no model {name!r} (or it is private and you are not logged in: hf auth "
+            "login). Check the spelling, or set it to a local model folder."
+        ) from None
+    except HfHubHTTPError as exc:
+        raise ConfigError(f"{key}: the hub refused {name!r} ({str(exc).splitlines()[0]}).") from None
+    except Exception as exc:  # the request did not complete: DNS, connection, proxy, timeout
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise ConfigError(
+            f"{key}: {name!r} is not a local folder and not in the Hugging Face cache, and the hub cannot "
+            f"be reached ({type(exc).__name__}: {detail}). Check the network (or HF_ENDPOINT, the proxy), "
+            f"download the model where the hub is reachable (hf download {name}), or set {key} to a local "
+            "model folder."
+        ) from None
+
+
+def check_model_path(
+    name: str, trust_remote_code: bool = False, key: str = "model_name_or_path"
+) -> PretrainedConfig:
+    """Check that ``name`` is a loadable model and return its ``AutoConfig``.
+
+    :func:`check_model_reference` first; a hub id the cache does not hold is then asked
+    for once, without retries, before transformers fetches its config.
+
+    Raises:
+        ConfigError: a local path that does not exist or has no ``config.json``, or a hub
+            id whose config cannot be fetched (offline, private, misspelled).
+    """
+    from transformers import AutoConfig
+
+    if check_model_reference(name, key):
+        _ask_hub_once(name, key)
+    path = Path(name).expanduser()
     try:
         return AutoConfig.from_pretrained(
             str(path) if path.exists() else name, trust_remote_code=trust_remote_code
@@ -145,10 +211,25 @@ def load_adapter(model: torch.nn.Module, adapter: str) -> PeftModel:
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise ConfigError(f"adapter_name_or_path: {adapter!r} has no adapter_config.json.")
-    with load_errors_named(f"adapter_name_or_path: {adapter!r}", ADAPTER_FIX):
+    with load_errors_named(f"adapter_name_or_path: {adapter!r}", ADAPTER_FIX), _peft_on_transformers():
         peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     _trainable_in_float32(peft_model)
     return peft_model
+
+
+@contextlib.contextmanager
+def _peft_on_transformers() -> Iterator[None]:
+    """Around peft's wrapping of a transformers model: without one deprecation no user can act on.
+
+    peft reads ``model.is_gradient_checkpointing`` (``PeftModel.__init__``), which transformers
+    deprecated for ``is_activation_checkpointing`` with a FutureWarning on every run. Only that
+    warning, only inside this block, is dropped; every other warning passes.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def _trainable_in_float32(model: torch.nn.Module) -> None:
@@ -202,7 +283,8 @@ def apply_finetuning(
                 target_modules="all-linear" if lora_target == ["all"] else lora_target,
                 task_type="CAUSAL_LM",
             )
-            model = get_peft_model(model, config)
+            with _peft_on_transformers():
+                model = get_peft_model(model, config)
         if gradient_checkpointing:
             model.enable_input_require_grads()
     _trainable_in_float32(model)

@@ -1,6 +1,8 @@
 """Checks of a training run that need no model: run before it loads, so bad input fails in seconds.
 
-:func:`check_run_inputs` needs only the config (paths, loggers, resume, ``max_steps``);
+:func:`check_run_inputs` needs only the config (every referenced file, dataset and model
+path, loggers, resume, ``max_steps``) and asks no network: it runs every check of
+:data:`RUN_INPUT_CHECKS` and reports all their problems in one :class:`ConfigProblems`;
 :func:`check_selection_inputs` also needs the tokenised data and the selector, and
 covers what a dynamic-selection run would otherwise find only after warm-up training:
 what the selector's own :meth:`~dataflex.selectors.base.Selector.preflight` refuses (for
@@ -14,10 +16,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dataflex.data.dataset_info import resolve_dataset
+from dataflex.engines import require_deepspeed
 from dataflex.errors import ConfigError
 from dataflex.selectors.base import PreflightPlan
 from dataflex.selectors.less_features import available_memory, gib
@@ -102,21 +106,155 @@ def check_resume_adapter(cfg: TrainConfig) -> None:
             )
 
 
-def check_run_inputs(cfg: TrainConfig) -> None:
-    """Everything about a training config that needs neither data nor model.
+class ConfigProblems(ConfigError):
+    """Several problems of one config, found together and reported in one message.
+
+    Attributes:
+        problems: Each problem's own message (``key: what is wrong; the fix``), in check order.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(
+            f"{len(self.problems)} problems in the config, found before anything was loaded; fix them all, "
+            f"then run again:\n{lines}"
+        )
+
+
+Check = Callable[["TrainConfig"], object]
+"""One check of :func:`check_run_inputs`: raises :class:`ConfigError` for a problem of the config."""
+
+
+def collect_problems(cfg: TrainConfig, checks: Iterable[Check]) -> list[str]:
+    """Run every check on ``cfg`` and return the messages of those that failed (all, not the first)."""
+    problems: list[str] = []
+    for check in checks:
+        try:
+            check(cfg)
+        except ConfigProblems as exc:  # a check of several items (each dataset) reports each
+            problems += exc.problems
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def raise_problems(problems: Sequence[str]) -> None:
+    """Raise one :class:`ConfigError` for ``problems``: the message itself when there is one.
 
     Raises:
-        ConfigError: a missing logger package, a ``max_steps`` that the selection schedule
-            would override, or a LoRA checkpoint to resume from with other LoRA settings
-            (``output_dir`` itself is checked by :func:`dataflex.train.runner.check_output_dir`).
+        ConfigError: one problem, as it is; :class:`ConfigProblems` listing two or more.
     """
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigProblems(problems)
+
+
+def check_components_file(cfg: TrainConfig) -> None:
+    """``components_cfg_file`` of a ``dynamic_select`` run exists and is valid."""
+    if cfg.train_type == "dynamic_select":
+        try:
+            cfg.components()  # the one parse, kept on the config
+        except ConfigError as exc:
+            raise ConfigError(f"components_cfg_file: {exc}") from None
+
+
+def check_deepspeed_file(cfg: TrainConfig) -> None:
+    """A ``deepspeed`` JSON path exists, and the ``deepspeed`` package is installed."""
+    if isinstance(cfg.deepspeed, str) and not Path(cfg.deepspeed).is_file():
+        raise ConfigError(
+            f"deepspeed: the DeepSpeed config {cfg.deepspeed!r} does not exist (relative paths are from the "
+            "current folder); point it at a DeepSpeed JSON file, or remove deepspeed to train without it."
+        )
+    require_deepspeed(cfg.deepspeed)
+
+
+def check_datasets(cfg: TrainConfig) -> None:
+    """Every name of ``dataset`` and ``eval_dataset`` is a ``dataset_info.json`` entry or a file.
+
+    Raises:
+        ConfigProblems: one problem per name that does not resolve (or a ConfigError for one).
+    """
+    problems = []
+    for key, names in (("dataset", cfg.dataset), ("eval_dataset", cfg.eval_dataset or [])):
+        for name in names:
+            try:
+                resolve_dataset(name, cfg.dataset_dir)
+            except ConfigError as exc:
+                problems.append(f"{key}: {exc}")
+    raise_problems(problems)
+
+
+def check_model(cfg: TrainConfig) -> None:
+    """``model_name_or_path`` is a model folder, or a hub id that can be fetched (no network asked)."""
+    from dataflex.train.model import check_model_reference
+
+    check_model_reference(cfg.model_name_or_path)
+
+
+def check_adapter(cfg: TrainConfig) -> None:
+    """An ``adapter_name_or_path`` to continue training is a folder with ``adapter_config.json``."""
+    adapter = cfg.adapter_name_or_path
+    if adapter and not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+        what = "has no adapter_config.json" if Path(adapter).expanduser().is_dir() else "does not exist"
+        raise ConfigError(
+            f"adapter_name_or_path: {adapter!r} {what}; point it at the folder of a LoRA adapter (a "
+            "training run's output_dir or a checkpoint-* folder in it), or remove it to start a new adapter."
+        )
+
+
+def check_loggers(cfg: TrainConfig) -> None:
+    """Each logger of ``report_to`` is installed."""
     check_report_to(list(cfg.report_to))
+
+
+def check_plot_loss(cfg: TrainConfig) -> None:
+    """``plot_loss: true`` has matplotlib."""
+    if cfg.plot_loss and not _installed("matplotlib"):
+        raise ConfigError(
+            "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
+        )
+
+
+def check_schedule_steps(cfg: TrainConfig) -> None:
+    """``max_steps`` agrees with the selection schedule (the one rule, :func:`check_max_steps`)."""
     if cfg.dynamic_total_steps is not None:
         assert cfg.update_step is not None  # dynamic_total_steps is None without both
         assert cfg.update_times is not None
         schedule = SelectionSchedule(cfg.warmup_step, cfg.update_step, cfg.update_times)
         check_max_steps(cfg.max_steps, schedule, yaml_key=True)
-    check_resume_adapter(cfg)
+
+
+#: The checks of :func:`check_run_inputs`, in the order their problems are listed. Each takes
+#: the config and raises ConfigError; none loads a model or asks the network. Add a check here.
+RUN_INPUT_CHECKS: tuple[Check, ...] = (
+    check_components_file,
+    check_deepspeed_file,
+    check_datasets,
+    check_model,
+    check_adapter,
+    check_loggers,
+    check_plot_loss,
+    check_schedule_steps,
+    check_resume_adapter,
+)
+
+
+def check_run_inputs(cfg: TrainConfig, extra_checks: Iterable[Check] = ()) -> None:
+    """Everything about a training config that needs neither data nor model, all problems at once.
+
+    Runs every check of :data:`RUN_INPUT_CHECKS` and then ``extra_checks`` (the runner adds
+    :func:`dataflex.train.runner.check_output_dir`), without loading a model or asking the
+    network, and reports every problem found in one error.
+
+    Raises:
+        ConfigError: the one problem found, as it is (a missing file, dataset or model
+            folder, a model the offline cache lacks, a missing logger package, a
+            ``max_steps`` the selection schedule would override, a LoRA checkpoint to
+            resume with other LoRA settings); :class:`ConfigProblems` listing several.
+    """
+    raise_problems(collect_problems(cfg, (*RUN_INPUT_CHECKS, *extra_checks)))
 
 
 def check_selection_inputs(

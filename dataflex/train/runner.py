@@ -9,8 +9,6 @@ seconds and leaves nothing in ``output_dir``.
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -20,8 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.data.sft_dataset import as_examples
-from dataflex.engines import check_engine_config, require_deepspeed
-from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
+from dataflex.engines import check_engine_config
+from dataflex.engines.cpu_deepspeed import (
+    cpu_deepspeed_training_kwargs,
+    has_accelerator,
+    name_cpu_for_deepspeed,
+)
 from dataflex.errors import ConfigError
 from dataflex.io import (
     LOCK_FILE,
@@ -42,7 +44,7 @@ from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_plan, glo
 from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
-from dataflex.train.preflight import check_run_inputs, check_selection_inputs
+from dataflex.train.preflight import check_deepspeed_file, check_run_inputs, check_selection_inputs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
@@ -123,19 +125,14 @@ def _is_main_process() -> bool:
 
 
 def _has_accelerator() -> bool:
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+    return has_accelerator()
 
 
 def build_training_args(cfg: TrainConfig) -> TrainingArguments:
     """The ``transformers.TrainingArguments`` of a config (``deepspeed`` passed untouched)."""
     from transformers import TrainingArguments
 
-    if isinstance(cfg.deepspeed, str) and not Path(cfg.deepspeed).is_file():
-        raise ConfigError(f"deepspeed: the DeepSpeed config {cfg.deepspeed!r} does not exist.")
-    require_deepspeed(cfg.deepspeed)  # "pip install 'dataflex[deepspeed]'", not a metadata error
+    check_deepspeed_file(cfg)  # "pip install 'dataflex[deepspeed]'", not a metadata error
     max_steps = cfg.max_steps
     if cfg.dynamic_total_steps is not None:
         max_steps = cfg.dynamic_total_steps  # the selection schedule fixes the length of the run
@@ -276,13 +273,11 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     """
     from transformers import set_seed
 
-    out = check_output_dir(cfg)
     checkpoint = resolve_checkpoint(cfg)  # every file of it whole, before anything is read from it
-    check_run_inputs(cfg)
-    if cfg.plot_loss and importlib.util.find_spec("matplotlib") is None:
-        raise ConfigError(
-            "plot_loss: true needs matplotlib: pip install 'dataflex[plots]' (or set plot_loss: false)."
-        )
+    # every referenced file, dataset and model path, all problems in one message, no network asked
+    check_run_inputs(cfg, extra_checks=(check_output_dir,))
+    out = Path(cfg.output_dir)
+    name_cpu_for_deepspeed()  # else DeepSpeed (which accelerate imports) warns on every CPU run
     _check_engine(cfg)
     model_config = check_model_path(cfg.model_name_or_path, cfg.trust_remote_code)
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)

@@ -50,6 +50,30 @@ def test_valid_file_builds_with_params(tmp_path):
     assert sel.params.repeat_within_round is True
 
 
+def test_params_may_be_left_out_for_every_selector(tmp_path):
+    """Every registered selector, with `params:` left out or empty, builds with its defaults."""
+    names = SELECTORS.names()
+    lines = ["selectors:"]
+    for name in names:
+        lines += [f"  {name}_bare:", f"    name: {name}"]
+        lines += [f"  {name}_empty:", f"    name: {name}", "    params:"]
+    comps = load_components(write(tmp_path, "\n".join(lines) + "\n"))
+    for name in names:
+        defaults = SELECTORS.get(name).Params()
+        for key in (f"{name}_bare", f"{name}_empty"):
+            registry_name, params = comps.spec(key)
+            assert registry_name == name
+            assert params == defaults, key
+            assert comps.build_selector(key).params == defaults, key
+
+
+def test_unused_entry_without_params_does_not_block_another(tmp_path):
+    path = write(
+        tmp_path, "selectors:\n  less:\n    name: less\n  rnd:\n    name: random\n    params: {seed: 7}\n"
+    )
+    assert load_components(path).build_selector("rnd").params.seed == 7
+
+
 # Each bad file maps to the exact message it must give (a regex over the whole message).
 BAD_FILES = {
     "misspelled_param": (
@@ -64,9 +88,9 @@ BAD_FILES = {
         "selectors:\n  rnd:\n    name: randon\n    params: {}\n",
         r"selectors\.rnd\.name: Unknown selector 'randon'\. Did you mean 'random'\?",
     ),
-    "missing_params": (
-        "selectors:\n  rnd:\n    name: random\n",
-        r"components\.yaml: selectors\.rnd\.params: required key is missing\.",
+    "missing_name": (
+        "selectors:\n  rnd:\n    params: {seed: 3}\n",
+        r"components\.yaml: selectors\.rnd\.name: required key is missing\.",
     ),
     "misspelled_top_level": (
         "selector:\n  rnd:\n    name: random\n    params: {}\n",

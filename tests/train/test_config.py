@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -20,11 +21,8 @@ def test_every_seed_key_is_a_schema_key():
 
 
 def test_seed_less_yaml_validates(seed_less, components_file):
-    with pytest.raises(
-        ConfigError,
-        match=r"components_cfg_file: components file 'src/dataflex/configs/components.yaml' does not exist",
-    ):
-        load_train_config(seed_less)
+    # its components file is elsewhere: reported with every other missing input by check_run_inputs
+    assert load_train_config(seed_less).components_cfg_file == "src/dataflex/configs/components.yaml"
     cfg = load_train_config(seed_less, [f"components_cfg_file={components_file}"])
     assert cfg.train_type == "dynamic_select"
     assert cfg.component_name == "less"
@@ -107,6 +105,16 @@ def test_static_run_ignores_dynamic_keys_with_a_log_line(caplog):
         )
     assert cfg.train_type == "static"
     assert "train_type is static: component_name/warmup_step/update_* are not used" in caplog.text
+
+
+def test_a_selector_needing_eval_dataset_says_so_before_eval_strategy(seed_less, components_file):
+    overrides = [f"components_cfg_file={components_file}", "eval_dataset=null", "eval_strategy=steps"]
+    with pytest.raises(ConfigError) as info:
+        load_train_config(seed_less, overrides)
+    message = str(info.value)
+    assert "eval_dataset: the less selector ('less') scores training examples against a target" in message
+    assert "set eval_dataset to the target task's examples" in message
+    assert "eval_strategy" not in message
 
 
 def test_eval_strategy_needs_eval_dataset():
@@ -224,3 +232,58 @@ def test_plugins_register_user_templates_before_the_template_is_checked(tmp_path
     finally:
         if "user_plugin_chat" in TEMPLATES:
             TEMPLATES.unregister("user_plugin_chat")
+
+
+def test_unknown_selector_says_how_a_custom_selector_is_loaded(seed_less, tmp_path):
+    comps = tmp_path / "components.yaml"
+    comps.write_text("selectors:\n  short:\n    name: shortest\n")
+    with pytest.raises(ConfigError) as info:
+        load_train_config(seed_less, [f"components_cfg_file={comps}", "component_name=short"])
+    message = str(info.value)
+    assert "selectors.short.name: Unknown selector 'shortest'. Valid choices: " in message
+    assert "list that module under plugins: in the training config (plugins: [my_selectors]" in message
+    assert "plugins: [my_selectors.py] for a file" in message
+
+
+PLUGIN_FILE = (
+    "from dataflex.selectors import RandomSelector, register_selector\n\n\n"
+    "@register_selector('user_file_random')\n"
+    "class UserFileRandom(RandomSelector):\n"
+    '    """A user selector in a file named by its path."""\n'
+)
+
+
+def test_plugins_accept_the_path_of_a_python_file(seed_less, tmp_path, monkeypatch):
+    from dataflex.registry import SELECTORS
+
+    monkeypatch.chdir(tmp_path)
+    Path("my_file_plugin.py").write_text(PLUGIN_FILE)
+    Path("components.yaml").write_text("selectors:\n  mine:\n    name: user_file_random\n")
+    overrides = ["components_cfg_file=components.yaml", "component_name=mine", "plugins=my_file_plugin.py"]
+    monkeypatch.delitem(sys.modules, "my_file_plugin", raising=False)
+    try:
+        cfg = load_train_config(seed_less, overrides)
+        assert cfg.selector_name() == "user_file_random"
+        module = sys.modules["my_file_plugin"]
+        assert Path(module.__file__) == tmp_path / "my_file_plugin.py"
+        # a second load (the runner, a torchrun worker) imports it once, not again
+        assert load_train_config(seed_less, overrides).selector_name() == "user_file_random"
+        assert sys.modules["my_file_plugin"] is module
+    finally:
+        if "user_file_random" in SELECTORS:
+            SELECTORS.unregister("user_file_random")
+        sys.modules.pop("my_file_plugin", None)
+
+
+def test_plugin_file_errors_name_the_entry_and_the_fix(seed_less, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"plugins: the file 'nope/mine\.py' does not exist \(a \.py entry"):
+        load_train_config(seed_less, ["plugins=nope/mine.py"])
+    Path("json.py").write_text("")  # its stem is the stdlib's json, already imported
+    with pytest.raises(ConfigError, match=r"plugins: 'json\.py' would be imported as module 'json'.*rename"):
+        load_train_config(seed_less, ["plugins=json.py"])
+    Path("broken_plugin.py").write_text("import no_such_module_of_anyone\n")
+    monkeypatch.delitem(sys.modules, "broken_plugin", raising=False)
+    with pytest.raises(ConfigError, match=r"plugins: cannot import 'broken_plugin\.py' \(No module named"):
+        load_train_config(seed_less, ["plugins=broken_plugin.py"])
+    assert "broken_plugin" not in sys.modules  # a failed import leaves no half-made module behind

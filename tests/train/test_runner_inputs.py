@@ -57,7 +57,11 @@ def test_model_folder_without_config(quickstart_overrides, tmp_path):
 
 
 def test_hub_id_offline_is_a_clear_error(quickstart_overrides, tmp_path):
-    with pytest.raises(ConfigError, match=r"cannot load the model config of 'nobody/no-such-model'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'nobody/no-such-model' is not a local folder and not in the Hugging Face cache, and "
+        r"HF_HUB_OFFLINE=1 forbids downloading it, so the hub was not asked",
+    ):
         _run([*quickstart_overrides, "model_name_or_path=nobody/no-such-model"])
     assert not (tmp_path / "out").exists()
 

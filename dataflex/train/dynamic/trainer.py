@@ -30,6 +30,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_l
 
 from dataflex import stop_points
 from dataflex.distributed import DistributedView
+from dataflex.engines.cpu_deepspeed import name_cpu_for_deepspeed
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.io import OutputLock
 from dataflex.selectors.base import Selection, SelectionContext, Selector
@@ -228,6 +229,7 @@ class DynamicSelectionMixin:
             )
         if not isinstance(schedule, SelectionSchedule):
             raise ConfigError(f"schedule must be a SelectionSchedule, got {type(schedule).__name__}.")
+        name_cpu_for_deepspeed()  # before the Trainer imports DeepSpeed, which warns on a CPU otherwise
         super().__init__(*args, **kwargs)
         trainer = self._trainer
         processes = DistributedView.current().world_size
