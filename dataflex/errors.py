@@ -20,3 +20,12 @@ class RegistryError(DataflexError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable.
         return str(self.args[0]) if self.args else ""
+
+
+class NonFiniteError(DataflexError, ValueError):
+    """NaN or Inf values where training or scoring needs finite numbers: a diverged run.
+
+    Raised where the values are found (a projection, a feature write); the training
+    loop re-raises it with the step, the round and what to try
+    (:mod:`dataflex.train.dynamic.divergence`).
+    """

@@ -186,6 +186,9 @@ class Selector(ABC):
     registry_name: ClassVar[str]
     requires_eval_dataset: ClassVar[bool] = False
     """True for selectors that score candidates against a target set (LESS)."""
+    scoring_cost: ClassVar[float] = 1.0
+    """Rough cost of scoring one example, in training examples (a forward and a backward = 1,
+    a forward alone about 1/3); the printed plan's estimate of the scoring cost uses it."""
 
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         if params is not None and kwargs:
@@ -258,6 +261,14 @@ class Selector(ABC):
                 "replacement (a round picks distinct examples). Lower the per-round budget "
                 f"(per-device batch x gradient accumulation x world size x update_step){fix}."
             )
+
+    def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
+        """How many examples round ``round_`` (≥ 1) scores, for the plan printed before training.
+
+        ``num_samples`` is the per-round budget. A selector that scores no example (``random``)
+        keeps this default, 0; one that scores candidates of the pool says how many.
+        """
+        return 0
 
     def state_dict(self) -> dict[str, Any]:
         """State needed to resume (e.g. cumulative scores). JSON/tensor values only."""

@@ -37,6 +37,7 @@ from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_plan, glo
 from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
+from dataflex.train.precision import check_bf16
 from dataflex.train.preflight import check_run_inputs, check_selection_inputs
 
 if TYPE_CHECKING:
@@ -153,6 +154,7 @@ def build_training_args(cfg: TrainConfig) -> TrainingArguments:
         )
         extra["use_cpu"] = True
     extra.update(cfg.extra_training_args)  # the config's other TrainingArguments keys, unchanged
+    check_bf16(cfg.bf16, bool(extra.get("use_cpu")))  # transformers' message would say "assign use_cpu"
     try:
         return TrainingArguments(
             **extra,
