@@ -40,8 +40,10 @@ from dataflex.io.json_types import JSONObject, JSONValue
 from dataflex.io.lock import LOCK_FILE, OutputLock
 from dataflex.io.owned import (
     MARKER,
+    check_no_overlap,
     check_replaceable,
     check_writable_dir,
+    foreign_entries,
     is_empty_dir,
     is_marked,
     path_inside,
@@ -65,6 +67,7 @@ __all__ = [
     "atomic_write_text",
     "canonical_json",
     "check_inputs_whole",
+    "check_no_overlap",
     "check_replaceable",
     "check_safetensors",
     "check_writable_dir",
@@ -74,6 +77,7 @@ __all__ = [
     "fingerprint_digest",
     "fingerprint_key",
     "folder_digest",
+    "foreign_entries",
     "is_empty_dir",
     "is_marked",
     "path_inside",

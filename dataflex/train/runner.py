@@ -25,6 +25,7 @@ from dataflex.io import (
     MARKER,
     OutputLock,
     atomic_write_json,
+    check_no_overlap,
     check_writable_dir,
     is_marked,
     write_marker,
@@ -75,12 +76,18 @@ class TrainResult:
 
 
 def check_output_dir(cfg: TrainConfig) -> Path:
-    """``output_dir`` must be creatable and, unless overwriting or resuming, empty.
+    """``output_dir`` must lie outside the inputs, be creatable and (unless overwriting or resuming) empty.
 
     With ``overwrite_output_dir: true`` (and no resume), an earlier run's ``checkpoint-*``
     folders would be resumed by a later ``resume_from_checkpoint: true``; they are cleared
     before training when dataflex wrote them, and refused otherwise.
     """
+    inputs = {
+        "model_name_or_path": cfg.model_name_or_path,
+        "adapter_name_or_path": cfg.adapter_name_or_path,
+        "dataset_dir": cfg.dataset_dir,
+    }
+    check_no_overlap(cfg.output_dir, "output_dir", inputs)  # first: the next check writes a probe file
     check_writable_dir(cfg.output_dir, "output_dir")
     out = Path(cfg.output_dir)
     entries = [p for p in out.iterdir() if p.name not in (LOCK_FILE, MARKER)] if out.is_dir() else []
