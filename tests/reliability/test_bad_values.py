@@ -106,3 +106,12 @@ def test_bf16_on_a_machine_without_bf16_says_so(refused, monkeypatch):
     )
     assert "Set bf16: false to train in fp32." in err
     assert "use_cpu" not in err
+
+
+def test_a_non_finite_checkpoint_learning_rate_is_refused(refused, work):
+    (work / "select.yaml").write_text(
+        "model_name_or_path: model\ndataset: quickstart_train\ndataset_dir: data\ncomponent_name: random\n"
+        "components_cfg_file: components.yaml\nselect_count: 4\noutput_dir: sel\n"
+        "checkpoints: [model, model]\ncheckpoint_learning_rates: [1.0e-4, .inf]\n"
+    )
+    refused("select", "select.yaml", match="checkpoint_learning_rates.1: expected a finite number, got inf.")
