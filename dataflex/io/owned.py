@@ -129,6 +129,8 @@ def check_no_overlap(
     Raises:
         ConfigError: naming both keys and both folders.
     """
+    if not str(output).strip():
+        return  # no folder named: check_writable_dir says so
     out = Path(output).expanduser().resolve()
     for input_key, value in inputs.items():
         names = [value] if isinstance(value, str | os.PathLike) else list(value or [])
