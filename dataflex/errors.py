@@ -39,3 +39,12 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     if choices:
         return " Valid choices: " + ", ".join(sorted(choices)) + "."
     return ""
+
+
+class NonFiniteError(DataflexError, ValueError):
+    """NaN or Inf values where training or scoring needs finite numbers: a diverged run.
+
+    Raised where the values are found (a projection, a feature write); the training
+    loop re-raises it with the step, the round and what to try
+    (:mod:`dataflex.train.dynamic.divergence`).
+    """

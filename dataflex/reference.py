@@ -188,7 +188,10 @@ def render() -> str:
         "## Selector params (`selectors.<key>.params`)",
         "",
         "Each built-in selector validates its `params` with its own strict `Params` model: an unknown "
-        "key is an error naming the closest valid one.",
+        "key is an error naming the closest valid one, and so is a value of the wrong type: a number "
+        'in quotes (`proj_dim: "512"`), a float for an integer (`proj_dim: 512.5`), a boolean for a '
+        "number, `.inf` or `.nan`. An integer for a float key is fine, and so is `1e-4` (which PyYAML "
+        "reads as text).",
         "",
     ]
     for name, cls in builtin_selectors():

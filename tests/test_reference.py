@@ -64,7 +64,7 @@ def test_rows_show_type_default_bounds_and_choices():
         "| `eval_strategy` | str | `'no'` | `'no'`, `steps`, `epoch` |" in text
     )  # quoted: YAML reads no as false
     assert "| `components_cfg_file` | str | shipped `dataflex/configs/components.yaml` |" in text
-    assert "| `learning_rate` | float | `5.0e-05` | > 0 |" in text
+    assert "| `learning_rate` | float | `5.0e-05` | > 0, ≤ 10.0 |" in text
 
 
 def test_hand_written_prose_is_kept():

@@ -141,6 +141,22 @@ def _():
     return cli("lora_rank=abc")
 
 
+@trigger("non-finite-value")
+def _():
+    return cli("learning_rate=.inf")
+
+
+@trigger("learning-rate-too-large")
+def _():
+    return cli("learning_rate=1e308")
+
+
+@trigger("selector-param-quoted-number")
+def _():
+    Path("q.yaml").write_text('selectors:\n  less:\n    name: less\n    params:\n      proj_dim: "512"\n')
+    return cli("components_cfg_file=q.yaml")
+
+
 @trigger("bf16-fp16")
 def _():
     return cli("bf16=true", "fp16=true")
@@ -279,6 +295,15 @@ def _():
 @trigger("dataset-info-missing")
 def _():
     return cli("dataset_dir=data")
+
+
+@trigger("dataset-file-outside-dataset-dir")
+def _():
+    shutil.copytree(ROOT / "examples" / "quickstart" / "data", "examples_data")
+    info = json.loads(Path("examples_data/dataset_info.json").read_text())
+    info["escaped"] = dict(info["quickstart_train"], file_name="../../secret/x.json")
+    Path("examples_data/dataset_info.json").write_text(json.dumps(info))
+    return cli("dataset_dir=examples_data", "dataset=escaped")
 
 
 @trigger("dataset-columns")
@@ -447,6 +472,23 @@ def _():
     return err.getvalue()
 
 
+@trigger("export-dir-files-in-the-way")
+def _():
+    Path("merged").mkdir()
+    Path("merged/config.json").write_text("{}")
+    Path("merged/model.safetensors").write_bytes(b"")
+    Path("export.yaml").write_text("model_name_or_path: examples/quickstart/model\nexport_dir: merged\n")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["export", "export.yaml", "overwrite_export_dir=true"]) == 1
+    return err.getvalue()
+
+
+@trigger("output-dir-overlaps-input")
+def _():
+    return cli("output_dir=examples/quickstart/model/run")
+
+
 @trigger("select-output-not-empty")
 def _():
     shutil.copytree(
@@ -504,6 +546,34 @@ def _():
 @trigger("max-steps-cli")
 def _():
     return cli("max_steps=100")
+
+
+@trigger("bf16-unsupported")
+def _():
+    with pytest.MonkeyPatch.context() as mp:  # an accelerator without bfloat16
+        mp.setattr("dataflex.train.runner._has_accelerator", lambda: True)
+        mp.setattr("dataflex.train.precision.bf16_supported", lambda: False)
+        mp.setattr("torch.cuda.is_available", lambda: False)
+        return cli("bf16=true")
+
+
+@trigger("schedule-too-long")
+def _():
+    return cli("update_times=1000000000000")
+
+
+@trigger("schedule-too-many-passes")
+def _():
+    return cli("update_times=100000")
+
+
+@trigger("training-diverged")
+def _():
+    return cli(
+        "learning_rate=10", "warmup_step=1", "update_step=1", "update_times=2", "max_samples=24",
+        "cutoff_len=64", "per_device_train_batch_size=4", "eval_strategy=no", "plot_loss=false",
+        "lora_rank=4", "lora_alpha=8", "template=default", "warmup_ratio=0", "lr_scheduler_type=linear",
+    )  # fmt: skip
 
 
 # --- files read wrong otherwise --------------------------------------------------------

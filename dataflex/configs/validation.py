@@ -18,6 +18,21 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(current.model_fields) if current is not None else []
 
 
+_NUMBER_TYPES = ("int_type", "int_parsing", "float_type", "float_parsing")
+"""Pydantic's error types of a number key given something else."""
+
+
+def _number_text(value: object) -> bool:
+    """Whether ``value`` is text that reads as a number (``"512"``: a quoted number in YAML)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def format_validation_error(exc: ValidationError, model: type[BaseModel], where: str = "") -> str:
     """Render a pydantic error as one line per problem: key path, bad value, fix.
 
@@ -37,6 +52,13 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], where:
             lines.append(f"{full}: unknown key {key!r}.{did_you_mean(key, _fields_at(model, loc))}")
         elif err["type"] == "missing":
             lines.append(f"{full}: required key is missing.")
+        elif err["type"] in _NUMBER_TYPES and _number_text(err.get("input")):
+            kind = "an integer" if err["type"].startswith("int") else "a number"
+            lines.append(
+                f"{full}: expected {kind}, got the text {err['input']!r}; write the number without quotes."
+            )
+        elif err["type"] == "finite_number":
+            lines.append(f"{full}: expected a finite number, got {err.get('input')!r}.")
         else:
             lines.append(f"{full}: {err['msg']} (got {err.get('input')!r}).")
     return "\n".join(lines)

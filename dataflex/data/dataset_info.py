@@ -9,6 +9,7 @@ looked up in ``<dataset_dir>/dataset_info.json`` or, when it is a path to a ``.j
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -160,7 +161,7 @@ def resolve_dataset(name: str, dataset_dir: str | Path = "data") -> DatasetAttr:
                 f"(it points at the hub: {hub!r}); download it and add a 'file_name' entry, "
                 "or pass a local .json/.jsonl path."
             )
-        path = dataset_dir / entry.file_name
+        path = _inside_dataset_dir(name, entry.file_name, dataset_dir)
         if not path.exists():
             raise ConfigError(
                 f"dataset {name!r}: file {str(path)!r} (file_name in "
@@ -187,6 +188,29 @@ def resolve_dataset(name: str, dataset_dir: str | Path = "data") -> DatasetAttr:
     raise ConfigError(
         f"dataset {name!r} is not in {dataset_dir / 'dataset_info.json'}." + did_you_mean(name, sorted(info))
     )
+
+
+def _inside_dataset_dir(name: str, file_name: str, dataset_dir: Path) -> Path:
+    """``dataset_dir / file_name``, refused when ``file_name`` is absolute or climbs out with ``..``.
+
+    A registry names files of its own folder: one copied from elsewhere must not make a
+    run read (and train on) a file outside it. The check is on the name, not the resolved
+    path, so a symlink inside ``dataset_dir`` to data stored elsewhere still works; a file
+    outside is named directly in the config instead (``dataset: ../other/x.json``).
+
+    Raises:
+        ConfigError: naming the entry, its ``file_name`` and the fix.
+    """
+    parts = Path(file_name).parts
+    if Path(file_name).is_absolute() or file_name.startswith("~") or ".." in parts:
+        registry = dataset_dir / "dataset_info.json"
+        direct = os.path.normpath(dataset_dir / file_name)
+        raise ConfigError(
+            f"dataset {name!r}: file_name {file_name!r} in {registry} points outside dataset_dir "
+            f"{str(dataset_dir)!r}; dataset_info.json may only name files inside its folder. Move the file "
+            f"into dataset_dir (a symlink there works), or name the file in the config (dataset: {direct})."
+        )
+    return dataset_dir / file_name
 
 
 def _attr_for_file(path: Path) -> DatasetAttr:

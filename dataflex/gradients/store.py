@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from dataflex.errors import ConfigError, DataflexError
+from dataflex.errors import ConfigError, DataflexError, NonFiniteError
 from dataflex.io import (
     FingerprintError,
     IntegrityError,
@@ -296,7 +296,7 @@ class FeatureStore:
             raise ValueError(f"Rows [{start}, {end}) overlap rows already written.")
         arr = arr.astype(_DTYPES[self.dtype])
         if not np.isfinite(arr).all():
-            raise ValueError(
+            raise NonFiniteError(
                 f"Features for rows [{start}, {end}) are not finite in {self.dtype}"
                 + (
                     " (fp16 overflows above 65504: normalise or use dtype='float32')."

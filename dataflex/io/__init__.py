@@ -43,8 +43,10 @@ from dataflex.io.json_types import JSONObject, JSONValue
 from dataflex.io.lock import LOCK_FILE, OutputLock
 from dataflex.io.owned import (
     MARKER,
+    check_no_overlap,
     check_replaceable,
     check_writable_dir,
+    foreign_entries,
     is_empty_dir,
     is_marked,
     path_inside,
@@ -70,6 +72,7 @@ __all__ = [
     "check_folder_files",
     "check_inputs_whole",
     "check_json_file",
+    "check_no_overlap",
     "check_replaceable",
     "check_safetensors",
     "check_torch_file",
@@ -80,6 +83,7 @@ __all__ = [
     "fingerprint_digest",
     "fingerprint_key",
     "folder_digest",
+    "foreign_entries",
     "is_empty_dir",
     "is_marked",
     "path_inside",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from dataflex import __version__
 from dataflex.errors import ConfigError
 from dataflex.io.atomic import atomic_write_json
 from dataflex.io.json_types import JSONValue
+from dataflex.io.lock import LOCK_FILE
 
 MARKER = ".dataflex.json"
 
@@ -42,6 +44,28 @@ def is_marked(folder: str | os.PathLike, kind: str) -> bool:
     """Whether ``folder`` carries dataflex's marker of ``kind``."""
     marker = read_marker(folder)
     return marker is not None and marker.get("kind") == kind
+
+
+def foreign_entries(folder: str | os.PathLike, kind: str) -> list[str]:
+    """The entries of ``folder`` that dataflex did not write as its ``kind`` output, sorted.
+
+    A marked folder whose marker records its ``files`` (an export does) owns exactly
+    those; one whose marker has no record (written by an older dataflex) owns all of its
+    entries; an unmarked folder, or one marked for another ``kind``, owns none. The marker
+    and the lock file never count.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    names = sorted(p.name for p in folder.iterdir() if p.name not in (MARKER, LOCK_FILE))
+    marker = read_marker(folder)
+    if marker is None or marker.get("kind") != kind:
+        return names
+    files = marker.get("files")
+    if not isinstance(files, list):
+        return []
+    owned = {str(f) for f in files}
+    return [n for n in names if n not in owned]
 
 
 def is_empty_dir(folder: str | os.PathLike) -> bool:
@@ -88,6 +112,41 @@ def path_inside(folder: str | os.PathLike, name: str, what: str) -> Path:
     return target
 
 
+def check_no_overlap(
+    output: str | os.PathLike, key: str, inputs: Mapping[str, str | os.PathLike | Sequence[str] | None]
+) -> None:
+    """Refuse an output folder that is, lies inside, or contains one of the run's input folders.
+
+    Writing there would change the input (a model folder gaining adapter files and a
+    rewritten ``tokenizer_config.json``), or a later replace of the output would delete it.
+    Inputs that are not local paths (hub ids) are skipped; symlinks are resolved.
+
+    Args:
+        output: The output folder.
+        key: The config key naming it (for the message).
+        inputs: Config key → input path (or list of paths, or ``None``).
+
+    Raises:
+        ConfigError: naming both keys and both folders.
+    """
+    if not str(output).strip():
+        return  # no folder named: check_writable_dir says so
+    out = Path(output).expanduser().resolve()
+    for input_key, value in inputs.items():
+        names = [value] if isinstance(value, str | os.PathLike) else list(value or [])
+        for name in names:
+            src = Path(name).expanduser()
+            if not src.exists():
+                continue
+            src = src.resolve()
+            if src == out or src in out.parents or out in src.parents:
+                how = "is" if src == out else "is inside" if src in out.parents else "contains"
+                raise ConfigError(
+                    f"{key}: {str(output)!r} {how} the {input_key} folder {str(name)!r}; writing there would "
+                    f"change or delete an input. Choose another {key}, outside every input folder."
+                )
+
+
 def check_replaceable(folder: str | os.PathLike, key: str, kind: str, flag: str | None = None) -> None:
     """Refuse to write into ``folder`` unless it is absent, empty, or dataflex's own ``kind`` output.
 
@@ -107,7 +166,7 @@ def check_replaceable(folder: str | os.PathLike, key: str, kind: str, flag: str 
         return
     entries = sorted(p.name for p in folder.iterdir())
     shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
-    fix = f"set {flag}: true to replace it, or choose" if flag else "choose"
+    fix = f"set {flag}: true to write into it (your files stay), or choose" if flag else "choose"
     raise ConfigError(
         f"{key}: {str(folder)!r} is not empty ({shown}) and was not written by dataflex-cli {kind}; "
         f"dataflex never deletes or overwrites files it did not write. {fix} an empty or new folder."

@@ -29,7 +29,7 @@ from dataflex.errors import ConfigError
 class OfflineSelectConfig(BaseModel):
     """Every key of an offline selection config."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .inf/.nan refused by name
 
     model_name_or_path: str = Field(description="Base model: a local folder or a hub id.")
     adapter_name_or_path: str | None = Field(

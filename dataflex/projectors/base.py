@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 
-from dataflex.errors import ConfigError
+from dataflex.errors import ConfigError, NonFiniteError
 
 if TYPE_CHECKING:
     from dataflex.engines.adam import AdamMoments
@@ -192,7 +192,9 @@ class Projector(ABC):
             hint = ""
             if self.dtype == torch.float16:
                 hint = " (or values beyond float16's range, 65504: use dtype float32 or bfloat16)"
-            raise ValueError(f"project received NaN or Inf values; the gradients upstream diverged{hint}.")
+            raise NonFiniteError(
+                f"project received NaN or Inf values; the gradients upstream diverged{hint}."
+            )
 
     @abstractmethod
     def _project(self, x: torch.Tensor, offset: int) -> torch.Tensor:

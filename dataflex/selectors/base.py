@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, get_args, runtime_checkable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from dataflex.configs.validation import format_validation_error
 from dataflex.distributed import DistributedView
@@ -20,9 +21,43 @@ from dataflex.selectors.scoring import aggregate
 
 
 class SelectorParams(BaseModel):
-    """Base of every selector's ``Params``: strict, unknown keys rejected."""
+    """Base of every selector's ``Params``: strict types, finite numbers, unknown keys rejected.
 
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    A number key takes a number, never its text (``proj_dim: "512"`` is refused), an
+    integer key an integer (``2.0`` is refused; an integer is fine for a float key), and a
+    float key a finite value (``.inf``, ``.nan`` are refused). The one text accepted for a
+    float key is an exponent without a dot (``1e-4``), which PyYAML (YAML 1.1) reads as
+    text although YAML 1.2 and every reader mean a number.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_exponents(cls, data: object) -> object:
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for key, value in out.items():
+            field_info = cls.model_fields.get(key)
+            if (
+                field_info is not None
+                and isinstance(value, str)
+                and _takes_float_not_text(field_info.annotation)
+                and _YAML_EXPONENT.fullmatch(value.strip())
+            ):
+                out[key] = float(value)
+        return out
+
+
+_YAML_EXPONENT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+"""``1e-4``, ``5E3``: numbers in YAML 1.2 that PyYAML's YAML 1.1 resolver leaves as text."""
+
+
+def _takes_float_not_text(annotation: object) -> bool:
+    """Whether a field of this annotation accepts a float and no text (``float``, ``float | None``)."""
+    args = set(get_args(annotation)) or {annotation}
+    return float in args and str not in args
 
 
 @dataclass
@@ -182,6 +217,9 @@ class Selector(ABC):
     registry_name: ClassVar[str]
     requires_eval_dataset: ClassVar[bool] = False
     """True for selectors that score candidates against a target set (LESS)."""
+    scoring_cost: ClassVar[float] = 1.0
+    """Rough cost of scoring one example, in training examples (a forward and a backward = 1,
+    a forward alone about 1/3); the printed plan's estimate of the scoring cost uses it."""
 
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         if params is not None and kwargs:
@@ -277,6 +315,14 @@ class Selector(ABC):
                 "replacement (a round picks distinct examples). Lower the per-round budget "
                 f"(per-device batch x gradient accumulation x world size x update_step){fix}."
             )
+
+    def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
+        """How many examples round ``round_`` (≥ 1) scores, for the plan printed before training.
+
+        ``num_samples`` is the per-round budget. A selector that scores no example (``random``)
+        keeps this default, 0; one that scores candidates of the pool says how many.
+        """
+        return 0
 
     def state_dict(self) -> dict[str, Any]:
         """State needed to resume (e.g. cumulative scores). JSON/tensor values only."""

@@ -80,6 +80,8 @@ def window_draw(weights: np.ndarray, n: int, rng: np.random.Generator) -> torch.
 class DeltaLossSelector(PoolSelector):
     """Rank by the change of loss since a reference round; a sigmoid-scheduled window of it."""
 
+    scoring_cost = 1 / 3  # a forward pass per scored example, no backward
+
     class Params(PoolParams):
         window_size: float = Field(
             default=0.2, gt=0.0, le=1.0, description="Window width as a share of the ranked candidates."

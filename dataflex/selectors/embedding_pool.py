@@ -37,6 +37,8 @@ class EmbeddingParams(PoolParams):
 class EmbeddingPoolSelector(PoolSelector):
     """A pool selector that embeds examples with the current model."""
 
+    scoring_cost = 1 / 3  # a forward pass per scored example, no backward
+
     Params = EmbeddingParams
     params: EmbeddingParams  # what validate_params builds (Selector declares a BaseModel)
 

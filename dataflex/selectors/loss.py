@@ -67,6 +67,8 @@ def choose_by_loss(
 class LossSelector(PoolSelector):
     """Per-example loss under the current model; high, medium or low band, seeded sampling."""
 
+    scoring_cost = 1 / 3  # a forward pass per scored example, no backward
+
     class Params(PoolParams):
         focus: Literal["high", "medium", "low"] = Field(
             default="high", description="Loss band to emphasise: high (hard), medium or low (easy)."

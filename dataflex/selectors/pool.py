@@ -9,6 +9,7 @@ which examples earlier rounds chose (for ``repeat_across_rounds: false``).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,20 @@ class PoolSelector(Selector):
                     "repeat_across_rounds: true, lower the per-round budget, or add data."
                 )
         return available
+
+    def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
+        """The candidates of round ``round_``: a ``candidate_fraction`` of what may still be chosen.
+
+        Without ``repeat_across_rounds`` the earlier rounds' ``num_samples`` picks each are
+        no longer candidates; ``max_candidates`` caps the count, and a round never scores
+        fewer than it chooses (:meth:`draw_candidates`).
+        """
+        p = self.params
+        available = pool_size if p.repeat_across_rounds else max(pool_size - (round_ - 1) * num_samples, 0)
+        count = math.ceil(p.candidate_fraction * available)
+        if p.max_candidates is not None:
+            count = min(count, p.max_candidates)
+        return min(max(count, num_samples), available)
 
     def draw_candidates(self, ctx: SelectionContext, available: np.ndarray, num_samples: int) -> np.ndarray:
         """The seeded part of ``available`` scored this round (at least ``num_samples``)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,11 @@ SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
     "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
 )  # fmt: skip
-_STRICT = ConfigDict(extra="forbid", validate_default=True)
+#: The largest learning rate a config may ask for. Adam-type optimizers train at 1e-6..1e-3 and
+#: those that set their own step size (Prodigy, D-Adaptation) at 1.0; well above it every optimizer
+#: diverges within a few steps.
+MAX_LEARNING_RATE = 10.0
+_STRICT = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)  # .inf/.nan refused by name
 
 #: The seed YAML's ``### <section>`` headings, keyed by the first field of each section
 #: (the fields of a section follow in declaration order); the configuration reference
@@ -110,7 +115,12 @@ class TrainConfig(BaseModel):
     per_device_train_batch_size: int = Field(8, gt=0, description="Examples per device per micro-batch.")
     per_device_eval_batch_size: int = Field(8, gt=0, description="Examples per device per eval batch.")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
-    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
+    learning_rate: float = Field(
+        5e-5,
+        gt=0,
+        le=MAX_LEARNING_RATE,
+        description="Peak learning rate.",
+    )
     num_train_epochs: float = Field(3.0, gt=0, description="Epochs (ignored when max_steps > 0).")
     max_steps: int = Field(-1, description="Total optimizer steps; -1 = use num_train_epochs.")
     lr_scheduler_type: str = Field(
@@ -231,8 +241,9 @@ class ExportConfig(BaseModel):
     export_dir: str = Field(description="Where the merged model and tokenizer are written.")
     overwrite_export_dir: bool = Field(
         False,
-        description="Replace a non-empty export_dir that is not an earlier dataflex export "
-        "(an earlier export, or an empty folder, is replaced without it).",
+        description="Write into a non-empty export_dir that is not an earlier dataflex export (an "
+        "earlier export, or an empty folder, needs no flag). Files dataflex did not write are kept; "
+        "weights, configs or tokenizer files of another model there are refused.",
     )
     export_size: float = Field(5, gt=0, description="Maximum size of one safetensors shard, in GB.")
     export_device: Literal["cpu", "auto"] = Field("cpu", description="Where the merge runs: cpu or auto.")
@@ -251,6 +262,9 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
         raise ConfigError(
             f"{where}finetuning_type: {cfg.finetuning_type!r} is not supported; use lora or full."
         )
+    for key, value in cfg.extra_training_args.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}{key}: expected a finite number, got {value!r}.")
     if cfg.bf16 and cfg.fp16:
         raise ConfigError(f"{where}bf16 and fp16 are both true; choose one.")
     if cfg.lr_scheduler_type not in SCHEDULERS:

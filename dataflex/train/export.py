@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import shutil
@@ -12,7 +13,17 @@ from typing import TYPE_CHECKING
 from dataflex.data.jinja import check_chat_template, template_to_jinja
 from dataflex.data.templates import TOKENIZER_TEMPLATE
 from dataflex.errors import ConfigError
-from dataflex.io import OutputLock, apply_default_modes, check_replaceable, check_writable_dir, write_marker
+from dataflex.io import (
+    MARKER,
+    OutputLock,
+    apply_default_modes,
+    atomic_write,
+    check_no_overlap,
+    check_replaceable,
+    check_writable_dir,
+    foreign_entries,
+    write_marker,
+)
 from dataflex.registry import TEMPLATES
 from dataflex.train.adapter_files import ADAPTER_FIX, check_adapter, load_errors_named
 from dataflex.train.config import ExportConfig
@@ -25,10 +36,18 @@ logger = logging.getLogger(__name__)
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
+#: Names that ``from_pretrained`` of a model or tokenizer reads (or an export writes): a
+#: foreign file of this kind beside an export would be overwritten or mixed into it.
+_LOADER_FILES = (
+    "*.safetensors", "*.bin", "*.pt", "*.pth", "*.index.json", "*.gguf", "config.json",
+    "generation_config.json", "tokenizer*", "special_tokens_map.json", "added_tokens.json",
+    "chat_template.*", "vocab.*", "merges.txt", "*.model", "preprocessor_config.json",
+    "adapter_config.json",
+)  # fmt: skip
 
-def _inside(a: Path, b: Path) -> bool:
-    """Whether ``a`` is ``b`` or inside it."""
-    return a == b or b in a.parents
+
+def _read_by_loaders(name: str) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in _LOADER_FILES)
 
 
 def check_export(cfg: ExportConfig) -> Path:
@@ -37,25 +56,28 @@ def check_export(cfg: ExportConfig) -> Path:
     export_dir = Path(cfg.export_dir).expanduser().resolve()
     if export_dir.exists() and not export_dir.is_dir():
         raise ConfigError(f"export_dir: {cfg.export_dir!r} is a file, not a folder.")
+    check_no_overlap(  # before the write probe, which would land in an input folder
+        cfg.export_dir,
+        "export_dir",
+        {"model_name_or_path": cfg.model_name_or_path, "adapter_name_or_path": cfg.adapter_name_or_path},
+    )
     check_writable_dir(cfg.export_dir, "export_dir")
     if not cfg.overwrite_export_dir:
         check_replaceable(export_dir, "export_dir", "export", flag="overwrite_export_dir")
-    sources = [Path(a).expanduser().resolve() for a in cfg.adapter_name_or_path or []]
-    for name, path in zip(cfg.adapter_name_or_path or [], sources):
-        if not (path / "adapter_config.json").is_file():
+    in_the_way = [n for n in foreign_entries(export_dir, "export") if _read_by_loaders(n)]
+    if in_the_way:
+        raise ConfigError(
+            f"export_dir: {cfg.export_dir!r} holds files that dataflex did not write and that a model "
+            f"loaded from it would also read ({', '.join(in_the_way)}); dataflex never deletes or overwrites "
+            "files it did not write. Move or delete them, or choose an empty or new export_dir."
+        )
+    for name in cfg.adapter_name_or_path or []:
+        if not (Path(name).expanduser() / "adapter_config.json").is_file():
             raise ConfigError(
                 f"adapter_name_or_path: {name!r} has no adapter_config.json "
                 "(point it at the output_dir of a LoRA run)."
             )
         check_adapter(name)
-    model_path = Path(cfg.model_name_or_path).expanduser()
-    if model_path.exists():
-        sources.append(model_path.resolve())
-    for src in sources:
-        if _inside(src, export_dir) or _inside(export_dir, src):
-            raise ConfigError(
-                f"export_dir: {cfg.export_dir!r} overlaps the input {str(src)!r}; choose another."
-            )
     return export_dir
 
 
@@ -67,17 +89,21 @@ def run_export(cfg: ExportConfig) -> Path:
     tokenizer (the adapter folder's, when it has one); a named ``template`` becomes the
     tokenizer's ``chat_template`` (:func:`set_chat_template`), so ``apply_chat_template``
     on the export renders the text the model was trained on. An existing ``export_dir`` is
-    replaced only when it is empty, an earlier dataflex export (it carries the
-    ``.dataflex.json`` marker) or ``overwrite_export_dir: true``; it is moved aside and
-    deleted after the swap, so a failed export leaves it intact.
+    written into only when it is empty, an earlier dataflex export (it carries the
+    ``.dataflex.json`` marker, which records the files that export wrote) or
+    ``overwrite_export_dir: true``. Only dataflex's own earlier files are replaced: other
+    files stay, and one that a model loader would read (``config.json``, weights,
+    tokenizer files) is refused before the model loads. A folder holding only an earlier
+    export is swapped whole, so a failed export leaves it intact; beside other files the
+    new files are moved in one by one and a failure moves everything back.
 
     Returns:
         The export folder, loadable by ``AutoModelForCausalLM.from_pretrained``.
 
     Raises:
         ConfigError: a missing model or adapter, an ``export_dir`` overlapping them, a
-            non-empty ``export_dir`` that dataflex did not write, or a ``template`` that
-            cannot be written as the tokenizer's chat template.
+            non-empty ``export_dir`` that dataflex did not write, files of someone else's in
+            the way, or a ``template`` that cannot be written as the tokenizer's chat template.
     """
     from peft import PeftModel
 
@@ -132,28 +158,86 @@ def set_chat_template(tokenizer: PreTrainedTokenizerBase, name: str | None) -> N
 def _save_and_swap(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, export_dir: Path, shard_bytes: int
 ) -> None:
-    """Save into a temporary folder beside ``export_dir``, then swap it in."""
+    """Save into a temporary folder beside ``export_dir``, then swap it in.
+
+    Files in ``export_dir`` that dataflex did not write (:func:`foreign_entries`) stay
+    where they are: only the previous export's own files are replaced.
+    """
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
-    old: Path | None = None
     try:
         model.save_pretrained(tmp, max_shard_size=shard_bytes)
         tokenizer.save_pretrained(tmp)
-        write_marker(tmp, "export")
+        written = sorted(p.name for p in tmp.iterdir())
+        write_marker(tmp, "export", files=written)
         apply_default_modes(tmp)  # mkdtemp made it 0700; respect the umask like other tools
-        if export_dir.exists():
-            old = (
-                Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.old-", dir=export_dir.parent)) / "previous"
-            )
-            os.replace(export_dir, old)
-            logger.info("replacing the existing %s", export_dir)
-        try:
-            os.replace(tmp, export_dir)
-        except BaseException:
-            if old is not None:
-                os.replace(old, export_dir)  # put the previous export back
-            raise
+        keep = foreign_entries(export_dir, "export")
+        if keep:
+            _replace_in_place(tmp, export_dir, written, keep)
+        else:
+            _swap_folder(tmp, export_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def _swap_folder(tmp: Path, export_dir: Path) -> None:
+    """Put ``tmp`` in the place of ``export_dir`` (which holds nothing but an earlier export)."""
+    old: Path | None = None
+    if export_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.old-", dir=export_dir.parent)) / "previous"
+        os.replace(export_dir, old)
+        logger.info("replacing the existing %s", export_dir)
+    try:
+        os.replace(tmp, export_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, export_dir)  # put the previous export back
+        raise
     if old is not None:
         shutil.rmtree(old.parent)
+
+
+def _replace_in_place(tmp: Path, export_dir: Path, written: list[str], keep: list[str]) -> None:
+    """Move the new export's files into ``export_dir`` past the files ``keep`` names, which stay.
+
+    The marker first records the old and the new files together, so a run killed half
+    way leaves a folder whose every dataflex file is still known as dataflex's; any
+    other failure moves everything back.
+
+    Raises:
+        ConfigError: a file of ``keep`` has the name of a file the export wrote.
+    """
+    clash = sorted(set(written) & set(keep))
+    if clash:
+        raise ConfigError(
+            f"export_dir: {str(export_dir)!r} holds {', '.join(clash)}, which dataflex did not write and the "
+            "export would overwrite; move them, or choose an empty or new export_dir."
+        )
+    logger.info("export_dir %s: keeping the files dataflex did not write (%s)", export_dir, ", ".join(keep))
+    ours = sorted(p.name for p in export_dir.iterdir() if p.name not in keep and p.name != MARKER)
+    marker = export_dir / MARKER
+    previous = marker.read_bytes() if marker.is_file() else None
+    write_marker(export_dir, "export", files=sorted(set(ours) | set(written)))
+    old = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.old-", dir=export_dir.parent))
+    moved_out: list[str] = []
+    moved_in: list[str] = []
+    try:
+        for name in ours:
+            os.replace(export_dir / name, old / name)
+            moved_out.append(name)
+        for name in written:
+            os.replace(tmp / name, export_dir / name)
+            moved_in.append(name)
+        os.replace(tmp / MARKER, marker)
+    except BaseException:
+        for name in reversed(moved_in):
+            os.replace(export_dir / name, tmp / name)
+        for name in reversed(moved_out):
+            os.replace(old / name, export_dir / name)
+        if previous is None:
+            marker.unlink(missing_ok=True)
+        else:
+            atomic_write(marker, previous)
+        raise
+    finally:
+        shutil.rmtree(old)

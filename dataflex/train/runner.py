@@ -30,6 +30,7 @@ from dataflex.io import (
     MARKER,
     OutputLock,
     atomic_write_json,
+    check_no_overlap,
     check_writable_dir,
     is_marked,
     write_marker,
@@ -44,6 +45,7 @@ from dataflex.train.dynamic.trainer import DynamicSelectTrainer, check_plan, glo
 from dataflex.train.early_warnings import warn_before_loading
 from dataflex.train.model import apply_finetuning, check_model_path, load_model, load_tokenizer, torch_dtype
 from dataflex.train.plots import plot_loss
+from dataflex.train.precision import check_bf16
 from dataflex.train.preflight import check_deepspeed_file, check_run_inputs, check_selection_inputs
 
 if TYPE_CHECKING:
@@ -81,12 +83,18 @@ class TrainResult:
 
 
 def check_output_dir(cfg: TrainConfig) -> Path:
-    """``output_dir`` must be creatable and, unless overwriting or resuming, empty.
+    """``output_dir`` must lie outside the inputs, be creatable and (unless overwriting or resuming) empty.
 
     With ``overwrite_output_dir: true`` (and no resume), an earlier run's ``checkpoint-*``
     folders would be resumed by a later ``resume_from_checkpoint: true``; they are cleared
     before training when dataflex wrote them, and refused otherwise.
     """
+    inputs = {
+        "model_name_or_path": cfg.model_name_or_path,
+        "adapter_name_or_path": cfg.adapter_name_or_path,
+        "dataset_dir": cfg.dataset_dir,
+    }
+    check_no_overlap(cfg.output_dir, "output_dir", inputs)  # first: the next check writes a probe file
     check_writable_dir(cfg.output_dir, "output_dir")
     out = Path(cfg.output_dir)
     entries = [p for p in out.iterdir() if p.name not in (LOCK_FILE, MARKER)] if out.is_dir() else []
@@ -155,6 +163,7 @@ def build_training_args(cfg: TrainConfig) -> TrainingArguments:
         )
         extra["use_cpu"] = True
     extra.update(cfg.extra_training_args)  # the config's other TrainingArguments keys, unchanged
+    check_bf16(cfg.bf16, bool(extra.get("use_cpu")))  # transformers' message would say "assign use_cpu"
     try:
         return TrainingArguments(
             **extra,

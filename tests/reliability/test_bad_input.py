@@ -82,7 +82,20 @@ def test_proj_dim_too_large_for_memory(refused, work):
 
 
 def test_warmup_too_long(refused):
-    refused("train", "less.yaml", "warmup_step=1000000000000", match="warm-up indices, about")
+    from types import SimpleNamespace
+
+    from dataflex.registry import build_selector
+    from dataflex.train.dynamic.schedule import SelectionSchedule
+    from dataflex.train.preflight import check_selection_inputs
+
+    refused(
+        "train", "less.yaml", "warmup_step=1000000000000", match="optimizer steps, more than the 10,000,000"
+    )
+    schedule = SelectionSchedule(warmup_step=10**12, update_step=1, update_times=1)  # the memory check itself
+    with pytest.raises(Exception, match="warm-up indices, about"):
+        check_selection_inputs(
+            SimpleNamespace(output_dir="out"), build_selector("random"), schedule, [0] * 8, None, 4
+        )
 
 
 def test_max_steps_contradicts_the_schedule(refused):

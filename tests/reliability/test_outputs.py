@@ -65,12 +65,75 @@ def test_export_replaces_its_own_export_and_a_failed_export_keeps_it(work, monke
     assert sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == []  # no temp left
 
 
-def test_export_overwrite_flag_replaces_a_foreign_folder(work):
+def test_export_overwrite_flag_keeps_the_users_files(work):
     (work / "merged").mkdir()
     (work / "merged" / "notes.txt").write_text("my notes\n")
+    (work / "merged" / "sub").mkdir()
+    (work / "merged" / "sub" / "results.csv").write_text("a,b\n")
     (work / "export.yaml").write_text(EXPORT.format(out="merged"))
     assert run_cli("export", "export.yaml", "overwrite_export_dir=true").code == 0
-    assert not (work / "merged" / "notes.txt").exists()
+    assert (work / "merged" / "notes.txt").read_text() == "my notes\n"
+    assert (work / "merged" / "sub" / "results.csv").read_text() == "a,b\n"
+    marker = json.loads((work / "merged" / MARKER).read_text())
+    written = sorted(
+        p.name for p in (work / "merged").iterdir() if p.name not in ("notes.txt", "sub", MARKER)
+    )
+    assert marker["files"] == written and "model.safetensors" in written
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == []  # no temp left
+
+
+def test_a_re_export_replaces_only_its_own_files(work):
+    """An earlier export in 2 shards, then a file of the user's, then an export in 1 shard: the
+    shards and index of the first are gone, the user's file stays, nothing else is left."""
+    (work / "export.yaml").write_text(EXPORT.format(out="merged"))
+    assert run_cli("export", "export.yaml", "export_size=0.001").code == 0
+    first = sorted(p.name for p in (work / "merged").iterdir())
+    assert "model.safetensors.index.json" in first
+    (work / "merged" / "notes.txt").write_text("my notes\n")
+    assert run_cli("export", "export.yaml").code == 0  # its own folder: no flag needed
+    names = sorted(p.name for p in (work / "merged").iterdir())
+    marker = json.loads((work / "merged" / MARKER).read_text())
+    assert names == sorted([*marker["files"], "notes.txt", MARKER])
+    assert "model.safetensors" in names and not any(n.startswith("model-0") for n in names)
+    assert (work / "merged" / "notes.txt").read_text() == "my notes\n"
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(work / "merged")  # a whole, loadable export
+
+
+def test_export_refuses_files_of_another_model_in_the_way(refused, work, monkeypatch):
+    monkeypatch.setattr("dataflex.train.export.load_model", lambda *a, **k: pytest.fail("model loaded"))
+    (work / "merged").mkdir()
+    (work / "merged" / "config.json").write_text("{}")
+    (work / "merged" / "notes.txt").write_text("my notes\n")
+    (work / "export.yaml").write_text(EXPORT.format(out="merged"))
+    refused(
+        "export", "export.yaml", "overwrite_export_dir=true",
+        match="export_dir: 'merged' holds files that dataflex did not write and that a model loaded from "
+        "it would also read (config.json)",
+    )  # fmt: skip
+
+
+def test_a_failed_in_place_export_puts_everything_back(work, monkeypatch):
+    (work / "export.yaml").write_text(EXPORT.format(out="merged"))
+    assert run_cli("export", "export.yaml").code == 0
+    (work / "merged" / "notes.txt").write_text("my notes\n")
+    before = snapshot(work / "merged")
+    real_replace = os.replace
+    calls = []
+
+    def replace_fails_half_way(src, dst):
+        calls.append(src)
+        if len(calls) == 5:  # after the old files moved out and some new ones moved in
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("dataflex.train.export.os.replace", replace_fails_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        run_cli("export", "export.yaml")
+    assert len(calls) > 5  # it failed mid-way and moved files back
+    assert snapshot(work / "merged") == before
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == []
 
 
 # --- select ------------------------------------------------------------------------------

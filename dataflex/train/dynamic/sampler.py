@@ -21,6 +21,7 @@ from torch.utils.data import Sampler
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.selectors.base import Selection, SelectionContext, Selector
 from dataflex.selectors.random_selector import round_rng
+from dataflex.train.dynamic.plan import check_run_length
 from dataflex.train.dynamic.schedule import SelectionSchedule
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def check_dynamic_plan(
         )
     budget = examples_per_step * schedule.update_step
     selector.check_budget(pool_size, budget)
+    check_run_length(schedule, examples_per_step, pool_size)
     return budget
 
 

@@ -31,10 +31,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_l
 from dataflex import stop_points
 from dataflex.distributed import DistributedView
 from dataflex.engines.cpu_deepspeed import name_cpu_for_deepspeed
-from dataflex.errors import ConfigError, DataflexError
+from dataflex.errors import ConfigError, DataflexError, NonFiniteError
 from dataflex.io import OutputLock
 from dataflex.selectors.base import Selection, SelectionContext, Selector
 from dataflex.train.dynamic import layout
+from dataflex.train.dynamic.divergence import check_finite_weights, diverged_while_scoring
+from dataflex.train.dynamic.plan import log_plan
 from dataflex.train.dynamic.reports import (
     SELECTION_KEYS,
     SelectionReport,
@@ -146,7 +148,8 @@ def check_plan(
 
     Runs :func:`check_training_args` and :func:`~dataflex.train.dynamic.sampler.check_dynamic_plan`
     with the global batch of :func:`global_batch_size`; pass the result to
-    :class:`DynamicSelectTrainer` as ``plan=`` so it does not check again.
+    :class:`DynamicSelectTrainer` as ``plan=`` so it does not check again. The plan's
+    figures are logged once here (:func:`~dataflex.train.dynamic.plan.log_plan`).
 
     Raises:
         ConfigError: naming the value to change.
@@ -154,7 +157,9 @@ def check_plan(
     check_training_args(args, schedule)
     examples_per_step = global_batch_size(args)
     check_dynamic_plan(schedule, selector, pool_size, examples_per_step, has_eval_dataset=has_eval_dataset)
-    return DynamicPlan(schedule, selector, int(pool_size), examples_per_step, has_eval_dataset)
+    plan = DynamicPlan(schedule, selector, int(pool_size), examples_per_step, has_eval_dataset)
+    log_plan(plan)
+    return plan
 
 
 class TrainerLike(Protocol):
@@ -262,6 +267,7 @@ class DynamicSelectionMixin:
                 seed=trainer.args.seed,
                 has_eval_dataset=has_eval_dataset,
             )
+            log_plan(DynamicPlan(schedule, selector, len(train_dataset), examples_per_step, has_eval_dataset))
         else:  # checked before the model loaded: only confirm it was checked for this run
             ours = (len(train_dataset), examples_per_step, has_eval_dataset)
             checked = (plan.pool_size, plan.examples_per_step, plan.has_eval_dataset)
@@ -426,8 +432,12 @@ class DynamicSelectionMixin:
         model = ctx.model
         assert model is not None  # selection_context passes the trainer's model
         was_training = model.training
+        lr = float(self._trainer.args.learning_rate)
+        check_finite_weights(model, round_, ctx.step, lr)
         try:
             selection = self.dynamic_sampler.select_round(round_, ctx)
+        except NonFiniteError as exc:
+            raise diverged_while_scoring(exc, round_, ctx.step, lr) from None
         finally:
             model.train(was_training)
         left = [n for n, p in model.named_parameters() if p.grad is not None and bool(p.grad.any())]
