@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -35,10 +34,10 @@ from pydantic import BaseModel, Field
 
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
-from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.pool import PoolParams, PoolSelector
+from dataflex.selectors.base import SelectionContext
+from dataflex.selectors.pool import PoolParams, PoolRows, PoolSelector, RoundScores
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import summarize, top_n
+from dataflex.selectors.scoring import gumbel_top_k, summarize, top_n
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +71,7 @@ def window_draw(weights: np.ndarray, n: int, rng: np.random.Generator) -> torch.
     Gumbel top-k: the n largest of log(w) + Gumbel noise are distributed exactly as n
     successive draws without replacement (``torch.multinomial(..., replacement=False)``).
     """
-    keys = np.log(np.asarray(weights, dtype=np.float64)) + rng.gumbel(size=len(weights))
-    return top_n(torch.from_numpy(keys), n)
+    return gumbel_top_k(torch.from_numpy(np.log(np.asarray(weights, dtype=np.float64))), n, rng)
 
 
 @register_selector("delta_loss")
@@ -123,16 +121,23 @@ class DeltaLossSelector(PoolSelector):
             raise ConfigError(f"delta_loss: round {ctx.round} is past total_rounds={total}.")
         return int(total)
 
-    def _losses(self, ctx: SelectionContext, cands: np.ndarray) -> tuple[torch.Tensor, bool]:
-        losses, hit = self.candidate_losses(ctx, cands, cache_name="delta_loss-losses", selector="delta_loss")
-        return losses.to(torch.float64), hit
+    def check_context(self, ctx: SelectionContext) -> None:
+        """A model, a collator and a known R, before any work."""
+        super().check_context(ctx)
+        self._rounds(ctx)
 
-    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
-        if ctx.model is None or ctx.collator is None:
-            raise ConfigError("delta_loss: the selection context needs a model and a collator.")
+    def example_rows(self, ctx: SelectionContext, indices: np.ndarray) -> PoolRows:
+        """Each example's loss under the current model (fp64; sharded, gathered, cached)."""
+        losses, hit = self.candidate_losses(
+            ctx, indices, cache_name="delta_loss-losses", selector="delta_loss"
+        )
+        return PoolRows(losses.to(torch.float64), {"cache_hit": hit})
+
+    def score_rows(
+        self, ctx: SelectionContext, cands: np.ndarray, rows: PoolRows, num_samples: int
+    ) -> RoundScores:
+        """Δ against the reference losses, the window's draw weights; the reference moves on."""
         total = self._rounds(ctx)
-        available = self.check_request(ctx, num_samples)
-        cands = self.draw_candidates(ctx, available, num_samples)
         pool = len(ctx.train_dataset)
         if self.reference_losses is None:
             self.reference_losses = torch.full((pool,), math.nan, dtype=torch.float64)
@@ -141,13 +146,11 @@ class DeltaLossSelector(PoolSelector):
                 f"delta_loss: the pool changed size ({len(self.reference_losses)} -> {pool}) between rounds."
             )
         p = self.params
-        t0 = time.perf_counter()
-        current, cache_hit = self._losses(ctx, cands)
-        t1 = time.perf_counter()
+        current = rows.rows
         idx = torch.as_tensor(cands, dtype=torch.long)
         reference = self.reference_losses[idx]
-        rng = round_rng(self.seed_for(ctx), ctx.round)
-        extra: dict[str, Any] = {"total_rounds": total, "reference": p.reference}
+        facts: dict[str, Any] = {"total_rounds": total, "reference": p.reference}
+        weights = None
         if bool(torch.isnan(reference).all()):
             logger.warning(
                 "delta_loss round %d (step %d): no earlier losses to compare with (first round); this round "
@@ -155,9 +158,8 @@ class DeltaLossSelector(PoolSelector):
                 ctx.round,
                 ctx.step,
             )
-            pos = torch.from_numpy(rng.choice(len(cands), size=num_samples, replace=False))
             scores = torch.full((len(cands),), math.nan, dtype=torch.float64)
-            extra["delta"] = False
+            facts["delta"] = False
         else:
             scores, order = delta_ranking(reference, current)
             progress = 0.0 if total is None or total == 1 else (ctx.round - 1) / (total - 1)
@@ -166,9 +168,9 @@ class DeltaLossSelector(PoolSelector):
                 rose = torch.nonzero(scores[order] < 0).flatten()
                 if len(rose):
                     end = min(end, int(rose[0]))
-            weights = np.full(len(cands), p.outside_weight)
+            w = np.full(len(cands), p.outside_weight)
             if end > start:
-                weights[order[start:end].numpy()] = 1.0
+                w[order[start:end].numpy()] = 1.0
             else:
                 logger.warning(
                     "delta_loss round %d: the window [%d, %d) is empty (clip_negative: every candidate "
@@ -178,13 +180,12 @@ class DeltaLossSelector(PoolSelector):
                     end,
                     end,
                 )
-            pos = window_draw(weights, num_samples, rng)
+            weights = torch.from_numpy(w)
             window = scores[order[start:end]] if end > start else scores[:0]
-            extra.update(
+            facts.update(
                 delta=True,
                 progress=progress,
                 window=[int(start), int(max(start, end))],
-                in_window=int(sum(1 for q in pos.tolist() if weights[q] == 1.0)),
                 window_delta=summarize(window[torch.isfinite(window)]),
             )
         fresh = torch.isnan(self.reference_losses[idx])
@@ -192,26 +193,28 @@ class DeltaLossSelector(PoolSelector):
             self.reference_losses[idx] = current
         else:
             self.reference_losses[idx[fresh]] = current[fresh]
-        indices = [int(cands[i]) for i in pos]
-        self.remember(indices)
-        finite = scores[torch.isfinite(scores)]
-        meta = self.report(
-            ctx,
-            indices,
-            finite,
-            len(cands),
-            **extra,
+        facts.update(
             candidate_losses=summarize(current),
-            cache_hit=cache_hit,
-            time_losses_s=round(t1 - t0, 4),
-            time_scoring_s=round(time.perf_counter() - t1, 4),
+            cache_hit=rows.facts["cache_hit"],
+            time_losses_s=round(rows.facts["time_rows_s"], 4),
         )
-        chosen = scores[pos]
-        return Selection(
-            indices=indices,
-            scores=chosen.tolist() if bool(torch.isfinite(chosen).all()) else None,
-            metadata=meta,
+        return RoundScores(
+            values=scores, reported=scores[torch.isfinite(scores)], weights=weights, facts=facts
         )
+
+    def pick(
+        self, ctx: SelectionContext, cands: np.ndarray, scores: RoundScores, num_samples: int
+    ) -> tuple[list[int], list[float] | None]:
+        """A seeded draw: uniform in the first round, window-weighted after (:func:`window_draw`)."""
+        rng = round_rng(self.seed_for(ctx), ctx.round)
+        if scores.weights is None:
+            pos = torch.from_numpy(rng.choice(len(cands), size=num_samples, replace=False))
+        else:
+            weights = scores.weights.numpy()
+            pos = window_draw(weights, num_samples, rng)
+            scores.facts["in_window"] = int(sum(1 for q in pos.tolist() if weights[q] == 1.0))
+        chosen = scores.values[pos]
+        return pos.tolist(), chosen.tolist() if bool(torch.isfinite(chosen).all()) else None
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,15 +1,23 @@
-"""What the scoring selectors (``less``, ``loss``) share: candidates, sharding, caching, reports.
+"""The pool-scoring base: one round of a selector that scores examples of the pool.
 
-A :class:`PoolSelector` scores a seeded part of the pool each round (all of it by
-default), splits the per-example work across ranks with ``ctx.dist.shard``,
-gathers the results so that every rank holds the same scores, and remembers
-which examples earlier rounds chose (for ``repeat_across_rounds: false``).
+:class:`PoolSelector` is a template method. Its :meth:`~PoolSelector.select` runs the
+round: check the context and the request, draw the candidates, compute their
+per-example rows (sharded across ranks with ``ctx.dist``, gathered so that every rank
+holds the same rows), score them, pick, remember the picks (for
+``repeat_across_rounds: false``) and report. A selector supplies only
+
+* :meth:`~PoolSelector.example_rows`: the expensive per-example work (gradient
+  features, losses, embeddings) for some pool indices, one row each;
+* :meth:`~PoolSelector.score_rows`: the round's scores from its candidates' rows;
+* :meth:`~PoolSelector.pick`, where its rule is not the top-n of the scores.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +28,11 @@ from pydantic import BaseModel, Field
 from dataflex.data.sft_dataset import composition
 from dataflex.errors import ConfigError
 from dataflex.gradients.batching import balanced_shards
-from dataflex.selectors.base import SelectionContext, Selector, SelectorParams
+from dataflex.selectors.base import Selection, SelectionContext, Selector, SelectorParams
 from dataflex.selectors.cache import ScoreCache, data_identity, model_identity
 from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import candidate_indices, summarize
+from dataflex.selectors.scoring import candidate_indices, summarize, top_n
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +59,43 @@ class PoolParams(SelectorParams):
     batch_size: int = Field(default=8, ge=1, description="Examples per forward/backward pass.")
 
 
+@dataclass
+class RoundScores:
+    """A round's scores of its candidates, as a selector's :meth:`PoolSelector.score_rows` returns them.
+
+    Attributes:
+        values: ``(C,)`` one value per candidate, higher is better: what the default
+            :meth:`PoolSelector.pick` ranks by, and the score reported for a chosen one.
+        reported: What the report's ``candidate_scores`` summarises (default ``values``).
+        tiebreak: ``(C,)`` order of equal ``values`` in the default pick (larger first).
+        weights: ``(C,)`` draw weights of a sampling pick rule (``delta_loss``).
+        detail: Anything else the selector's own pick rule needs (``near``: the similarity matrix).
+        candidates: The count reported as the round's candidates (default ``C``).
+        facts: Small JSON-serialisable facts for the round's report.
+    """
+
+    values: torch.Tensor
+    reported: torch.Tensor | None = None
+    tiebreak: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    detail: Any = None
+    candidates: int | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PoolRows:
+    """Per-example rows of some pool indices, from :meth:`PoolSelector.example_rows`.
+
+    Attributes:
+        rows: ``(len(indices), d)`` (or ``(len(indices),)``), identical on every rank.
+        facts: Facts of the computation (cache hit, seconds per phase) for the report.
+    """
+
+    rows: torch.Tensor
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
 class PoolSelector(Selector):
     """Base of selectors that score candidates of the pool on every rank's shard."""
 
@@ -59,6 +104,90 @@ class PoolSelector(Selector):
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.chosen: set[int] = set()
+
+    # -- the round (template method) ---------------------------------------------------------
+    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
+        """One round: check, draw candidates, score, pick, remember, report.
+
+        The same on every rank: rows are gathered and every later step is deterministic
+        given ``(seed, round)``.
+        """
+        self.check_context(ctx)
+        available = self.check_request(ctx, num_samples)
+        cands = self.round_candidates(ctx, available, num_samples)
+        scores = self.score(ctx, cands, num_samples)
+        pos, chosen = self.pick(ctx, cands, scores, num_samples)
+        indices = [int(cands[i]) for i in pos]
+        self.remember(indices)
+        reported = scores.values if scores.reported is None else scores.reported
+        count = len(cands) if scores.candidates is None else scores.candidates
+        meta = self.report(ctx, indices, reported, count, **scores.facts)
+        return Selection(indices=indices, scores=chosen, metadata=meta)
+
+    def check_context(self, ctx: SelectionContext) -> None:
+        """What the round needs from ``ctx``, checked before any work: a model and a collator.
+
+        Subclasses extend it (an eval set, a learning rate...).
+
+        Raises:
+            ConfigError: naming what is missing.
+        """
+        if ctx.model is None or ctx.collator is None:
+            raise ConfigError(f"{self.registry_name}: the selection context needs a model and a collator.")
+
+    def round_candidates(self, ctx: SelectionContext, available: np.ndarray, num_samples: int) -> np.ndarray:
+        """The pool indices scored this round, in order (default: :meth:`draw_candidates`)."""
+        return self.draw_candidates(ctx, available, num_samples)
+
+    def score(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> RoundScores:
+        """The round's scores of ``cands``: their rows (:meth:`pool_rows`), then :meth:`score_rows`."""
+        rows = self.pool_rows(ctx, cands, num_samples)
+        t0 = time.perf_counter()
+        scores = self.score_rows(ctx, cands, rows, num_samples)
+        scores.facts.setdefault("time_scoring_s", round(time.perf_counter() - t0, 4))
+        return scores
+
+    def pool_rows(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> PoolRows:
+        """The rows of ``cands`` under the current model (:meth:`example_rows`), timed."""
+        t0 = time.perf_counter()
+        rows = self.example_rows(ctx, cands)
+        rows.facts.setdefault("time_rows_s", time.perf_counter() - t0)
+        return rows
+
+    def example_rows(self, ctx: SelectionContext, indices: np.ndarray) -> PoolRows:
+        """The per-example work of the round for pool ``indices``: one row each, gathered.
+
+        Default: :meth:`rows_of` on this rank's share of ``indices`` (dealt by token
+        count, :meth:`sharded_by_length`), gathered so that every rank holds every row.
+        The built-in selectors override it with their sharded, cached passes.
+        """
+        rows = self.sharded_by_length(
+            ctx, ctx.train_dataset, [int(i) for i in indices], lambda share: self.rows_of(ctx, share)
+        )
+        return PoolRows(rows)
+
+    def rows_of(self, ctx: SelectionContext, indices: list[int]) -> torch.Tensor:
+        """This rank's rows: one per pool index of ``indices`` (a tensor of ``len(indices)`` rows)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements none of rows_of, example_rows or score (PoolSelector)."
+        )
+
+    def score_rows(
+        self, ctx: SelectionContext, cands: np.ndarray, rows: PoolRows, num_samples: int
+    ) -> RoundScores:
+        """The round's scores of ``cands`` from their rows (cheap: no model work)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither score_rows nor score.")
+
+    def pick(
+        self, ctx: SelectionContext, cands: np.ndarray, scores: RoundScores, num_samples: int
+    ) -> tuple[list[int], list[float] | None]:
+        """Positions (into ``cands``) of the round's choice, in training order, and their scores.
+
+        Default: the ``num_samples`` best ``scores.values``, ties by ``scores.tiebreak``,
+        then by lower position.
+        """
+        pos = top_n(scores.values, num_samples, tiebreak=scores.tiebreak)
+        return pos.tolist(), scores.values[pos].tolist()
 
     # -- candidates -------------------------------------------------------------------------
     def seed_for(self, ctx: SelectionContext) -> int:
