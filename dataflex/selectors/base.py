@@ -224,6 +224,14 @@ class Selector(ABC):
                 f"(per-device batch x gradient accumulation x world size x update_step){fix}."
             )
 
+    def examples_scored(self, round_: int, pool_size: int, budget: int) -> int:
+        """Pool examples whose features or losses round ``round_`` computes, as planned (for the plan).
+
+        0 here (a selector that scores nothing); the pool-scoring selectors answer
+        from their params (``rescore_fraction``, ``candidate_fraction``...).
+        """
+        return 0
+
     def state_dict(self) -> dict[str, Any]:
         """State needed to resume (e.g. cumulative scores). JSON/tensor values only."""
         return {}

@@ -112,9 +112,21 @@ class ClusterLessSelector(EmbeddingPoolSelector):
             )
         super().check_budget(pool_size, num_samples)
 
+    def examples_scored(self, round_: int, pool_size: int, budget: int) -> int:
+        """Representatives' LESS features every round, plus the embeddings of a refresh round."""
+        if round_ < 1:
+            return 0
+        reps = self.params.num_clusters * self.params.representatives
+        refresh = (round_ - 1) % self.params.refresh_every == 0
+        return reps + (super().examples_scored(round_, pool_size, budget) if refresh else 0)
+
     # -- clustering -------------------------------------------------------------------------
     def refresh(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> float:
-        """Embed and cluster ``cands``; returns the seconds spent embedding."""
+        """Embed and cluster ``cands``; returns the seconds spent embedding.
+
+        With ``rescore_fraction`` < 1 only part of ``cands`` is re-embedded (the rule of
+        :mod:`dataflex.selectors.rescoring`); the others keep their last embeddings.
+        """
         k = self.params.num_clusters
         if k > len(cands):
             raise ConfigError(
@@ -180,6 +192,7 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         reps = [m[:r] for m in self.clusters]
         flat = np.array([i for rs in reps for i in rs], dtype=np.int64)
         result = self.less.score_candidates(ctx, flat)
+        self._scored += len(flat)
         facts = result.metadata
         t0 = time.perf_counter()
         owner = torch.tensor([c for c, rs in enumerate(reps) for _ in rs])
@@ -196,6 +209,7 @@ class ClusterLessSelector(EmbeddingPoolSelector):
             reported=cluster_scores,
             detail=(cluster_scores, members),
             candidates=clustered,
+            rows_ranked=cands,
             facts={
                 "transform": facts["transform"],
                 "subtasks": result.subtasks,

@@ -106,6 +106,7 @@ class DeltaLossSelector(PoolSelector):
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.reference_losses: torch.Tensor | None = None
+        self.last_delta: torch.Tensor | None = None  # rescore_fraction < 1: each example's last Δ
 
     def _rounds(self, ctx: SelectionContext) -> int | None:
         """R, checked before any work; ``None`` (unknown) is allowed in round 1 only."""
@@ -162,6 +163,12 @@ class DeltaLossSelector(PoolSelector):
             facts["delta"] = False
         else:
             scores, order = delta_ranking(reference, current)
+            if rows.fresh is not None:  # rescore_fraction < 1: a row not recomputed keeps its last Δ
+                stale = np.ones(len(cands), dtype=bool)
+                stale[rows.fresh] = False
+                carried = self.last_delta[idx[torch.from_numpy(stale)]]
+                scores[torch.from_numpy(stale)] = carried.nan_to_num(nan=-math.inf)
+                order = top_n(scores, len(scores))
             progress = 0.0 if total is None or total == 1 else (ctx.round - 1) / (total - 1)
             start, end = window_bounds(progress, len(cands), p.window_size, p.steepness)
             if p.clip_negative:
@@ -188,6 +195,12 @@ class DeltaLossSelector(PoolSelector):
                 window=[int(start), int(max(start, end))],
                 window_delta=summarize(window[torch.isfinite(window)]),
             )
+        if rows.fresh is not None:  # only the recomputed rows move their reference on
+            keep = torch.as_tensor(rows.fresh, dtype=torch.long)
+            if self.last_delta is None:
+                self.last_delta = torch.full((pool,), math.nan, dtype=torch.float64)
+            self.last_delta[idx[keep]] = scores[keep]
+            idx, current = idx[keep], current[keep]
         fresh = torch.isnan(self.reference_losses[idx])
         if p.reference == "previous":
             self.reference_losses[idx] = current
@@ -223,12 +236,18 @@ class DeltaLossSelector(PoolSelector):
         state["reference_losses"] = (
             None if ref is None else [None if math.isnan(v) else float(v) for v in ref.tolist()]
         )
+        if self.last_delta is not None:
+            state["last_delta"] = self.last_delta.clone()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         state = dict(state)
         ref = state.pop("reference_losses", None)
+        last_delta = state.pop("last_delta", None)
         super().load_state_dict(state)
+        self.last_delta = (
+            None if last_delta is None else torch.as_tensor(last_delta, dtype=torch.float64).clone()
+        )
         self.reference_losses = (
             None
             if ref is None

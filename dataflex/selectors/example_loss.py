@@ -15,6 +15,7 @@ import torch
 
 from dataflex.engines import lockstep_extra_batches
 from dataflex.gradients import per_example_losses
+from dataflex.gradients.dataset_pass import progress_bar
 from dataflex.gradients.sharded import run_padding
 
 
@@ -55,10 +56,12 @@ def dataset_losses(
     *,
     batch_size: int,
     device: torch.device | str = "cpu",
+    desc: str = "losses",
 ) -> torch.Tensor:
     """Losses of ``examples[i]`` for ``i`` in ``indices`` (in that order), in eval mode.
 
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. A progress bar with a time
+    estimate shows on rank 0 when stderr is a terminal (labelled ``desc``).
     """
     was_training = model.training
     model.eval()
@@ -66,10 +69,12 @@ def dataset_losses(
     # ZeRO-3 / FSDP: forwards are collective; agree on the padding before the first batch.
     extra = lockstep_extra_batches(model, -(-len(indices) // batch_size))
     try:
-        for start in range(0, len(indices), batch_size):
-            chunk = [examples[int(i)] for i in indices[start : start + batch_size]]
-            batch = {k: v.to(device) for k, v in collator(chunk).items()}
-            out.append(per_example_loss(model, batch).cpu())
+        with progress_bar(len(indices), desc) as bar:
+            for start in range(0, len(indices), batch_size):
+                chunk = [examples[int(i)] for i in indices[start : start + batch_size]]
+                batch = {k: v.to(device) for k, v in collator(chunk).items()}
+                out.append(per_example_loss(model, batch).cpu())
+                bar.update(len(chunk))
 
         def padding() -> None:  # a discarded batch: ZeRO-3 / FSDP forwards are collective
             first = examples[int(indices[0])] if len(indices) else examples[0]

@@ -98,11 +98,22 @@ class NearSelector(EmbeddingPoolSelector):
             self._file = read_embedding_file(self.params.embedding_file)
         return self._file
 
+    @property
+    def computes_rows(self) -> bool:
+        """False with an embedding file: its rows are read, not computed."""
+        return self.params.embedding_file is None
+
     def check_budget(self, pool_size: int, num_samples: int) -> None:
         """Also check, before the model loads, that the embedding file fits the pool."""
         file = self.embedding_file()
         if file is not None:
             file.check_pool(pool_size)
+            if self.rescores:
+                raise ConfigError(
+                    f"near: rescore_fraction: {self.params.rescore_fraction} spares recomputing embeddings, "
+                    "but with embedding_file none are computed (the file's rows are read); remove "
+                    "rescore_fraction (valid range (0, 1], default 1.0) or embedding_file."
+                )
         super().check_budget(pool_size, num_samples)
 
     def check_context(self, ctx: SelectionContext) -> None:

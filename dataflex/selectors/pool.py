@@ -15,6 +15,7 @@ holds the same rows), score them, pick, remember the picks (for
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,15 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from dataflex.data.sft_dataset import composition
 from dataflex.errors import ConfigError
 from dataflex.gradients.batching import balanced_shards
+from dataflex.io import canonical_json
 from dataflex.selectors.base import Selection, SelectionContext, Selector, SelectorParams
 from dataflex.selectors.cache import ScoreCache, data_identity, model_identity
 from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.random_selector import round_rng
+from dataflex.selectors.rescoring import ScoreTable, check_rescore_fraction, rescore_count
 from dataflex.selectors.scoring import candidate_indices, summarize, top_n
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,24 @@ class PoolParams(SelectorParams):
         default=False, description="May an example chosen in an earlier round be chosen again."
     )
     batch_size: int = Field(default=8, ge=1, description="Examples per forward/backward pass.")
+    rescore_fraction: float = Field(
+        default=1.0,
+        description=(
+            "Share of a round's candidates whose features/losses are recomputed after the first scored "
+            "round (the shortlist of the best, then the least recently scored); the others keep their "
+            "last ones. 1: all, exact. docs/rescoring.md."
+        ),
+    )
+
+    @field_validator("rescore_fraction")
+    @classmethod
+    def _fraction_range(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(
+                f"rescore_fraction must be in (0, 1] (the share of a round's candidates recomputed after "
+                f"the first round; 1.0 = all, exact), got {value}."
+            )
+        return value
 
 
 @dataclass
@@ -68,18 +89,24 @@ class RoundScores:
             :meth:`PoolSelector.pick` ranks by, and the score reported for a chosen one.
         reported: What the report's ``candidate_scores`` summarises (default ``values``).
         tiebreak: ``(C,)`` order of equal ``values`` in the default pick (larger first).
+        priority: ``(C,)`` how the round ranks its candidates for the next round's shortlist
+            (``rescore_fraction`` < 1; default ``values``).
         weights: ``(C,)`` draw weights of a sampling pick rule (``delta_loss``).
         detail: Anything else the selector's own pick rule needs (``near``: the similarity matrix).
         candidates: The count reported as the round's candidates (default ``C``).
+        rows_ranked: The pool indices whose table rows ``priority`` ranks (set by
+            :meth:`PoolSelector.score`: the candidates).
         facts: Small JSON-serialisable facts for the round's report.
     """
 
     values: torch.Tensor
     reported: torch.Tensor | None = None
     tiebreak: torch.Tensor | None = None
+    priority: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     detail: Any = None
     candidates: int | None = None
+    rows_ranked: np.ndarray | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
 
@@ -90,10 +117,13 @@ class PoolRows:
     Attributes:
         rows: ``(len(indices), d)`` (or ``(len(indices),)``), identical on every rank.
         facts: Facts of the computation (cache hit, seconds per phase) for the report.
+        fresh: Positions of the rows computed this round (``rescore_fraction`` < 1; the
+            others come from the score table); ``None``: all of them.
     """
 
     rows: torch.Tensor
     facts: dict[str, Any] = field(default_factory=dict)
+    fresh: np.ndarray | None = None
 
 
 class PoolSelector(Selector):
@@ -104,6 +134,19 @@ class PoolSelector(Selector):
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.chosen: set[int] = set()
+        self.table: ScoreTable | None = None
+        self._table_checked = False
+        self._scored = 0
+
+    @property
+    def rescores(self) -> bool:
+        """True when later rounds recompute only part of the candidates (``rescore_fraction`` < 1)."""
+        return self.params.rescore_fraction < 1.0
+
+    @property
+    def computes_rows(self) -> bool:
+        """True when :meth:`example_rows` runs the model (``near`` with an embedding file does not)."""
+        return True
 
     # -- the round (template method) ---------------------------------------------------------
     def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
@@ -113,15 +156,19 @@ class PoolSelector(Selector):
         given ``(seed, round)``.
         """
         self.check_context(ctx)
+        self._scored = 0
         available = self.check_request(ctx, num_samples)
         cands = self.round_candidates(ctx, available, num_samples)
         scores = self.score(ctx, cands, num_samples)
         pos, chosen = self.pick(ctx, cands, scores, num_samples)
         indices = [int(cands[i]) for i in pos]
         self.remember(indices)
+        if self.table is not None and scores.rows_ranked is not None:
+            ranked = scores.values if scores.priority is None else scores.priority
+            self.table.rank(scores.rows_ranked, ranked)
         reported = scores.values if scores.reported is None else scores.reported
         count = len(cands) if scores.candidates is None else scores.candidates
-        meta = self.report(ctx, indices, reported, count, **scores.facts)
+        meta = self.report(ctx, indices, reported, count, **scores.facts, scored=self._scored)
         return Selection(indices=indices, scores=chosen, metadata=meta)
 
     def check_context(self, ctx: SelectionContext) -> None:
@@ -145,14 +192,93 @@ class PoolSelector(Selector):
         t0 = time.perf_counter()
         scores = self.score_rows(ctx, cands, rows, num_samples)
         scores.facts.setdefault("time_scoring_s", round(time.perf_counter() - t0, 4))
+        scores.rows_ranked = cands
         return scores
 
     def pool_rows(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> PoolRows:
-        """The rows of ``cands`` under the current model (:meth:`example_rows`), timed."""
+        """The rows of ``cands``: all computed now, or (``rescore_fraction`` < 1) some from the table.
+
+        Which candidates are recomputed is the rule of :mod:`dataflex.selectors.rescoring`
+        (``num_samples`` sizes the shortlist); the others' rows are the ones last
+        computed. Counts the computed rows into the round's ``scored``.
+        """
         t0 = time.perf_counter()
-        rows = self.example_rows(ctx, cands)
+        if not self.rescores:
+            rows = self.example_rows(ctx, cands)
+            self._scored += len(cands) if self.computes_rows else 0
+        else:
+            table = self.score_table(ctx)
+            pos = table.rescored(cands, num_samples, self.params.rescore_fraction, self.seed_for(ctx))
+            fresh = self.example_rows(ctx, cands[pos])
+            self._scored += len(pos) if self.computes_rows else 0
+            table.update(cands, pos, fresh.rows, ctx.round)
+            rows = PoolRows(table.gather(cands), fresh.facts, fresh=pos)
         rows.facts.setdefault("time_rows_s", time.perf_counter() - t0)
         return rows
+
+    def score_table(self, ctx: SelectionContext) -> ScoreTable:
+        """The table of last computed rows, for this pool's data and base model.
+
+        A table restored from a checkpoint is checked once against the run's data and
+        base model (everything of :func:`~dataflex.selectors.cache.model_identity` but
+        the trained weights, which change every round by design); one computed for
+        other data or another model is dropped with a warning and recomputed.
+        """
+        if self.table is not None and self._table_checked:
+            return self.table
+        identity = model_identity(ctx.model)
+        identity.pop("trainable_hash", None)
+        key = {
+            "selector": self.registry_name,
+            "data": data_identity(ctx.train_dataset, range(len(ctx.train_dataset))),
+            "model": identity,
+        }
+        if self.table is not None and canonical_json(self.table.key) != canonical_json(key):
+            logger.warning(
+                "%s: the score table of the restored state was computed for other data or another base "
+                "model; it is dropped and every candidate is rescored this round.",
+                self.registry_name,
+            )
+            self.table = None
+        if self.table is None:
+            self.table = ScoreTable(len(ctx.train_dataset), key)
+        self._table_checked = True
+        return self.table
+
+    def examples_scored(self, round_: int, pool_size: int, budget: int) -> int:
+        """Pool examples whose rows round ``round_`` (1-based) computes, as planned.
+
+        The first scored round computes every candidate; with ``rescore_fraction`` < 1 a
+        later one computes ``floor(rescore_fraction x candidates)`` (more when
+        ``candidate_fraction`` < 1 draws candidates never scored before). Candidates:
+        the pool (less earlier rounds' picks under ``repeat_across_rounds: false``), cut
+        by ``candidate_fraction`` / ``max_candidates``, at least ``budget``.
+        """
+        if round_ < 1 or not self.computes_rows:
+            return 0
+        p = self.params
+        available = pool_size if p.repeat_across_rounds else max(0, pool_size - (round_ - 1) * budget)
+        count = self.planned_candidates(available, budget)
+        return count if round_ == 1 or not self.rescores else rescore_count(p.rescore_fraction, count)
+
+    def planned_candidates(self, available: int, budget: int) -> int:
+        """Candidates of a round with ``available`` choosable examples (the draw's count)."""
+        p = self.params
+        count = math.ceil(p.candidate_fraction * available)
+        if p.max_candidates is not None:
+            count = min(count, p.max_candidates)
+        return min(available, max(count, budget))
+
+    def check_budget(self, pool_size: int, num_samples: int) -> None:
+        """Also refuse, before the model loads, a ``rescore_fraction`` that rescores only the shortlist."""
+        super().check_budget(pool_size, num_samples)
+        if self.rescores:
+            check_rescore_fraction(
+                self.registry_name,
+                self.params.rescore_fraction,
+                self.planned_candidates(pool_size, num_samples),
+                num_samples,
+            )
 
     def example_rows(self, ctx: SelectionContext, indices: np.ndarray) -> PoolRows:
         """The per-example work of the round for pool ``indices``: one row each, gathered.
@@ -359,10 +485,16 @@ class PoolSelector(Selector):
         return meta
 
     def state_dict(self) -> dict[str, Any]:
-        return {"chosen": sorted(self.chosen)}
+        state: dict[str, Any] = {"chosen": sorted(self.chosen)}
+        if self.table is not None:
+            state["score_table"] = self.table.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = set(state) - {"chosen"}
+        unknown = set(state) - {"chosen", "score_table"}
         if unknown:
             raise ValueError(f"{type(self).__name__}: unknown state keys {sorted(unknown)}.")
         self.chosen = {int(i) for i in state.get("chosen", [])}
+        table = state.get("score_table")
+        self.table = None if table is None else ScoreTable.from_state(table)
+        self._table_checked = False
