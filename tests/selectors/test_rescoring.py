@@ -241,6 +241,10 @@ def test_delta_loss_rows_not_rescored_keep_their_last_change():
         if r > 1:
             done = torch.isfinite(expected)
             assert torch.allclose(sel.last_delta[done], expected[done], atol=1e-5), r
+            # the round ranked every candidate by these Δ (a row without two computations: none)
+            ranked = got.metadata["candidate_scores"]
+            assert ranked["mean"] == pytest.approx(float(expected[done].mean()), abs=1e-5), r
+            assert ranked["min"] == pytest.approx(float(expected[done].min()), abs=1e-5), r
         with torch.no_grad():
             next(model.parameters()).mul_(0.9)
 
@@ -251,6 +255,10 @@ def test_two_processes_return_the_selection_of_one(tmp_path):
     single = _rounds(DistributedView())
     for res in results:
         assert res["indices"] == single["indices"]
+        for a, b in zip(res["scores"], single["scores"]):
+            assert a == pytest.approx(b, abs=1e-6)
+        assert res["table_rounds"] == single["table_rounds"]
+        assert np.allclose(res["table_rows"], single["table_rows"], atol=1e-6)
         assert res["scored"] == single["scored"] == [12, 6, 6]
     # the rescored rows are split between the ranks: each went through the model once
     assert [a + b for a, b in zip(results[0]["rows"], results[1]["rows"])] == single["rows"]
@@ -269,7 +277,7 @@ def _rounds(view: DistributedView) -> dict:
     def count(module, args, kwargs):
         rows[0] += kwargs["input_ids"].shape[0]
 
-    out: dict = {"indices": [], "scored": [], "rows": []}
+    out: dict = {"indices": [], "scores": [], "scored": [], "rows": []}
     for r in range(1, 4):
         train_steps(model, opt, pool, 1, offset=r)
         handle = model.register_forward_pre_hook(count, with_kwargs=True)
@@ -289,8 +297,12 @@ def _rounds(view: DistributedView) -> dict:
         got = sel.select(ctx, 2)
         handle.remove()
         out["indices"].append(got.indices)
+        out["scores"].append(got.scores)
         out["scored"].append(got.metadata["scored"])
         out["rows"].append(rows[0])
+    # the score table every rank keeps: which rows each round computed, and their values
+    out["table_rounds"] = sel.table.scored_round.tolist()
+    out["table_rows"] = sel.table.rows.tolist()
     return out
 
 
