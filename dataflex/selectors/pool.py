@@ -74,8 +74,8 @@ class PoolParams(SelectorParams):
     def _fraction_range(cls, value: float) -> float:
         if not 0.0 < value <= 1.0:
             raise ValueError(
-                f"rescore_fraction must be in (0, 1] (the share of a round's candidates recomputed after "
-                f"the first round; 1.0 = all, exact), got {value}."
+                "must be in (0, 1]: the share of a round's candidates recomputed after the first round "
+                "(1.0 = all, exact; e.g. 0.2)"
             )
         return value
 

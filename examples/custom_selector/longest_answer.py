@@ -17,7 +17,7 @@ class LongestAnswer(PoolSelector):
     """Prefer the examples with the most answer tokens, each at most once per run."""
 
     # strict: an unknown key in components.yaml is an error. PoolParams adds seed, cache_dir,
-    # candidate_fraction, max_candidates, repeat_across_rounds and batch_size.
+    # candidate_fraction, max_candidates, repeat_across_rounds, batch_size and rescore_fraction.
     class Params(PoolParams):
         min_tokens: int = Field(default=1, ge=1, description="Never choose shorter answers.")
 

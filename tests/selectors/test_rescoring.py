@@ -345,3 +345,42 @@ def test_near_with_an_embedding_file_refuses_a_fraction(tmp_path):
     sel = build_selector("near", embedding_file=str(path), rescore_fraction=0.5)
     with pytest.raises(ConfigError, match="with embedding_file none are computed"):
         sel.check_budget(10, 2)
+
+
+def test_resume_with_another_fraction_is_refused_naming_it():
+    from transformers import TrainingArguments
+
+    from dataflex.train.dynamic.resume import check_same_run, run_fingerprint
+
+    pool = make_examples(8, seed=1)
+    args = TrainingArguments(output_dir="unused", report_to=[])
+    saved = run_fingerprint(build_selector("less", rescore_fraction=0.2), pool, None, args)
+    this_run = run_fingerprint(build_selector("less", rescore_fraction=0.5), pool, None, args)
+    with pytest.raises(ConfigError, match=r"selector_params.rescore_fraction=0.2, this run has .*=0.5"):
+        check_same_run(saved, this_run, "out/checkpoint-10")
+    check_same_run(saved, saved, "out/checkpoint-10")
+
+
+def test_each_report_record_has_scored():
+    from dataflex.selectors.base import Selection
+    from dataflex.train.dynamic.reports import round_record
+
+    pool = make_examples(6, seed=1)
+    sel = build_selector("loss", rescore_fraction=0.5, repeat_across_rounds=True, batch_size=2)
+    ctx = SelectionContext(
+        model=make_tiny_llama(seed=1),
+        optimizer=None,
+        train_dataset=pool,
+        collator=SFTDataCollator(0),
+        round=1,
+    )
+    got = sel.select(ctx, 2)
+    record = round_record(
+        round_=1, step=5, learning_rate=0.1, selection=got, seconds=1.0, candidates=6, train_dataset=pool
+    )
+    assert record["scored"] == 6
+    warmup = Selection(indices=[0, 1], metadata={"selector": "warmup"})
+    record = round_record(
+        round_=0, step=0, learning_rate=None, selection=warmup, seconds=0.0, candidates=6, train_dataset=pool
+    )
+    assert record["scored"] == 0
