@@ -224,11 +224,12 @@ class Selector(ABC):
                 f"(per-device batch x gradient accumulation x world size x update_step){fix}."
             )
 
-    def examples_scored(self, round_: int, pool_size: int, budget: int) -> int:
-        """Pool examples whose features or losses round ``round_`` computes, as planned (for the plan).
+    def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
+        """How many pool examples round ``round_`` (≥ 1) scores, for the plan printed before training.
 
-        0 here (a selector that scores nothing); the pool-scoring selectors answer
-        from their params (``rescore_fraction``, ``candidate_fraction``...).
+        ``num_samples`` is the per-round budget. 0 here (a selector that scores nothing,
+        ``random``); the pool-scoring selectors answer from their params
+        (``candidate_fraction``, ``rescore_fraction``...).
         """
         return 0
 

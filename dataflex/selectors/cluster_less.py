@@ -112,13 +112,13 @@ class ClusterLessSelector(EmbeddingPoolSelector):
             )
         super().check_budget(pool_size, num_samples)
 
-    def examples_scored(self, round_: int, pool_size: int, budget: int) -> int:
+    def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
         """Representatives' LESS features every round, plus the embeddings of a refresh round."""
         if round_ < 1:
             return 0
         reps = self.params.num_clusters * self.params.representatives
         refresh = (round_ - 1) % self.params.refresh_every == 0
-        return reps + (super().examples_scored(round_, pool_size, budget) if refresh else 0)
+        return reps + (super().examples_scored(pool_size, num_samples, round_) if refresh else 0)
 
     # -- clustering -------------------------------------------------------------------------
     def refresh(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> float:

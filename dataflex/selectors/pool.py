@@ -245,20 +245,21 @@ class PoolSelector(Selector):
         self._table_checked = True
         return self.table
 
-    def examples_scored(self, round_: int, pool_size: int, budget: int) -> int:
+    def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
         """Pool examples whose rows round ``round_`` (1-based) computes, as planned.
 
         The first scored round computes every candidate; with ``rescore_fraction`` < 1 a
         later one computes ``floor(rescore_fraction x candidates)`` (more when
         ``candidate_fraction`` < 1 draws candidates never scored before). Candidates:
-        the pool (less earlier rounds' picks under ``repeat_across_rounds: false``), cut
-        by ``candidate_fraction`` / ``max_candidates``, at least ``budget``.
+        the pool (less earlier rounds' ``num_samples`` picks each under
+        ``repeat_across_rounds: false``), cut by ``candidate_fraction`` /
+        ``max_candidates``, at least ``num_samples``.
         """
         if round_ < 1 or not self.computes_rows:
             return 0
         p = self.params
-        available = pool_size if p.repeat_across_rounds else max(0, pool_size - (round_ - 1) * budget)
-        count = self.planned_candidates(available, budget)
+        available = pool_size if p.repeat_across_rounds else max(0, pool_size - (round_ - 1) * num_samples)
+        count = self.planned_candidates(available, num_samples)
         return count if round_ == 1 or not self.rescores else rescore_count(p.rescore_fraction, count)
 
     def planned_candidates(self, available: int, budget: int) -> int:

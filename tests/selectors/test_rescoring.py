@@ -201,7 +201,7 @@ def test_scored_counts_the_rows_through_the_model(kind):
         with torch.no_grad():  # the model moves between rounds
             next(model.parameters()).mul_(0.99)
     assert seen == [(20, 20), (5, 5), (5, 5), (5, 5)]
-    assert [sel.examples_scored(r, 20, 2) for r in range(0, 5)] == [0, 20, 5, 5, 5]
+    assert [sel.examples_scored(20, 2, r) for r in range(0, 5)] == [0, 20, 5, 5, 5]
 
 
 def example_loss(model, ex) -> float:
