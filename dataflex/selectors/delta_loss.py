@@ -71,7 +71,9 @@ def window_draw(weights: np.ndarray, n: int, rng: np.random.Generator) -> torch.
     Gumbel top-k: the n largest of log(w) + Gumbel noise are distributed exactly as n
     successive draws without replacement (``torch.multinomial(..., replacement=False)``).
     """
-    return gumbel_top_k(torch.from_numpy(np.log(np.asarray(weights, dtype=np.float64))), n, rng)
+    with np.errstate(divide="ignore"):  # weight 0: log 0 = -inf, never drawn
+        log_weights = np.log(np.asarray(weights, dtype=np.float64))
+    return gumbel_top_k(torch.from_numpy(log_weights), n, rng)
 
 
 @register_selector("delta_loss")
@@ -212,7 +214,11 @@ class DeltaLossSelector(PoolSelector):
             time_losses_s=round(rows.facts["time_rows_s"], 4),
         )
         return RoundScores(
-            values=scores, reported=scores[torch.isfinite(scores)], weights=weights, facts=facts
+            values=scores,
+            reported=scores[torch.isfinite(scores)],
+            weights=weights,
+            priority=weights,
+            facts=facts,
         )
 
     def pick(
@@ -224,6 +230,8 @@ class DeltaLossSelector(PoolSelector):
             pos = torch.from_numpy(rng.choice(len(cands), size=num_samples, replace=False))
         else:
             weights = scores.weights.numpy()
+            if scores.allowed is not None:  # rescore_fraction < 1: only rows computed this round
+                weights = np.where(scores.allowed.numpy(), weights, 0.0)
             pos = window_draw(weights, num_samples, rng)
             scores.facts["in_window"] = int(sum(1 for q in pos.tolist() if weights[q] == 1.0))
         chosen = scores.values[pos]

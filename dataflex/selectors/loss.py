@@ -15,6 +15,7 @@ gradients, each rank on its shard), and a rule turns them into a selection:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -47,14 +48,17 @@ def choose_by_loss(
     focus: Literal["high", "medium", "low"],
     temperature: float,
     rng: np.random.Generator,
+    allowed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Positions of ``n`` distinct entries of ``losses`` chosen by the band rule.
 
     With ``temperature == 0`` the ``n`` most preferred positions (ties by position);
     otherwise a draw without replacement with probabilities ∝ ``exp(u / temperature)``,
-    in the order drawn.
+    in the order drawn. Positions outside ``allowed`` (a bool mask) are never chosen.
     """
     u = band_preference(losses, focus)
+    if allowed is not None:
+        u = u.masked_fill(~allowed, -math.inf)
     if temperature == 0:
         return top_n(u, n)
     return gumbel_top_k(u / temperature, n, rng)
@@ -86,6 +90,7 @@ class LossSelector(PoolSelector):
         p = self.params
         return RoundScores(
             values=rows.rows,
+            priority=band_preference(rows.rows, p.focus),
             facts={
                 "focus": p.focus,
                 "temperature": p.temperature,
@@ -102,6 +107,8 @@ class LossSelector(PoolSelector):
         p = self.params
         rng = round_rng(self.seed_for(ctx), ctx.round)
         losses = scores.values
-        pos = choose_by_loss(losses, num_samples, focus=p.focus, temperature=p.temperature, rng=rng)
+        pos = choose_by_loss(
+            losses, num_samples, focus=p.focus, temperature=p.temperature, rng=rng, allowed=scores.allowed
+        )
         scores.facts["score_histogram"] = score_histogram(losses, pos)
         return pos.tolist(), losses[pos].tolist()

@@ -15,6 +15,7 @@ see :func:`read_embedding_file`; it is validated when the config is read.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -178,6 +179,8 @@ class NearSelector(EmbeddingPoolSelector):
     ) -> tuple[list[int], list[float] | None]:
         """The per-example neighbour lists merged by rank level (:func:`merge_neighbours`)."""
         sim = scores.detail
+        if scores.allowed is not None:  # rescore_fraction < 1: only rows computed this round
+            sim = sim.masked_fill(~scores.allowed[None, :], -math.inf)
         pos, chosen = merge_neighbours(sim, num_samples)
         scores.facts["neighbours_per_query"] = _levels_used(sim, pos)
         return pos, chosen

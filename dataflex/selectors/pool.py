@@ -92,6 +92,9 @@ class RoundScores:
         priority: ``(C,)`` how the round ranks its candidates for the next round's shortlist
             (``rescore_fraction`` < 1; default ``values``).
         weights: ``(C,)`` draw weights of a sampling pick rule (``delta_loss``).
+        allowed: ``(C,)`` bool, the candidates the pick may choose: with ``rescore_fraction``
+            < 1 those whose rows this round computed (set by :meth:`PoolSelector.score`), so
+            no example is chosen on a stale row; ``None``: all.
         detail: Anything else the selector's own pick rule needs (``near``: the similarity matrix).
         candidates: The count reported as the round's candidates (default ``C``).
         rows_ranked: The pool indices whose table rows ``priority`` ranks (set by
@@ -104,6 +107,7 @@ class RoundScores:
     tiebreak: torch.Tensor | None = None
     priority: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    allowed: torch.Tensor | None = None
     detail: Any = None
     candidates: int | None = None
     rows_ranked: np.ndarray | None = None
@@ -193,6 +197,9 @@ class PoolSelector(Selector):
         scores = self.score_rows(ctx, cands, rows, num_samples)
         scores.facts.setdefault("time_scoring_s", round(time.perf_counter() - t0, 4))
         scores.rows_ranked = cands
+        if rows.fresh is not None:
+            scores.allowed = torch.zeros(len(cands), dtype=torch.bool)
+            scores.allowed[torch.as_tensor(rows.fresh, dtype=torch.long)] = True
         return scores
 
     def pool_rows(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> PoolRows:
@@ -310,10 +317,13 @@ class PoolSelector(Selector):
     ) -> tuple[list[int], list[float] | None]:
         """Positions (into ``cands``) of the round's choice, in training order, and their scores.
 
-        Default: the ``num_samples`` best ``scores.values``, ties by ``scores.tiebreak``,
-        then by lower position.
+        Default: the ``num_samples`` best ``scores.values`` among ``scores.allowed``, ties
+        by ``scores.tiebreak``, then by lower position.
         """
-        pos = top_n(scores.values, num_samples, tiebreak=scores.tiebreak)
+        values = scores.values
+        if scores.allowed is not None:
+            values = values.masked_fill(~scores.allowed, -math.inf)
+        pos = top_n(values, num_samples, tiebreak=scores.tiebreak)
         return pos.tolist(), scores.values[pos].tolist()
 
     # -- candidates -------------------------------------------------------------------------

@@ -141,6 +141,8 @@ class TsdsSelector(EmbeddingPoolSelector):
     ) -> tuple[list[int], list[float] | None]:
         """``num_samples`` seeded draws from the probabilities: i.i.d. or distinct (Gumbel top-n)."""
         probs = scores.values
+        if scores.allowed is not None:  # rescore_fraction < 1: only rows computed this round
+            probs = probs * scores.allowed.to(probs.dtype)
         rng = round_rng(self.seed_for(ctx), ctx.round)
         if self.params.sampling == "multinomial":
             pos = rng.choice(len(probs), size=num_samples, replace=True, p=(probs / probs.sum()).numpy())

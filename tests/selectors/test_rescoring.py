@@ -110,7 +110,8 @@ def test_less_choice_equals_the_rule_computed_independently(fraction):
             last_s[i] = full[i].item()
             last_round[i] = r
         total += lr * last_s  # a row not rescored carries its last term
-        order = sorted(range(pool), key=lambda i: (-total[i].item(), -last_s[i].item(), i))
+        # the choice: the best by S among the rows computed this round (never a stale row)
+        order = sorted(rescored, key=lambda i: (-total[i].item(), -last_s[i].item(), i))
         assert got.indices == order[:budget], f"round {r}"
         assert got.scores == pytest.approx([total[i].item() for i in order[:budget]], abs=1e-6)
     # the selector did not simply rescore everything: later rounds differ from exact LESS
