@@ -146,13 +146,15 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     """One row per run; the ratio's reduction against the same pool's exact run."""
     exact = {r["pool"]: r for r in results if r["rescore_fraction"] == 1.0}
     lines = [
-        "| pool | rescore_fraction | selection s | training s | selection / training | vs exact "
-        "| scored in all (bound) | target share per round | largest share gap vs exact | final target loss |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        "| pool | rescore_fraction | selection s | training s | selection / training | ratio vs exact "
+        "| selection s vs exact | scored in all (bound) | target share per round "
+        "| largest share gap vs exact | final target loss |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for r in results:
         base = exact.get(r["pool"])
         gain = f"{base['ratio'] / r['ratio']:.1f}x lower" if base and r is not base else "-"
+        faster = f"{base['selection_s'] / r['selection_s']:.1f}x less" if base and r is not base else "-"
         diff = (
             f"{max(abs(a - b) for a, b in zip(r['target_share'], base['target_share'])):.3f}"
             if base and r is not base
@@ -162,8 +164,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
         loss = "-" if r["target_loss"] is None else f"{r['target_loss']:.4f}"
         lines.append(
             f"| {r['pool']} | {r['rescore_fraction']} | {r['selection_s']:.1f} | {r['training_s']:.1f} "
-            f"| {r['ratio']:.2f} | {gain} | {r['scored_total']} ({r['bound']:.0f}) | {shares} | {diff} "
-            f"| {loss} |"
+            f"| {r['ratio']:.2f} | {gain} | {faster} | {r['scored_total']} ({r['bound']:.0f}) | {shares} "
+            f"| {diff} | {loss} |"
         )
     return "\n".join(lines)
 
