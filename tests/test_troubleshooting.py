@@ -527,6 +527,18 @@ def _():
     return cli("components_cfg_file=big.yaml")
 
 
+@trigger("rescore-fraction-range")
+def _():
+    return raised(lambda: build_selector("less", rescore_fraction=0))
+
+
+@trigger("rescore-fraction-too-small")
+def _():
+    components = (ROOT / "examples" / "quickstart" / "components.yaml").read_text()
+    Path("few.yaml").write_text(components.replace("seed: 123", "seed: 123\n      rescore_fraction: 0.03"))
+    return cli("components_cfg_file=few.yaml")
+
+
 @trigger("report-to-missing")
 def _():
     with pytest.MonkeyPatch.context() as mp:

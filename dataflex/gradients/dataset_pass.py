@@ -183,6 +183,11 @@ def compute_features(
     return out
 
 
+def progress_bar(total: int, desc: str, progress: bool | None = None) -> tqdm:
+    """A tqdm bar over ``total`` examples (rate and time left), shown as :func:`_bar_disabled` says."""
+    return tqdm(total=total, disable=_bar_disabled(progress), desc=desc, unit="ex", dynamic_ncols=True)
+
+
 def _bar_disabled(progress: bool | None) -> bool:
     """Whether to hide the bar: as asked, else on ranks other than 0 and when stderr is no terminal."""
     if progress is not None:

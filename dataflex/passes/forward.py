@@ -43,6 +43,7 @@ def forward_batches(
     *,
     batch_size: int,
     device: torch.device | str = "cpu",
+    on_batch: Callable[[int], object] | None = None,
 ) -> list[torch.Tensor]:
     """``run(batch)`` on ``examples[i]`` for ``i`` in ``indices``, ``batch_size`` at a time, in eval mode.
 
@@ -58,6 +59,7 @@ def forward_batches(
         run: Computes a ``(B, ...)`` result from one batch on ``device``.
         batch_size: Most examples per forward.
         device: Where the batches go.
+        on_batch: Called with each real batch's size once it is done (a progress bar's ``update``).
 
     Returns:
         One CPU tensor per batch, in order (empty when ``indices`` is).
@@ -72,6 +74,8 @@ def forward_batches(
             for start in range(0, len(indices), batch_size):
                 chunk = [examples[int(i)] for i in indices[start : start + batch_size]]
                 out.append(run({k: v.to(device) for k, v in collator(chunk).items()}).cpu())
+                if on_batch is not None:
+                    on_batch(len(chunk))
 
             def padding() -> None:  # a discarded batch, so that every rank runs as many forwards
                 first = examples[int(indices[0])] if len(indices) else examples[0]

@@ -1,8 +1,9 @@
 """Selectors. Importing this package registers the built-in ones.
 
 The extension points: :class:`Selector` (any selection rule), :class:`PoolSelector`
-with :class:`PoolParams` (a rule that scores examples of the pool: candidates,
-sharding across ranks, earlier rounds' picks, caching and the report), and the
+with :class:`PoolParams` (a rule that scores examples of the pool: a template method whose
+round draws candidates, shards and gathers the per-example work, picks, remembers
+earlier rounds' picks and reports; the selector supplies its rows and scores), and the
 :class:`ScoresCandidates` capability (scores every candidate, so offline selection
 can combine them over checkpoints).
 """
@@ -23,7 +24,7 @@ from dataflex.selectors.less import LessSelector
 from dataflex.selectors.loss import LossSelector
 from dataflex.selectors.near import NearSelector
 from dataflex.selectors.nice import NiceSelector
-from dataflex.selectors.pool import PoolParams, PoolSelector
+from dataflex.selectors.pool import PoolParams, PoolRows, PoolSelector, RoundScores
 from dataflex.selectors.random_selector import RandomSelector
 from dataflex.selectors.tsds import TsdsSelector
 
@@ -36,9 +37,11 @@ __all__ = [
     "NearSelector",
     "NiceSelector",
     "PoolParams",
+    "PoolRows",
     "PoolSelector",
     "PreflightPlan",
     "RandomSelector",
+    "RoundScores",
     "ScoresCandidates",
     "Selection",
     "SelectionContext",

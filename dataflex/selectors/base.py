@@ -317,10 +317,11 @@ class Selector(ABC):
             )
 
     def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
-        """How many examples round ``round_`` (≥ 1) scores, for the plan printed before training.
+        """How many pool examples round ``round_`` (≥ 1) scores, for the plan printed before training.
 
-        ``num_samples`` is the per-round budget. A selector that scores no example (``random``)
-        keeps this default, 0; one that scores candidates of the pool says how many.
+        ``num_samples`` is the per-round budget. 0 here (a selector that scores nothing,
+        ``random``); the pool-scoring selectors answer from their params
+        (``candidate_fraction``, ``rescore_fraction``...).
         """
         return 0
 

@@ -31,13 +31,14 @@ from pydantic import BaseModel, Field, field_validator
 
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
-from dataflex.selectors.base import PreflightPlan, Selection, SelectionContext
-from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector, unit_rows64
+from dataflex.selectors.base import PreflightPlan, SelectionContext
+from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector
 from dataflex.selectors.kmeans import kmeans
 from dataflex.selectors.less import LessSelector
 from dataflex.selectors.less_features import check_less_inputs
+from dataflex.selectors.pool import PoolRows, RoundScores
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import aggregate, top_n
+from dataflex.selectors.scoring import aggregate, top_n, unit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         )
         self.clusters: list[list[int]] | None = None
         self.clustered_round: int | None = None
+        self._refreshed = False  # this round's: re-clustered, and the seconds spent embedding
+        self._embed_s = 0.0
 
     def check_budget(self, pool_size: int, num_samples: int) -> None:
         """Also refuse, before the model loads, more clusters than pool examples."""
@@ -119,21 +122,38 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         )
         super().preflight(plan)
 
+    def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
+        """Representatives' LESS features every round, plus the embeddings of a refresh round."""
+        if round_ < 1:
+            return 0
+        reps = self.params.num_clusters * self.params.representatives
+        refresh = (round_ - 1) % self.params.refresh_every == 0
+        return reps + (super().examples_scored(pool_size, num_samples, round_) if refresh else 0)
+
     # -- clustering -------------------------------------------------------------------------
-    def refresh(self, ctx: SelectionContext, cands: np.ndarray) -> float:
-        """Embed and cluster ``cands``; returns the seconds spent embedding."""
+    def refresh(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> float:
+        """Embed and cluster ``cands``; returns the seconds spent embedding.
+
+        With ``rescore_fraction`` < 1 only part of ``cands`` is re-embedded (the rule of
+        :mod:`dataflex.selectors.rescoring`); the others keep their last embeddings.
+        """
         k = self.params.num_clusters
         if k > len(cands):
             raise ConfigError(
                 f"cluster_less: num_clusters is {k} but round {ctx.round} has only {len(cands)} candidates; "
                 "lower num_clusters or raise candidate_fraction/max_candidates."
             )
-        rows = self.embed(ctx, ctx.train_dataset, cands.tolist())
-        x = unit_rows64(rows.rows).numpy()
+        rows = self.pool_rows(ctx, cands, num_samples)
+        x = unit_rows(rows.rows, torch.float64).numpy()
         rng = round_rng(self.seed_for(ctx), ctx.round)
         self.clusters = [[int(cands[r]) for r in m] for m in cluster_members(x, k, rng)]
         self.clustered_round = ctx.round
-        return rows.time_s
+        return float(rows.facts["time_rows_s"])
+
+    def example_rows(self, ctx: SelectionContext, indices: np.ndarray) -> PoolRows:
+        """Each example's embedding under the current model (sharded, gathered, cached)."""
+        rows = self.embed(ctx, ctx.train_dataset, indices.tolist())
+        return PoolRows(rows.rows, {"cache_hit": rows.cache_hit})
 
     def needs_refresh(self, ctx: SelectionContext, available: np.ndarray, num_samples: int) -> bool:
         """First round, schedule due, or too few choosable members left in the clusters."""
@@ -155,21 +175,34 @@ class ClusterLessSelector(EmbeddingPoolSelector):
             return True
         return False
 
-    # -- selection --------------------------------------------------------------------------
-    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
+    # -- the round ----------------------------------------------------------------------------
+    def check_context(self, ctx: SelectionContext) -> None:
+        """A validation set, then what LESS needs (model, collator, subtasks, learning rate)."""
         self.eval_examples(ctx)
         self.less.check_context(ctx)
-        available = self.check_request(ctx, num_samples)
-        embed_s = 0.0
-        refreshed = self.needs_refresh(ctx, available, num_samples)
-        if refreshed:
+
+    def round_candidates(self, ctx: SelectionContext, available: np.ndarray, num_samples: int) -> np.ndarray:
+        """The clusters' choosable members, cluster by cluster, nearest the centroid first.
+
+        Re-embeds and re-clusters a seeded draw of ``available`` first when due.
+        """
+        self._embed_s = 0.0
+        self._refreshed = self.needs_refresh(ctx, available, num_samples)
+        if self._refreshed:
             cands = self.draw_candidates(ctx, available, num_samples)
-            embed_s = self.refresh(ctx, cands)
+            self._embed_s = self.refresh(ctx, cands, num_samples)
+        assert self.clusters is not None
+        allowed = set(available.tolist())
+        return np.array([i for m in self.clusters for i in m if i in allowed], dtype=np.int64)
+
+    def score(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> RoundScores:
+        """LESS on each cluster's representatives; a member's value is its cluster's score."""
         assert self.clusters is not None
         r = self.params.representatives
         reps = [m[:r] for m in self.clusters]
         flat = np.array([i for rs in reps for i in rs], dtype=np.int64)
         result = self.less.score_candidates(ctx, flat)
+        self._scored += len(flat)
         facts = result.metadata
         t0 = time.perf_counter()
         owner = torch.tensor([c for c, rs in enumerate(reps) for _ in rs])
@@ -177,56 +210,52 @@ class ClusterLessSelector(EmbeddingPoolSelector):
         per_cluster.index_add_(0, owner, result.per_subtask.double())
         per_cluster /= torch.tensor([len(rs) for rs in reps], dtype=torch.float64)[:, None]
         cluster_scores = aggregate(per_cluster)
-        indices, scores = self.fill(ctx, available, cluster_scores, num_samples)
-        self.remember(indices)
+        cluster_of = {i: c for c, m in enumerate(self.clusters) for i in m}
+        members = torch.tensor([cluster_of[int(i)] for i in cands], dtype=torch.long)
         clustered = sum(len(m) for m in self.clusters)
         assert ctx.eval_dataset is not None  # check_context refused a context without it
         val_rows = len(ctx.eval_dataset)
-        meta = self.report(
-            ctx,
-            indices,
-            cluster_scores,
-            clustered,
-            transform=facts["transform"],
-            subtasks=result.subtasks,
-            clusters=len(self.clusters),
-            clustered_round=self.clustered_round,
-            refreshed=refreshed,
-            clusters_used=len({c for c in self._owners(indices)}),
-            feature_rows=len(flat) + val_rows,
-            less_feature_rows=clustered + val_rows,
-            feature_share=round((len(flat) + val_rows) / (clustered + val_rows), 4),
-            cache_hit=facts["cache_hit"],
-            time_embeddings_s=round(embed_s, 4),
-            time_features_s=round(facts["time_features_s"], 4),
-            time_scoring_s=round(facts["time_scoring_s"] + time.perf_counter() - t0, 4),
+        return RoundScores(
+            values=cluster_scores[members],
+            reported=cluster_scores,
+            detail=(cluster_scores, members),
+            candidates=clustered,
+            rows_ranked=cands,
+            facts={
+                "transform": facts["transform"],
+                "subtasks": result.subtasks,
+                "clusters": len(self.clusters),
+                "clustered_round": self.clustered_round,
+                "refreshed": self._refreshed,
+                "feature_rows": len(flat) + val_rows,
+                "less_feature_rows": clustered + val_rows,
+                "feature_share": round((len(flat) + val_rows) / (clustered + val_rows), 4),
+                "cache_hit": facts["cache_hit"],
+                "time_embeddings_s": round(self._embed_s, 4),
+                "time_features_s": round(facts["time_features_s"], 4),
+                "time_scoring_s": round(facts["time_scoring_s"] + time.perf_counter() - t0, 4),
+            },
         )
-        return Selection(indices=indices, scores=scores, metadata=meta)
 
-    def fill(
-        self, ctx: SelectionContext, available: np.ndarray, cluster_scores: torch.Tensor, num_samples: int
-    ) -> tuple[list[int], list[float]]:
+    def pick(
+        self, ctx: SelectionContext, cands: np.ndarray, scores: RoundScores, num_samples: int
+    ) -> tuple[list[int], list[float] | None]:
         """Members of the best clusters, best cluster first, ``pick`` order within a cluster."""
-        assert self.clusters is not None
-        allowed = set(available.tolist())
+        cluster_scores, members = scores.detail
         rng = round_rng(self.seed_for(ctx), ctx.round)
-        indices: list[int] = []
-        scores: list[float] = []
+        pos: list[int] = []
+        chosen: list[float] = []
         for c in top_n(cluster_scores, len(cluster_scores)).tolist():
-            members = [i for i in self.clusters[c] if i in allowed]
+            inside = torch.nonzero(members == c).flatten().tolist()
             if self.params.pick == "random":
-                members = [members[j] for j in rng.permutation(len(members))]
-            take = members[: num_samples - len(indices)]
-            indices.extend(take)
-            scores.extend([float(cluster_scores[c])] * len(take))
-            if len(indices) == num_samples:
+                inside = [inside[j] for j in rng.permutation(len(inside))]
+            take = inside[: num_samples - len(pos)]
+            pos.extend(take)
+            chosen.extend([float(cluster_scores[c])] * len(take))
+            if len(pos) == num_samples:
                 break
-        return indices, scores
-
-    def _owners(self, indices: list[int]) -> list[int]:
-        assert self.clusters is not None
-        owner = {i: c for c, m in enumerate(self.clusters) for i in m}
-        return [owner[i] for i in indices]
+        scores.facts["clusters_used"] = len({int(members[q]) for q in pos})
+        return pos, chosen
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

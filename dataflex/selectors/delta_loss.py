@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -35,10 +34,10 @@ from pydantic import BaseModel, Field
 
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
-from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.pool import PoolParams, PoolSelector
+from dataflex.selectors.base import SelectionContext
+from dataflex.selectors.pool import PoolParams, PoolRows, PoolSelector, RoundScores
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import summarize, top_n
+from dataflex.selectors.scoring import gumbel_top_k, summarize, top_n
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +71,9 @@ def window_draw(weights: np.ndarray, n: int, rng: np.random.Generator) -> torch.
     Gumbel top-k: the n largest of log(w) + Gumbel noise are distributed exactly as n
     successive draws without replacement (``torch.multinomial(..., replacement=False)``).
     """
-    keys = np.log(np.asarray(weights, dtype=np.float64)) + rng.gumbel(size=len(weights))
-    return top_n(torch.from_numpy(keys), n)
+    with np.errstate(divide="ignore"):  # weight 0: log 0 = -inf, never drawn
+        log_weights = np.log(np.asarray(weights, dtype=np.float64))
+    return gumbel_top_k(torch.from_numpy(log_weights), n, rng)
 
 
 @register_selector("delta_loss")
@@ -112,6 +112,7 @@ class DeltaLossSelector(PoolSelector):
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.reference_losses: torch.Tensor | None = None
+        self.last_delta: torch.Tensor | None = None  # rescore_fraction < 1: each example's last Δ
 
     def _rounds(self, ctx: SelectionContext) -> int | None:
         """R, checked before any work; ``None`` (unknown) is allowed in round 1 only."""
@@ -127,16 +128,23 @@ class DeltaLossSelector(PoolSelector):
             raise ConfigError(f"delta_loss: round {ctx.round} is past total_rounds={total}.")
         return int(total)
 
-    def _losses(self, ctx: SelectionContext, cands: np.ndarray) -> tuple[torch.Tensor, bool]:
-        losses, hit = self.candidate_losses(ctx, cands, cache_name="delta_loss-losses", selector="delta_loss")
-        return losses.to(torch.float64), hit
+    def check_context(self, ctx: SelectionContext) -> None:
+        """A model, a collator and a known R, before any work."""
+        super().check_context(ctx)
+        self._rounds(ctx)
 
-    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
-        if ctx.model is None or ctx.collator is None:
-            raise ConfigError("delta_loss: the selection context needs a model and a collator.")
+    def example_rows(self, ctx: SelectionContext, indices: np.ndarray) -> PoolRows:
+        """Each example's loss under the current model (fp64; sharded, gathered, cached)."""
+        losses, hit = self.candidate_losses(
+            ctx, indices, cache_name="delta_loss-losses", selector="delta_loss"
+        )
+        return PoolRows(losses.to(torch.float64), {"cache_hit": hit})
+
+    def score_rows(
+        self, ctx: SelectionContext, cands: np.ndarray, rows: PoolRows, num_samples: int
+    ) -> RoundScores:
+        """Δ against the reference losses, the window's draw weights; the reference moves on."""
         total = self._rounds(ctx)
-        available = self.check_request(ctx, num_samples)
-        cands = self.draw_candidates(ctx, available, num_samples)
         pool = len(ctx.train_dataset)
         if self.reference_losses is None:
             self.reference_losses = torch.full((pool,), math.nan, dtype=torch.float64)
@@ -145,13 +153,11 @@ class DeltaLossSelector(PoolSelector):
                 f"delta_loss: the pool changed size ({len(self.reference_losses)} -> {pool}) between rounds."
             )
         p = self.params
-        t0 = time.perf_counter()
-        current, cache_hit = self._losses(ctx, cands)
-        t1 = time.perf_counter()
+        current = rows.rows
         idx = torch.as_tensor(cands, dtype=torch.long)
         reference = self.reference_losses[idx]
-        rng = round_rng(self.seed_for(ctx), ctx.round)
-        extra: dict[str, Any] = {"total_rounds": total, "reference": p.reference}
+        facts: dict[str, Any] = {"total_rounds": total, "reference": p.reference}
+        weights = None
         if bool(torch.isnan(reference).all()):
             logger.warning(
                 "delta_loss round %d (step %d): no earlier losses to compare with (first round); this round "
@@ -159,20 +165,28 @@ class DeltaLossSelector(PoolSelector):
                 ctx.round,
                 ctx.step,
             )
-            pos = torch.from_numpy(rng.choice(len(cands), size=num_samples, replace=False))
             scores = torch.full((len(cands),), math.nan, dtype=torch.float64)
-            extra["delta"] = False
+            facts["delta"] = False
         else:
             scores, order = delta_ranking(reference, current)
+            if rows.fresh is not None:  # rescore_fraction < 1: a row not recomputed keeps its last Δ
+                stale = np.ones(len(cands), dtype=bool)
+                stale[rows.fresh] = False
+                last = self.last_delta
+                if last is None:  # no round has recorded a Δ yet: none to carry
+                    last = torch.full((pool,), math.nan, dtype=torch.float64)
+                carried = last[idx[torch.from_numpy(stale)]]
+                scores[torch.from_numpy(stale)] = carried.nan_to_num(nan=-math.inf)
+                order = top_n(scores, len(scores))
             progress = 0.0 if total is None or total == 1 else (ctx.round - 1) / (total - 1)
             start, end = window_bounds(progress, len(cands), p.window_size, p.steepness)
             if p.clip_negative:
                 rose = torch.nonzero(scores[order] < 0).flatten()
                 if len(rose):
                     end = min(end, int(rose[0]))
-            weights = np.full(len(cands), p.outside_weight)
+            w = np.full(len(cands), p.outside_weight)
             if end > start:
-                weights[order[start:end].numpy()] = 1.0
+                w[order[start:end].numpy()] = 1.0
             else:
                 logger.warning(
                     "delta_loss round %d: the window [%d, %d) is empty (clip_negative: every candidate "
@@ -182,40 +196,53 @@ class DeltaLossSelector(PoolSelector):
                     end,
                     end,
                 )
-            pos = window_draw(weights, num_samples, rng)
+            weights = torch.from_numpy(w)
             window = scores[order[start:end]] if end > start else scores[:0]
-            extra.update(
+            facts.update(
                 delta=True,
                 progress=progress,
                 window=[int(start), int(max(start, end))],
-                in_window=int(sum(1 for q in pos.tolist() if weights[q] == 1.0)),
                 window_delta=summarize(window[torch.isfinite(window)]),
             )
+        if rows.fresh is not None:  # only the recomputed rows move their reference on
+            keep = torch.as_tensor(rows.fresh, dtype=torch.long)
+            if self.last_delta is None:
+                self.last_delta = torch.full((pool,), math.nan, dtype=torch.float64)
+            self.last_delta[idx[keep]] = scores[keep]
+            idx, current = idx[keep], current[keep]
         fresh = torch.isnan(self.reference_losses[idx])
         if p.reference == "previous":
             self.reference_losses[idx] = current
         else:
             self.reference_losses[idx[fresh]] = current[fresh]
-        indices = [int(cands[i]) for i in pos]
-        self.remember(indices)
-        finite = scores[torch.isfinite(scores)]
-        meta = self.report(
-            ctx,
-            indices,
-            finite,
-            len(cands),
-            **extra,
+        facts.update(
             candidate_losses=summarize(current),
-            cache_hit=cache_hit,
-            time_losses_s=round(t1 - t0, 4),
-            time_scoring_s=round(time.perf_counter() - t1, 4),
+            cache_hit=rows.facts["cache_hit"],
+            time_losses_s=round(rows.facts["time_rows_s"], 4),
         )
-        chosen = scores[pos]
-        return Selection(
-            indices=indices,
-            scores=chosen.tolist() if bool(torch.isfinite(chosen).all()) else None,
-            metadata=meta,
+        return RoundScores(
+            values=scores,
+            reported=scores[torch.isfinite(scores)],
+            weights=weights,
+            priority=weights,
+            facts=facts,
         )
+
+    def pick(
+        self, ctx: SelectionContext, cands: np.ndarray, scores: RoundScores, num_samples: int
+    ) -> tuple[list[int], list[float] | None]:
+        """A seeded draw: uniform in the first round, window-weighted after (:func:`window_draw`)."""
+        rng = round_rng(self.seed_for(ctx), ctx.round)
+        if scores.weights is None:
+            pos = torch.from_numpy(rng.choice(len(cands), size=num_samples, replace=False))
+        else:
+            weights = scores.weights.numpy()
+            if scores.allowed is not None:  # rescore_fraction < 1: only rows computed this round
+                weights = np.where(scores.allowed.numpy(), weights, 0.0)
+            pos = window_draw(weights, num_samples, rng)
+            scores.facts["in_window"] = int(sum(1 for q in pos.tolist() if weights[q] == 1.0))
+        chosen = scores.values[pos]
+        return pos.tolist(), chosen.tolist() if bool(torch.isfinite(chosen).all()) else None
 
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -224,12 +251,18 @@ class DeltaLossSelector(PoolSelector):
         state["reference_losses"] = (
             None if ref is None else [None if math.isnan(v) else float(v) for v in ref.tolist()]
         )
+        if self.last_delta is not None:
+            state["last_delta"] = self.last_delta.clone()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         state = dict(state)
         ref = state.pop("reference_losses", None)
+        last_delta = state.pop("last_delta", None)
         super().load_state_dict(state)
+        self.last_delta = (
+            None if last_delta is None else torch.as_tensor(last_delta, dtype=torch.float64).clone()
+        )
         self.reference_losses = (
             None
             if ref is None

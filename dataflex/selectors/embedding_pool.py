@@ -10,19 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from pydantic import Field
 
 from dataflex.embeddings import EmbeddingRows, EmbeddingSpec, embedding_rows
 from dataflex.errors import ConfigError
 from dataflex.selectors.base import SelectionContext
 from dataflex.selectors.pool import PoolParams, PoolSelector
-
-
-def unit_rows64(x: torch.Tensor) -> torch.Tensor:
-    """Rows of ``x`` scaled to unit L2 norm in float64 (an all-zero row stays zero)."""
-    x = x.to(torch.float64)
-    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
 
 
 class EmbeddingParams(PoolParams):
@@ -55,18 +48,17 @@ class EmbeddingPoolSelector(PoolSelector):
             )
         return ctx.eval_dataset
 
-    def check_model(self, ctx: SelectionContext) -> None:
-        """The model and collator the embeddings need."""
-        if ctx.model is None or ctx.collator is None:
-            raise ConfigError(f"{self.registry_name}: the selection context needs a model and a collator.")
+    def check_context(self, ctx: SelectionContext) -> None:
+        """A validation set (the target), then a model and a collator."""
+        self.eval_examples(ctx)
+        super().check_context(ctx)
 
     def embed(
         self, ctx: SelectionContext, dataset: Sequence[Mapping[str, Any]], indices: Sequence[int]
     ) -> EmbeddingRows:
         """Embeddings of ``dataset[i]``, ``i`` in ``indices``: sharded, gathered, cached."""
-        self.check_model(ctx)
         model, collator = ctx.model, ctx.collator
-        assert model is not None  # check_model refused a context without them
+        assert model is not None  # check_context refused a context without them
         assert collator is not None
         return embedding_rows(
             model,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from dataflex.gradients import per_example_losses
+from dataflex.gradients.dataset_pass import progress_bar
 from dataflex.passes import forward_batches, position_ids
 
 
@@ -53,18 +54,22 @@ def dataset_losses(
     *,
     batch_size: int,
     device: torch.device | str = "cpu",
+    desc: str = "losses",
 ) -> torch.Tensor:
     """Losses of ``examples[i]`` for ``i`` in ``indices`` (in that order), in eval mode.
 
-    The model's train/eval mode is restored afterwards.
+    The model's train/eval mode is restored afterwards. A progress bar with a time
+    estimate shows on rank 0 when stderr is a terminal (labelled ``desc``).
     """
-    out = forward_batches(
-        model,
-        examples,
-        indices,
-        collator,
-        lambda batch: per_example_loss(model, batch),
-        batch_size=batch_size,
-        device=device,
-    )
+    with progress_bar(len(indices), desc) as bar:
+        out = forward_batches(
+            model,
+            examples,
+            indices,
+            collator,
+            lambda batch: per_example_loss(model, batch),
+            batch_size=batch_size,
+            device=device,
+            on_batch=bar.update,
+        )
     return torch.cat(out) if out else torch.zeros(0)

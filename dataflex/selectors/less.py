@@ -32,21 +32,21 @@ from dataflex.gradients.transforms import NUMERICS
 from dataflex.passes.cache import adam_identity, data_identity, model_identity
 from dataflex.projectors.base import Projector
 from dataflex.registry import PROJECTORS, register_selector
-from dataflex.selectors.base import CandidateScores, PreflightPlan, Selection, SelectionContext
+from dataflex.selectors.base import CandidateScores, PreflightPlan, SelectionContext
 from dataflex.selectors.less_features import (
     FeatureRequest,
     check_less_inputs,
     compute_rows,
     make_projector,
 )
-from dataflex.selectors.pool import PoolParams, PoolSelector
+from dataflex.selectors.pool import PoolParams, PoolRows, PoolSelector, RoundScores
 from dataflex.selectors.scoring import (
     ScoreAccumulator,
+    aggregate,
     score_histogram,
     subtask_groups,
     subtask_scores,
     summarize,
-    top_n,
     unit_rows,
 )
 
@@ -165,8 +165,7 @@ class LessSelector(PoolSelector):
 
     def check_context(self, ctx: SelectionContext) -> None:
         """Everything LESS needs, checked before any work."""
-        if ctx.model is None or ctx.collator is None:
-            raise ConfigError(f"{self.registry_name}: the selection context needs a model and a collator.")
+        super().check_context(ctx)
         self.subtask_labels(ctx.eval_dataset)
         if not ctx.learning_rate >= 0:
             raise ConfigError(
@@ -367,56 +366,56 @@ class LessSelector(PoolSelector):
             )
         )
 
-    def round_facts(self, result: CandidateScores) -> dict[str, Any]:
+    def round_facts(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
         """What this selector adds to a round's report beyond LESS's own keys.
 
         Nothing for LESS; ``nice`` reports its metric and the rewards of its generations
-        (from ``result.metadata["validation"]``, absent on a cache hit).
+        (from ``metadata["validation"]``, the round's scoring facts; absent on a cache hit).
         """
         return {}
 
-    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
-        self.check_context(ctx)
-        available = self.check_request(ctx, num_samples)
-        cands = self.draw_candidates(ctx, available, num_samples)
-        result = self.score_candidates(ctx, cands)
-        return self.choose(ctx, cands, result, num_samples, weight=float(ctx.learning_rate))
+    # -- the round ----------------------------------------------------------------------------
+    def example_rows(self, ctx: SelectionContext, indices: np.ndarray) -> PoolRows:
+        """``(len(indices), S)``: each example's per-subtask mean cosine under the current model."""
+        result = self.score_candidates(ctx, indices)
+        return PoolRows(result.per_subtask, {**result.metadata, "subtasks": result.subtasks})
 
-    def choose(
-        self,
-        ctx: SelectionContext,
-        candidates: np.ndarray,
-        result: CandidateScores,
-        num_samples: int,
-        weight: float,
-    ) -> Selection:
-        """Accumulate ``result`` with ``weight`` (η̄) and pick the top ``num_samples`` candidates."""
+    def score_rows(
+        self, ctx: SelectionContext, cands: np.ndarray, rows: PoolRows, num_samples: int
+    ) -> RoundScores:
+        """This round's s_i = max over subtasks, accumulated with weight η̄ into S_i."""
+        round_scores = aggregate(rows.rows)
         acc = self.accumulator_for(len(ctx.train_dataset))
-        totals = acc.add(torch.as_tensor(candidates), result.scores, weight)
-        pos = top_n(totals, num_samples, tiebreak=result.scores)
-        indices = [int(candidates[i]) for i in pos]
-        self.remember(indices)
-        meta = self.report(
-            ctx,
-            indices,
-            result.scores,
-            len(candidates),
-            transform=result.metadata["transform"],
-            subtasks=result.subtasks,
-            score_accumulation=acc.mode,
-            selected_scores=summarize(totals[pos]),
-            score_histogram=score_histogram(totals, pos),
-            score_label="cumulative score Σ η̄·cos (LESS)"
-            if acc.mode == "cumulative"
-            else "this round's score: cosine to the target (LESS)",
-            cache_hit=result.metadata["cache_hit"],
-            time_features_s=round(result.metadata["time_features_s"], 4),
-            time_scoring_s=round(result.metadata["time_scoring_s"], 4),
-            time_io_s=round(result.metadata.get("time_io_s", 0.0), 4),
-            feature_phases=result.metadata.get("feature_phases", {}),
-            **self.round_facts(result),
+        totals = acc.add(torch.as_tensor(cands), round_scores, float(ctx.learning_rate))
+        facts = rows.facts
+        return RoundScores(
+            values=totals,
+            reported=round_scores,
+            tiebreak=round_scores,
+            facts={
+                "transform": facts["transform"],
+                "subtasks": facts["subtasks"],
+                "score_accumulation": acc.mode,
+                "score_label": "cumulative score Σ η̄·cos (LESS)"
+                if acc.mode == "cumulative"
+                else "this round's score: cosine to the target (LESS)",
+                "cache_hit": facts["cache_hit"],
+                "time_features_s": round(facts["time_features_s"], 4),
+                "time_scoring_s": round(facts["time_scoring_s"], 4),
+                "time_io_s": round(facts.get("time_io_s", 0.0), 4),
+                "feature_phases": facts.get("feature_phases", {}),
+                **self.round_facts(facts),
+            },
         )
-        return Selection(indices=indices, scores=totals[pos].tolist(), metadata=meta)
+
+    def pick(
+        self, ctx: SelectionContext, cands: np.ndarray, scores: RoundScores, num_samples: int
+    ) -> tuple[list[int], list[float] | None]:
+        """The top ``num_samples`` by S_i (ties: this round's s_i, then position)."""
+        pos, chosen = super().pick(ctx, cands, scores, num_samples)
+        scores.facts["selected_scores"] = summarize(scores.values[pos])
+        scores.facts["score_histogram"] = score_histogram(scores.values, pos)
+        return pos, chosen
 
     # -- state ------------------------------------------------------------------------------
     def accumulator_for(self, pool_size: int) -> ScoreAccumulator:

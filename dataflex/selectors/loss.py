@@ -15,19 +15,18 @@ gradients, each rank on its shard), and a rule turns them into a selection:
 
 from __future__ import annotations
 
-import time
+import math
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
-from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.pool import PoolParams, PoolSelector
+from dataflex.selectors.base import SelectionContext
+from dataflex.selectors.pool import PoolParams, PoolRows, PoolSelector, RoundScores
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import score_histogram, top_n
+from dataflex.selectors.scoring import gumbel_top_k, score_histogram, top_n
 
 
 def band_preference(losses: torch.Tensor, focus: Literal["high", "medium", "low"]) -> torch.Tensor:
@@ -49,18 +48,20 @@ def choose_by_loss(
     focus: Literal["high", "medium", "low"],
     temperature: float,
     rng: np.random.Generator,
+    allowed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Positions of ``n`` distinct entries of ``losses`` chosen by the band rule.
 
     With ``temperature == 0`` the ``n`` most preferred positions (ties by position);
     otherwise a draw without replacement with probabilities ∝ ``exp(u / temperature)``,
-    in the order drawn.
+    in the order drawn. Positions outside ``allowed`` (a bool mask) are never chosen.
     """
     u = band_preference(losses, focus)
+    if allowed is not None:
+        u = u.masked_fill(~allowed, -math.inf)
     if temperature == 0:
         return top_n(u, n)
-    gumbel = torch.from_numpy(rng.gumbel(size=len(u)))
-    return top_n(u / temperature + gumbel, n)
+    return gumbel_top_k(u / temperature, n, rng)
 
 
 @register_selector("loss")
@@ -81,32 +82,37 @@ class LossSelector(PoolSelector):
 
     params: Params  # what validate_params builds (Selector declares a BaseModel)
 
-    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
-        if ctx.model is None or ctx.collator is None:
-            raise ConfigError("loss: the selection context needs a model and a collator.")
-        available = self.check_request(ctx, num_samples)
-        cands = self.draw_candidates(ctx, available, num_samples)
+    def example_rows(self, ctx: SelectionContext, indices: np.ndarray) -> PoolRows:
+        """Each example's loss under the current model (sharded, gathered, cached)."""
+        losses, cache_hit = self.candidate_losses(ctx, indices, cache_name="loss-scores", selector="loss")
+        return PoolRows(losses, {"cache_hit": cache_hit})
+
+    def score_rows(
+        self, ctx: SelectionContext, cands: np.ndarray, rows: PoolRows, num_samples: int
+    ) -> RoundScores:
+        """The losses themselves; the band rule is the pick."""
         p = self.params
-
-        t0 = time.perf_counter()
-        losses, cache_hit = self.candidate_losses(ctx, cands, cache_name="loss-scores", selector="loss")
-        t1 = time.perf_counter()
-
-        rng = round_rng(self.seed_for(ctx), ctx.round)
-        pos = choose_by_loss(losses, num_samples, focus=p.focus, temperature=p.temperature, rng=rng)
-        indices = [int(cands[i]) for i in pos]
-        self.remember(indices)
-        meta = self.report(
-            ctx,
-            indices,
-            losses,
-            len(cands),
-            focus=p.focus,
-            temperature=p.temperature,
-            score_histogram=score_histogram(losses, pos),
-            score_label="per-example loss under the current model",
-            cache_hit=cache_hit,
-            time_losses_s=round(t1 - t0, 4),
-            time_scoring_s=round(time.perf_counter() - t1, 4),
+        return RoundScores(
+            values=rows.rows,
+            priority=band_preference(rows.rows, p.focus),
+            facts={
+                "focus": p.focus,
+                "temperature": p.temperature,
+                "score_label": "per-example loss under the current model",
+                "cache_hit": rows.facts["cache_hit"],
+                "time_losses_s": round(rows.facts["time_rows_s"], 4),
+            },
         )
-        return Selection(indices=indices, scores=losses[pos].tolist(), metadata=meta)
+
+    def pick(
+        self, ctx: SelectionContext, cands: np.ndarray, scores: RoundScores, num_samples: int
+    ) -> tuple[list[int], list[float] | None]:
+        """The band rule of :func:`choose_by_loss`, seeded by ``(seed, round)``."""
+        p = self.params
+        rng = round_rng(self.seed_for(ctx), ctx.round)
+        losses = scores.values
+        pos = choose_by_loss(
+            losses, num_samples, focus=p.focus, temperature=p.temperature, rng=rng, allowed=scores.allowed
+        )
+        scores.facts["score_histogram"] = score_histogram(losses, pos)
+        return pos.tolist(), losses[pos].tolist()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -23,7 +24,7 @@ from pydantic import Field, field_validator
 from dataflex.errors import did_you_mean
 from dataflex.gradients import num_trainable
 from dataflex.registry import register_selector
-from dataflex.selectors.base import CandidateScores, SelectionContext
+from dataflex.selectors.base import SelectionContext
 from dataflex.selectors.less import FeatureRows, LessSelector, ValidationFeatures
 from dataflex.selectors.nice_metrics import METRICS, get_metric
 from dataflex.selectors.nice_policy import (
@@ -172,9 +173,9 @@ class NiceSelector(LessSelector):
         projector = self.projector_for(ctx)
         return projector.proj_dim if projector is not None else num_trainable(ctx.model)
 
-    def round_facts(self, result: CandidateScores) -> dict[str, Any]:
+    def round_facts(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
         """The metric, and the rewards' mean and generation time (``None`` and 0 on a cache hit)."""
-        facts = result.metadata.get("validation", {})
+        facts = metadata.get("validation", {})
         rewards = torch.tensor(facts.get("rewards", []), dtype=torch.float64)
         return {
             "metric": self.params.metric,

@@ -1,32 +1,41 @@
-"""What the pool-scoring selectors (every built-in but ``random``) share: candidates, shards, cache.
+"""The pool-scoring base: one round of a selector that scores examples of the pool.
 
-A :class:`PoolSelector` scores a seeded part of the pool each round (all of it by
-default), splits the per-example work across ranks with ``ctx.dist.shard``,
-gathers the results so that every rank holds the same scores, and remembers
-which examples earlier rounds chose (for ``repeat_across_rounds: false``).
+:class:`PoolSelector` is a template method. Its :meth:`~PoolSelector.select` runs the
+round: check the context and the request, draw the candidates, compute their
+per-example rows (sharded across ranks with ``ctx.dist``, gathered so that every rank
+holds the same rows), score them, pick, remember the picks (for
+``repeat_across_rounds: false``) and report. A selector supplies only
+
+* :meth:`~PoolSelector.example_rows`: the expensive per-example work (gradient
+  features, losses, embeddings) for some pool indices, one row each;
+* :meth:`~PoolSelector.score_rows`: the round's scores from its candidates' rows;
+* :meth:`~PoolSelector.pick`, where its rule is not the top-n of the scores.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from dataflex.data.sft_dataset import composition
 from dataflex.errors import ConfigError
 from dataflex.gradients.batching import balanced_shards
-from dataflex.io import check_writable_dir
+from dataflex.io import canonical_json, check_writable_dir
 from dataflex.passes.cache import ScoreCache, data_identity, model_identity
-from dataflex.selectors.base import PreflightPlan, SelectionContext, Selector, SelectorParams
+from dataflex.selectors.base import PreflightPlan, Selection, SelectionContext, Selector, SelectorParams
 from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import candidate_indices, summarize
+from dataflex.selectors.rescoring import ScoreTable, check_rescore_fraction, rescore_count
+from dataflex.selectors.scoring import candidate_indices, summarize, top_n
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,74 @@ class PoolParams(SelectorParams):
         default=False, description="May an example chosen in an earlier round be chosen again."
     )
     batch_size: int = Field(default=8, ge=1, description="Examples per forward/backward pass.")
+    rescore_fraction: float = Field(
+        default=1.0,
+        description=(
+            "Share of a round's candidates whose features/losses are recomputed after the first scored "
+            "round (the shortlist of the best, then the least recently scored); the others keep their "
+            "last ones. 1: all, exact. docs/rescoring.md."
+        ),
+    )
+
+    @field_validator("rescore_fraction")
+    @classmethod
+    def _fraction_range(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError(
+                "must be in (0, 1]: the share of a round's candidates recomputed after the first round "
+                "(1.0 = all, exact; e.g. 0.2)"
+            )
+        return value
+
+
+@dataclass
+class RoundScores:
+    """A round's scores of its candidates, as a selector's :meth:`PoolSelector.score_rows` returns them.
+
+    Attributes:
+        values: ``(C,)`` one value per candidate, higher is better: what the default
+            :meth:`PoolSelector.pick` ranks by, and the score reported for a chosen one.
+        reported: What the report's ``candidate_scores`` summarises (default ``values``).
+        tiebreak: ``(C,)`` order of equal ``values`` in the default pick (larger first).
+        priority: ``(C,)`` how the round ranks its candidates for the next round's shortlist
+            (``rescore_fraction`` < 1; default ``values``).
+        weights: ``(C,)`` draw weights of a sampling pick rule (``delta_loss``).
+        allowed: ``(C,)`` bool, the candidates the pick may choose: with ``rescore_fraction``
+            < 1 those whose rows this round computed (set by :meth:`PoolSelector.score`), so
+            no example is chosen on a stale row; ``None``: all.
+        detail: Anything else the selector's own pick rule needs (``near``: the similarity matrix).
+        candidates: The count reported as the round's candidates (default ``C``).
+        rows_ranked: The pool indices whose table rows ``priority`` ranks (set by
+            :meth:`PoolSelector.score`: the candidates).
+        facts: Small JSON-serialisable facts for the round's report.
+    """
+
+    values: torch.Tensor
+    reported: torch.Tensor | None = None
+    tiebreak: torch.Tensor | None = None
+    priority: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    allowed: torch.Tensor | None = None
+    detail: Any = None
+    candidates: int | None = None
+    rows_ranked: np.ndarray | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PoolRows:
+    """Per-example rows of some pool indices, from :meth:`PoolSelector.example_rows`.
+
+    Attributes:
+        rows: ``(len(indices), d)`` (or ``(len(indices),)``), identical on every rank.
+        facts: Facts of the computation (cache hit, seconds per phase) for the report.
+        fresh: Positions of the rows computed this round (``rescore_fraction`` < 1; the
+            others come from the score table); ``None``: all of them.
+    """
+
+    rows: torch.Tensor
+    facts: dict[str, Any] = field(default_factory=dict)
+    fresh: np.ndarray | None = None
 
 
 class PoolSelector(Selector):
@@ -62,6 +139,194 @@ class PoolSelector(Selector):
     def __init__(self, params: BaseModel | None = None, **kwargs: object) -> None:
         super().__init__(params, **kwargs)
         self.chosen: set[int] = set()
+        self.table: ScoreTable | None = None
+        self._table_checked = False
+        self._scored = 0
+
+    @property
+    def rescores(self) -> bool:
+        """True when later rounds recompute only part of the candidates (``rescore_fraction`` < 1)."""
+        return self.params.rescore_fraction < 1.0
+
+    @property
+    def computes_rows(self) -> bool:
+        """True when :meth:`example_rows` runs the model (``near`` with an embedding file does not)."""
+        return True
+
+    # -- the round (template method) ---------------------------------------------------------
+    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
+        """One round: check, draw candidates, score, pick, remember, report.
+
+        The same on every rank: rows are gathered and every later step is deterministic
+        given ``(seed, round)``.
+        """
+        self.check_context(ctx)
+        self._scored = 0
+        available = self.check_request(ctx, num_samples)
+        cands = self.round_candidates(ctx, available, num_samples)
+        scores = self.score(ctx, cands, num_samples)
+        pos, chosen = self.pick(ctx, cands, scores, num_samples)
+        indices = [int(cands[i]) for i in pos]
+        self.remember(indices)
+        if self.table is not None and scores.rows_ranked is not None:
+            ranked = scores.values if scores.priority is None else scores.priority
+            self.table.rank(scores.rows_ranked, ranked)
+        reported = scores.values if scores.reported is None else scores.reported
+        count = len(cands) if scores.candidates is None else scores.candidates
+        meta = self.report(ctx, indices, reported, count, **scores.facts, scored=self._scored)
+        return Selection(indices=indices, scores=chosen, metadata=meta)
+
+    def check_context(self, ctx: SelectionContext) -> None:
+        """What the round needs from ``ctx``, checked before any work: a model and a collator.
+
+        Subclasses extend it (an eval set, a learning rate...).
+
+        Raises:
+            ConfigError: naming what is missing.
+        """
+        if ctx.model is None or ctx.collator is None:
+            raise ConfigError(f"{self.registry_name}: the selection context needs a model and a collator.")
+
+    def round_candidates(self, ctx: SelectionContext, available: np.ndarray, num_samples: int) -> np.ndarray:
+        """The pool indices scored this round, in order (default: :meth:`draw_candidates`)."""
+        return self.draw_candidates(ctx, available, num_samples)
+
+    def score(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> RoundScores:
+        """The round's scores of ``cands``: their rows (:meth:`pool_rows`), then :meth:`score_rows`."""
+        rows = self.pool_rows(ctx, cands, num_samples)
+        t0 = time.perf_counter()
+        scores = self.score_rows(ctx, cands, rows, num_samples)
+        scores.facts.setdefault("time_scoring_s", round(time.perf_counter() - t0, 4))
+        scores.rows_ranked = cands
+        if rows.fresh is not None:
+            scores.allowed = torch.zeros(len(cands), dtype=torch.bool)
+            scores.allowed[torch.as_tensor(rows.fresh, dtype=torch.long)] = True
+        return scores
+
+    def pool_rows(self, ctx: SelectionContext, cands: np.ndarray, num_samples: int) -> PoolRows:
+        """The rows of ``cands``: all computed now, or (``rescore_fraction`` < 1) some from the table.
+
+        Which candidates are recomputed is the rule of :mod:`dataflex.selectors.rescoring`
+        (``num_samples`` sizes the shortlist); the others' rows are the ones last
+        computed. Counts the computed rows into the round's ``scored``.
+        """
+        t0 = time.perf_counter()
+        if not self.rescores:
+            rows = self.example_rows(ctx, cands)
+            self._scored += len(cands) if self.computes_rows else 0
+        else:
+            table = self.score_table(ctx)
+            pos = table.rescored(cands, num_samples, self.params.rescore_fraction, self.seed_for(ctx))
+            fresh = self.example_rows(ctx, cands[pos])
+            self._scored += len(pos) if self.computes_rows else 0
+            table.update(cands, pos, fresh.rows, ctx.round)
+            rows = PoolRows(table.gather(cands), fresh.facts, fresh=pos)
+        rows.facts.setdefault("time_rows_s", time.perf_counter() - t0)
+        return rows
+
+    def score_table(self, ctx: SelectionContext) -> ScoreTable:
+        """The table of last computed rows, for this pool's data and base model.
+
+        A table restored from a checkpoint is checked once against the run's data and
+        base model (everything of :func:`~dataflex.passes.cache.model_identity` but
+        the trained weights, which change every round by design); one computed for
+        other data or another model is dropped with a warning and recomputed.
+        """
+        if self.table is not None and self._table_checked:
+            return self.table
+        assert ctx.model is not None  # check_context refused a context without one
+        identity = model_identity(ctx.model)
+        identity.pop("trainable_hash", None)
+        key = {
+            "selector": self.registry_name,
+            "data": data_identity(ctx.train_dataset, range(len(ctx.train_dataset))),
+            "model": identity,
+        }
+        if self.table is not None and canonical_json(self.table.key) != canonical_json(key):
+            logger.warning(
+                "%s: the score table of the restored state was computed for other data or another base "
+                "model; it is dropped and every candidate is rescored this round.",
+                self.registry_name,
+            )
+            self.table = None
+        if self.table is None:
+            self.table = ScoreTable(len(ctx.train_dataset), key)
+        self._table_checked = True
+        return self.table
+
+    def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
+        """Pool examples whose rows round ``round_`` (1-based) computes, as planned.
+
+        The first scored round computes every candidate; with ``rescore_fraction`` < 1 a
+        later one computes ``floor(rescore_fraction x candidates)`` (more when
+        ``candidate_fraction`` < 1 draws candidates never scored before). Candidates:
+        the pool (less earlier rounds' ``num_samples`` picks each under
+        ``repeat_across_rounds: false``), cut by ``candidate_fraction`` /
+        ``max_candidates``, at least ``num_samples``.
+        """
+        if round_ < 1 or not self.computes_rows:
+            return 0
+        p = self.params
+        available = pool_size if p.repeat_across_rounds else max(0, pool_size - (round_ - 1) * num_samples)
+        count = self.planned_candidates(available, num_samples)
+        return count if round_ == 1 or not self.rescores else rescore_count(p.rescore_fraction, count)
+
+    def planned_candidates(self, available: int, budget: int) -> int:
+        """Candidates of a round with ``available`` choosable examples (the draw's count)."""
+        p = self.params
+        count = math.ceil(p.candidate_fraction * available)
+        if p.max_candidates is not None:
+            count = min(count, p.max_candidates)
+        return min(available, max(count, budget))
+
+    def check_budget(self, pool_size: int, num_samples: int) -> None:
+        """Also refuse, before the model loads, a ``rescore_fraction`` that rescores only the shortlist."""
+        super().check_budget(pool_size, num_samples)
+        if self.rescores:
+            check_rescore_fraction(
+                self.registry_name,
+                self.params.rescore_fraction,
+                self.planned_candidates(pool_size, num_samples),
+                num_samples,
+            )
+
+    def example_rows(self, ctx: SelectionContext, indices: np.ndarray) -> PoolRows:
+        """The per-example work of the round for pool ``indices``: one row each, gathered.
+
+        Default: :meth:`rows_of` on this rank's share of ``indices`` (dealt by token
+        count, :meth:`sharded_by_length`), gathered so that every rank holds every row.
+        The built-in selectors override it with their sharded, cached passes.
+        """
+        rows = self.sharded_by_length(
+            ctx, ctx.train_dataset, [int(i) for i in indices], lambda share: self.rows_of(ctx, share)
+        )
+        return PoolRows(rows)
+
+    def rows_of(self, ctx: SelectionContext, indices: list[int]) -> torch.Tensor:
+        """This rank's rows: one per pool index of ``indices`` (a tensor of ``len(indices)`` rows)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements none of rows_of, example_rows or score (PoolSelector)."
+        )
+
+    def score_rows(
+        self, ctx: SelectionContext, cands: np.ndarray, rows: PoolRows, num_samples: int
+    ) -> RoundScores:
+        """The round's scores of ``cands`` from their rows (cheap: no model work)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither score_rows nor score.")
+
+    def pick(
+        self, ctx: SelectionContext, cands: np.ndarray, scores: RoundScores, num_samples: int
+    ) -> tuple[list[int], list[float] | None]:
+        """Positions (into ``cands``) of the round's choice, in training order, and their scores.
+
+        Default: the ``num_samples`` best ``scores.values`` among ``scores.allowed``, ties
+        by ``scores.tiebreak``, then by lower position.
+        """
+        values = scores.values
+        if scores.allowed is not None:
+            values = values.masked_fill(~scores.allowed, -math.inf)
+        pos = top_n(values, num_samples, tiebreak=scores.tiebreak)
+        return pos.tolist(), scores.values[pos].tolist()
 
     # -- candidates -------------------------------------------------------------------------
     def seed_for(self, ctx: SelectionContext) -> int:
@@ -88,20 +353,6 @@ class PoolSelector(Selector):
                     "repeat_across_rounds: true, lower the per-round budget, or add data."
                 )
         return available
-
-    def examples_scored(self, pool_size: int, num_samples: int, round_: int) -> int:
-        """The candidates of round ``round_``: a ``candidate_fraction`` of what may still be chosen.
-
-        Without ``repeat_across_rounds`` the earlier rounds' ``num_samples`` picks each are
-        no longer candidates; ``max_candidates`` caps the count, and a round never scores
-        fewer than it chooses (:meth:`draw_candidates`).
-        """
-        p = self.params
-        available = pool_size if p.repeat_across_rounds else max(pool_size - (round_ - 1) * num_samples, 0)
-        count = math.ceil(p.candidate_fraction * available)
-        if p.max_candidates is not None:
-            count = min(count, p.max_candidates)
-        return min(max(count, num_samples), available)
 
     def draw_candidates(self, ctx: SelectionContext, available: np.ndarray, num_samples: int) -> np.ndarray:
         """The seeded part of ``available`` scored this round (at least ``num_samples``)."""
@@ -270,10 +521,16 @@ class PoolSelector(Selector):
         return meta
 
     def state_dict(self) -> dict[str, Any]:
-        return {"chosen": sorted(self.chosen)}
+        state: dict[str, Any] = {"chosen": sorted(self.chosen)}
+        if self.table is not None:
+            state["score_table"] = self.table.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        unknown = set(state) - {"chosen"}
+        unknown = set(state) - {"chosen", "score_table"}
         if unknown:
             raise ValueError(f"{type(self).__name__}: unknown state keys {sorted(unknown)}.")
         self.chosen = {int(i) for i in state.get("chosen", [])}
+        table = state.get("score_table")
+        self.table = None if table is None else ScoreTable.from_state(table)
+        self._table_checked = False

@@ -17,9 +17,15 @@ import torch
 from dataflex.errors import ConfigError
 
 
-def unit_rows(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Rows of ``x`` scaled to unit L2 norm (fp32); an all-zero row stays zero."""
-    x = x.float()
+def unit_rows(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Rows of ``x`` scaled to unit L2 norm in ``dtype``; an all-zero row stays zero.
+
+    Norms are clamped at 1e-12 in fp32 (LESS's features) and at 1e-300 in fp64
+    (embeddings), so only an all-zero row (or one far below any real feature) is
+    left unscaled.
+    """
+    x = x.to(dtype)
+    eps = 1e-300 if dtype == torch.float64 else 1e-12
     return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
 
 
@@ -129,6 +135,17 @@ def top_n(scores: torch.Tensor, n: int, tiebreak: torch.Tensor | None = None) ->
         keys.append(-tiebreak.detach().cpu().to(torch.float64).numpy())
     keys.append(-scores.detach().cpu().to(torch.float64).numpy())
     return torch.from_numpy(np.lexsort(keys)[:n].copy())
+
+
+def gumbel_top_k(log_weights: torch.Tensor, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """``n`` distinct positions drawn with probability ∝ ``exp(log_weights)``, in the order drawn.
+
+    Gumbel top-k: the ``n`` largest of ``log_weights`` + Gumbel noise (one draw per
+    position from ``rng``) are distributed exactly as ``n`` successive draws without
+    replacement. Seeded by ``rng`` alone, so every rank draws the same.
+    """
+    keys = log_weights.to(torch.float64) + torch.from_numpy(rng.gumbel(size=len(log_weights)))
+    return top_n(keys, n)
 
 
 def candidate_indices(

@@ -19,15 +19,17 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 
 from dataflex.errors import ConfigError
 from dataflex.registry import register_selector
-from dataflex.selectors.base import Selection, SelectionContext
-from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector, unit_rows64
+from dataflex.selectors.base import SelectionContext
+from dataflex.selectors.embedding_pool import EmbeddingParams, EmbeddingPoolSelector
+from dataflex.selectors.pool import PoolRows, RoundScores
 from dataflex.selectors.random_selector import round_rng
-from dataflex.selectors.scoring import top_n
+from dataflex.selectors.scoring import gumbel_top_k, unit_rows
 from dataflex.selectors.transport import candidate_probabilities, kernel_density, transport_plan
 
 
@@ -100,24 +102,51 @@ class TsdsSelector(EmbeddingPoolSelector):
         """Multinomial draws (the paper's) may repeat an example within a round; distinct ones not."""
         return self.params.sampling == "multinomial"
 
-    def select(self, ctx: SelectionContext, num_samples: int) -> Selection:
+    def round_candidates(self, ctx: SelectionContext, available: np.ndarray, num_samples: int) -> np.ndarray:
+        """The seeded draw; a multinomial round may ask for more than the pool (repeats)."""
+        return self.draw_candidates(ctx, available, min(num_samples, len(available)))
+
+    def example_rows(self, ctx: SelectionContext, indices: np.ndarray) -> PoolRows:
+        """Each example's embedding under the current model (sharded, gathered, cached)."""
+        rows = self.embed(ctx, ctx.train_dataset, indices.tolist())
+        return PoolRows(rows.rows, {"cache_hit": rows.cache_hit})
+
+    def score_rows(
+        self, ctx: SelectionContext, cands: np.ndarray, rows: PoolRows, num_samples: int
+    ) -> RoundScores:
+        """Each candidate's selection probability from the transport plan to the eval set."""
         p = self.params
-        val_set = self.eval_examples(ctx)
-        self.check_model(ctx)
-        available = self.check_request(ctx, num_samples)
-        cands = self.draw_candidates(ctx, available, min(num_samples, len(available)))
         t0 = time.perf_counter()
+        val_set = self.eval_examples(ctx)
         val_rows = self.embed(ctx, val_set, range(len(val_set)))
-        train_rows = self.embed(ctx, ctx.train_dataset, cands.tolist())
-        q, x = val_rows.rows, train_rows.rows
+        q, x = val_rows.rows, rows.rows
         if p.normalize:
-            q, x = unit_rows64(q), unit_rows64(x)
+            q, x = unit_rows(q, torch.float64), unit_rows(x, torch.float64)
+        embed_s = rows.facts["time_rows_s"] + time.perf_counter() - t0
         t1 = time.perf_counter()
         probs, facts = tsds_probabilities(
             q, x, alpha=p.alpha, c=p.cost_scale, sigma=p.sigma, max_k=p.max_k, kde_k=p.kde_k
         )
+        return RoundScores(
+            values=probs,
+            facts={
+                **facts,
+                "sampling": p.sampling,
+                "cache_hit": val_rows.cache_hit and rows.facts["cache_hit"],
+                "time_embeddings_s": round(embed_s, 4),
+                "time_scoring_s": round(time.perf_counter() - t1, 4),
+            },
+        )
+
+    def pick(
+        self, ctx: SelectionContext, cands: np.ndarray, scores: RoundScores, num_samples: int
+    ) -> tuple[list[int], list[float] | None]:
+        """``num_samples`` seeded draws from the probabilities: i.i.d. or distinct (Gumbel top-n)."""
+        probs = scores.values
+        if scores.allowed is not None:  # rescore_fraction < 1: only rows computed this round
+            probs = probs * scores.allowed.to(probs.dtype)
         rng = round_rng(self.seed_for(ctx), ctx.round)
-        if p.sampling == "multinomial":
+        if self.params.sampling == "multinomial":
             pos = rng.choice(len(probs), size=num_samples, replace=True, p=(probs / probs.sum()).numpy())
         else:
             support = int((probs > 0).sum())
@@ -127,20 +156,6 @@ class TsdsSelector(EmbeddingPoolSelector):
                     f"only {support} have one; raise alpha's diversity share (lower alpha), raise max_k, or "
                     "use sampling: multinomial."
                 )
-            keys = torch.log(probs) + torch.from_numpy(rng.gumbel(size=len(probs)))
-            pos = top_n(keys, num_samples).numpy()
-        indices = [int(cands[i]) for i in pos]
-        self.remember(indices)
-        meta = self.report(
-            ctx,
-            indices,
-            probs,
-            len(cands),
-            **facts,
-            sampling=p.sampling,
-            distinct_selected=len(set(indices)),
-            cache_hit=val_rows.cache_hit and train_rows.cache_hit,
-            time_embeddings_s=round(t1 - t0, 4),
-            time_scoring_s=round(time.perf_counter() - t1, 4),
-        )
-        return Selection(indices=indices, scores=probs[pos].tolist(), metadata=meta)
+            pos = gumbel_top_k(torch.log(probs), num_samples, rng).numpy()
+        scores.facts["distinct_selected"] = len({int(cands[i]) for i in pos})
+        return [int(i) for i in pos], probs[pos].tolist()

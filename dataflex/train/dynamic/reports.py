@@ -49,6 +49,7 @@ def round_record(
         "time": round(seconds, 6),
         "candidates": candidates,
         "chosen": len(selection.indices),
+        "scored": int(selection.metadata.get("scored", 0)),
         "composition": composition(train_dataset, selection.indices),
         "subtasks": composition(train_dataset, selection.indices, key="subtask"),
         **selection_fields(selection),
