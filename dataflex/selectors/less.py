@@ -4,7 +4,8 @@ At round i, for every candidate z and validation example z':
 
 * z's Adam update direction Γ(z) (``gradient_type: adam``; β₁, β₂, ε read from
   the optimizer), z''s plain gradient ∇ℓ(z'), both over the trainable
-  parameters, projected by the same random matrix and normalised to unit length;
+  parameters (or those matching ``gradient_modules``), projected by the same
+  random matrix and normalised to unit length;
 * s_i(z) = max over validation subtasks of the mean cosine to that subtask;
 * S_i(z) = Σ_{j≤i} η̄_j · s_j(z) (``score_accumulation: cumulative``) or s_i(z)
   (``current``); the top-n candidates by that score are selected.
@@ -32,7 +33,7 @@ from dataflex.projectors.base import Projector
 from dataflex.registry import PROJECTORS, did_you_mean, register_selector
 from dataflex.selectors.base import CandidateScores, Selection, SelectionContext
 from dataflex.selectors.cache import adam_identity, data_identity, model_identity
-from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_projector
+from dataflex.selectors.less_features import FeatureRequest, compute_rows, make_projector, only_parameters
 from dataflex.selectors.pool import PoolParams, PoolSelector
 from dataflex.selectors.scoring import (
     ScoreAccumulator,
@@ -90,6 +91,14 @@ class LessSelector(PoolSelector):
             description=(
                 "Most padded tokens (examples x longest) per feature batch, batch_size examples at "
                 "most; None: batch_size examples per batch."
+            ),
+        )
+        gradient_modules: list[str] | None = Field(
+            default=None,
+            min_length=1,
+            description=(
+                "fnmatch patterns over trainable parameter names (e.g. '*lora_B*', '*mlp*', "
+                "'*layers.1.*'): only their gradients make the features; None: every trainable one."
             ),
         )
 
@@ -185,10 +194,12 @@ class LessSelector(PoolSelector):
         Reuse keeps the torch backends' generated blocks of P between rounds.
         """
         p = self.params
-        key = (p.projector, p.proj_dim, self.seed_for(ctx), str(ctx.device), num_trainable(ctx.model))
-        if self._projector is None or self._projector[0] != key:
-            proj = make_projector(ctx.model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
-            self._projector = (key, proj)
+        with only_parameters(ctx.model, p.gradient_modules):  # k and D of the differentiated part
+            dim = num_trainable(ctx.model)
+            key = (p.projector, p.proj_dim, self.seed_for(ctx), str(ctx.device), dim)
+            if self._projector is None or self._projector[0] != key:
+                proj = make_projector(ctx.model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
+                self._projector = (key, proj)
         return self._projector[1]
 
     # -- scoring ----------------------------------------------------------------------------
@@ -213,6 +224,7 @@ class LessSelector(PoolSelector):
             "step": ctx.step,
             "projector": projector.fingerprint(),
             "dtype": p.feature_dtype,
+            **({"modules": p.gradient_modules} if p.gradient_modules is not None else {}),
         }
         fingerprint = {
             "selector": self.registry_name,
@@ -272,6 +284,7 @@ class LessSelector(PoolSelector):
                 dtype=p.feature_dtype,
                 cache_dir=feature_dir,
                 timings=phases,
+                modules=p.gradient_modules,
             )
             timing["features"] += time.perf_counter() - t0
             return out
