@@ -120,6 +120,22 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def rounds_table(summary: dict[str, dict[str, Any]]) -> str:
+    """Precision per scored round (mean over seeds), one row per dynamic arm."""
+    rows = {a: r["precision_rounds"] for a, r in summary.items() if len(r.get("precision_rounds", [])) > 1}
+    if not rows:
+        return ""
+    width = max(len(r) for r in rows.values())
+    lines = [
+        "| arm | " + " | ".join(f"round {i + 1}" for i in range(width)) + " |",
+        "|---|" + "---|" * width,
+    ]
+    for arm, values in rows.items():
+        cells = [f"{v:.2f}" for v in values] + [""] * (width - len(values))
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def build_setting(name: str, work: Path, targets: list[str]) -> Setting:
     if name == "quickstart":
         return quickstart_setting(work / name)
@@ -244,6 +260,9 @@ def main(argv: list[str] | None = None) -> None:
         for target, data in report["targets"].items():
             print(f"\n### target {target} ({data['pool_share']:.1%} of the pool): {data['verdict']}\n")
             print(table(data["summary"]))
+            per_round = rounds_table(data["summary"])
+            if per_round:
+                print(f"\nprecision per round (mean over seeds):\n\n{per_round}")
         reports.append(report)
     if args.plot:
         plot(reports, args.plot)

@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.quality_arms import ArmResult, _share
 from benchmarks.quality_settings import Target
-from benchmarks.selection_quality import mean_spread, summarize, table, verdict
+from benchmarks.selection_quality import mean_spread, rounds_table, summarize, table, verdict
 
 
 def arm(name: str, seed: int, precision: list[float], valid: float, **times: float) -> ArmResult:
@@ -71,3 +71,11 @@ def test_share_counts_the_target_family():
     assert _share({"arithmetic": 3, "reverse": 1}, "arithmetic") == 0.75
     assert _share({"reverse": 4}, "arithmetic") == 0.0
     assert math.isnan(_share(None, "arithmetic"))
+
+
+def test_rounds_table_lists_each_rounds_mean_precision():
+    results = [arm("less", 0, [0.5, 1.0], 2.0), arm("less", 1, [0.7, 0.8], 2.0), arm("full", 0, [0.1], 2.0)]
+    text = rounds_table(summarize(results))
+    assert text.splitlines()[0] == "| arm | round 1 | round 2 |"
+    assert text.splitlines()[2] == "| less | 0.60 | 0.90 |"
+    assert "full" not in text  # one figure, not a per-round series
