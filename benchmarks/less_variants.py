@@ -49,4 +49,19 @@ VARIANTS: dict[str, Variant] = {
     "less_attn": Variant({"gradient_modules": ["*self_attn*"]}, note="attention projections only"),
     "less_mlp": Variant({"gradient_modules": ["*mlp*"]}, note="MLP projections only"),
     "less_last": Variant({"gradient_modules": ["*layers.1.*"]}, note="last layer (of 2) only"),
+    # combinations with the one knob that lifted precision alone (128 validation rows)
+    "less_val128_warm15": Variant(
+        warmup_step=15, eval_dataset="uppercase_valid128", note="128 validation rows, warm-up 15"
+    ),
+    "less_val128_phrasing_max": Variant(
+        {"subtask_field": "subtask"},
+        eval_dataset="uppercase_valid128_by_phrasing",
+        note="128 validation rows, max over the 3 phrasings",
+    ),
+    "less_val128_pd2048": Variant(
+        {"proj_dim": 2048}, eval_dataset="uppercase_valid128", note="128 validation rows, proj_dim 2048"
+    ),
+    "less_val128_current": Variant(
+        {"score_accumulation": "current"}, eval_dataset="uppercase_valid128", note="128 rows, this round only"
+    ),
 }

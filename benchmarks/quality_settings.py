@@ -302,6 +302,7 @@ PARAPHRASE_VALID = {
     "uppercase_valid8": (8, "task"),
     "uppercase_valid128": (128, "task"),
     "uppercase_valid_by_phrasing": (32, "phrasing"),  # subtask = the validation phrasing
+    "uppercase_valid128_by_phrasing": (128, "phrasing"),
 }
 
 
@@ -334,8 +335,8 @@ def paraphrase_setting(work: Path, pretrain_steps: int = 120, seed: int = 0) -> 
         pool_size=len(pool),
         extra={"near_miss": NEAR_MISS},
     )
-    if (setting.base_model / "config.json").is_file():
-        return setting
+    # the data is cheap and deterministic: always written (a new validation split appears
+    # in an existing work folder); the base model only once
     setting.data_dir.mkdir(parents=True, exist_ok=True)
     files = {"pool": pool, f"{TARGET}_test": splits["test"]}
     for name, rows in files.items():
@@ -346,6 +347,8 @@ def paraphrase_setting(work: Path, pretrain_steps: int = 120, seed: int = 0) -> 
         _write_json(setting.data_dir / f"{name}.json", splits["valid"][:n])
         info[name] = {"file_name": f"{name}.json", "columns": {**ALPACA_COLUMNS, "subtask": column}}
     (setting.data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    if (setting.base_model / "config.json").is_file():
+        return setting
     tokenizer = make_tokenizer([r for rows in splits.values() for r in rows], vocab_size=1024)
     make_model(tokenizer, work / "init", seed=0)
     _pretrain(setting, seed=0)

@@ -234,10 +234,15 @@ def main(argv: list[str] | None = None) -> None:
         "--from-json", action="store_true", help="reprint and redraw from <work>/<setting>/results.json"
     )
     parser.add_argument(
-        "--name", help="results file name under <work>/<setting>/ (default results.json)", default=None
+        "--name",
+        nargs="+",
+        default=["results.json"],
+        help="results file(s) under <work>/<setting>/; several only with --from-json (one plot panel each)",
     )
     parser.add_argument("--plot", type=Path, nargs="?", const=REPO / "docs/benchmarks/selection_quality.png")
     args = parser.parse_args(argv)
+    if len(args.name) > 1 and not args.from_json:
+        parser.error("--name: a run writes one results file; several names only with --from-json.")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     import transformers
@@ -245,10 +250,13 @@ def main(argv: list[str] | None = None) -> None:
     transformers.logging.set_verbosity_error()
     logging.getLogger("dataflex").setLevel(logging.WARNING)
     reports = []
-    for name in DEFAULT_SETTINGS if args.setting == "all" else [args.setting]:
-        results = args.work / name / (args.name or "results.json")
+    settings = DEFAULT_SETTINGS if args.setting == "all" else (args.setting,)
+    for name, file in ((n, f) for n in settings for f in args.name):
+        results = args.work / name / file
         if args.from_json:
             report = json.loads(results.read_text())
+            if len(args.name) > 1:  # the panel's title names the file
+                report["setting"] = f"{name} ({Path(file).stem})"
         else:
             report = run_setting(name, args.work, args.seeds, args.arms, args.lf_targets)
             results.parent.mkdir(parents=True, exist_ok=True)
