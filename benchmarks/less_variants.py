@@ -58,8 +58,8 @@ VARIANTS: dict[str, Variant] = {
         eval_dataset="uppercase_valid128_by_phrasing",
         note="128 validation rows, max over the 3 phrasings",
     ),
-    "less_val128_pd2048": Variant(
-        {"proj_dim": 2048}, eval_dataset="uppercase_valid128", note="128 validation rows, proj_dim 2048"
+    "less_val128_last": Variant(
+        {"gradient_modules": ["*layers.1.*"]}, eval_dataset="uppercase_valid128", note="128 rows, last layer"
     ),
     "less_val128_current": Variant(
         {"score_accumulation": "current"}, eval_dataset="uppercase_valid128", note="128 rows, this round only"
