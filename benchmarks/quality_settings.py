@@ -104,6 +104,19 @@ class Setting:
         return self.update_step * self.batch_size
 
 
+# the training run of the synthetic settings (quickstart, paraphrase): 35 steps x 8 examples,
+# warm-up 5, then 6 rounds of 5 steps (40 examples a round)
+SYNTHETIC_RUN: dict[str, Any] = {
+    "template": "tokenizer",
+    "cutoff_len": 64,
+    "batch_size": 8,
+    "learning_rate": 5e-3,
+    "warmup_step": 5,
+    "update_step": 5,
+    "update_times": 6,
+}
+
+
 def _write_json(path: Path, rows: list[dict]) -> None:
     path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
@@ -184,13 +197,7 @@ def quickstart_setting(
         pool="pool",
         family_key="subtask",
         targets=(Target(target, f"{target}_valid", f"{target}_test", len(kept) / len(pool)),),
-        template="tokenizer",
-        cutoff_len=64,
-        batch_size=8,
-        learning_rate=5e-3,
-        warmup_step=5,
-        update_step=5,
-        update_times=6,
+        **SYNTHETIC_RUN,
         pretrain_steps=pretrain_steps,
         pool_size=len(pool),
     )
@@ -324,13 +331,7 @@ def paraphrase_setting(work: Path, pretrain_steps: int = 120, seed: int = 0) -> 
         pool="pool",
         family_key="subtask",
         targets=(Target(TARGET, f"{TARGET}_valid", f"{TARGET}_test", share),),
-        template="tokenizer",
-        cutoff_len=64,
-        batch_size=8,
-        learning_rate=5e-3,
-        warmup_step=5,
-        update_step=5,
-        update_times=6,
+        **SYNTHETIC_RUN,
         pretrain_steps=pretrain_steps,
         pool_size=len(pool),
         extra={"near_miss": NEAR_MISS},
