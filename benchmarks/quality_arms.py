@@ -22,14 +22,17 @@ the saved adapter (token-weighted mean cross-entropy over the response tokens).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from benchmarks.less_variants import VARIANTS
 from benchmarks.quality_settings import Setting, Target
 from dataflex.train.dynamic.reports import SELECTIONS_FILE, read_selections
 
@@ -122,6 +125,8 @@ class ArmResult:
         scoring_s: Similarities and top-k.
         selection_other_s: The rest of the selection rounds (candidate draw, report, ...).
         warmup_s: ``less_offline`` only: the warm-up run before selecting.
+        run_share: Share of the target family among every example trained on over the run
+            (warm-up included; ``full``: the pool share; ``less_offline``: the subset's).
     """
 
     arm: str
@@ -135,6 +140,7 @@ class ArmResult:
     scoring_s: float = 0.0
     selection_other_s: float = 0.0
     warmup_s: float = 0.0
+    run_share: float = math.nan
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -204,10 +210,19 @@ def target_loss(setting: Setting, adapter: Path, dataset: str) -> float:
     return total / count
 
 
+def components_text() -> str:
+    """The benchmark's components: the arms' selectors and every LESS variant."""
+    base = yaml.safe_load(COMPONENTS)
+    less = base["selectors"]["less"]["params"]
+    for name, variant in VARIANTS.items():
+        base["selectors"][name] = {"name": "less", "params": {**less, **variant.params}}
+    return yaml.safe_dump(base, sort_keys=False)
+
+
 def _components(setting: Setting) -> Path:
     """The benchmark's components file, in the setting's work folder."""
     path = setting.work / "components.yaml"
-    path.write_text(COMPONENTS)
+    path.write_text(components_text())
     return path
 
 
@@ -217,13 +232,15 @@ def _share(counts: dict[str, int] | None, target: str) -> float:
     return counts.get(target, 0) / sum(counts.values())
 
 
-def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -> ArmResult:
+def _dynamic(
+    setting: Setting, target: Target, arm: str, seed: int, out: Path, eval_dataset: str | None = None
+) -> ArmResult:
     components = _components(setting)
     result, wall = _train(
         [
             *_common(setting, setting.base_model, out, seed),
             f"dataset={setting.pool}",
-            f"eval_dataset={target.valid}",
+            f"eval_dataset={eval_dataset or target.valid}",
             "train_type=dynamic_select",
             f"components_cfg_file={components}",
             f"component_name={arm}",
@@ -232,8 +249,11 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
             f"update_times={setting.update_times}",
         ]
     )
-    rounds = [r for r in read_selections(out / "dataflex" / SELECTIONS_FILE) if r["round"] >= 1]
+    records = read_selections(out / "dataflex" / SELECTIONS_FILE)
+    rounds = [r for r in records if r["round"] >= 1]
     key = "composition" if setting.family_key == "dataset" else "subtasks"
+    trained = [r[key] or {} for r in records]
+    run_share = sum(c.get(target.name, 0) for c in trained) / max(1, sum(sum(c.values()) for c in trained))
     meta = [r.get("metadata") or {} for r in rounds]
     selection = sum(r["time"] for r in rounds)
     features = sum(m.get("time_features_s", 0.0) for m in meta)
@@ -257,6 +277,7 @@ def _dynamic(setting: Setting, target: Target, arm: str, seed: int, out: Path) -
         features_s=features,
         scoring_s=scoring,
         selection_other_s=selection - features - scoring,
+        run_share=run_share,
         extra=extra,
     )
 
@@ -277,6 +298,7 @@ def _full(setting: Setting, target: Target, seed: int, out: Path) -> ArmResult:
         test_loss=target_loss(setting, out, target.test),
         wall_s=wall,
         train_s=float(result.metrics["train_runtime"]),
+        run_share=target.pool_share,
     )
 
 
@@ -346,6 +368,7 @@ def _offline(setting: Setting, target: Target, seed: int, out: Path) -> ArmResul
         - float(select.report.get("features_s", 0.0))
         - float(select.report.get("scoring_s", 0.0)),
         warmup_s=warm_wall,
+        run_share=_share(counts, target.name),
     )
 
 
@@ -359,10 +382,25 @@ def _subtask_counts(setting: Setting, indices: list[int]) -> dict[str, int]:
 
 
 def run_arm(setting: Setting, target: Target, arm: str, seed: int) -> ArmResult:
-    """Train ``arm`` with ``seed`` on ``setting`` for ``target`` and measure it."""
+    """Train ``arm`` with ``seed`` on ``setting`` for ``target`` and measure it.
+
+    The run's folders (the benchmark's own, under ``<work>/runs``) start empty: a
+    rerun would otherwise find the last run's feature cache and report no feature time.
+    """
     out = setting.work / "runs" / f"{target.name}-{arm}-s{seed}"
+    for stale in (out, out.parent / f"{out.name}_warmup", out.parent / f"{out.name}_selected"):
+        if stale.exists():
+            shutil.rmtree(stale)
     if arm == "full":
         return _full(setting, target, seed, out)
     if arm == "less_offline":
         return _offline(setting, target, seed, out)
-    return _dynamic(setting, target, arm, seed, out)
+    variant = VARIANTS.get(arm)
+    if variant is None:
+        return _dynamic(setting, target, arm, seed, out)
+    if variant.warmup_step is not None:  # same total steps: fewer rounds after a longer warm-up
+        rounds, rest = divmod(setting.total_steps - variant.warmup_step, setting.update_step)
+        if rest or rounds < 1:
+            raise ValueError(f"{arm}: warm-up {variant.warmup_step} does not fit {setting.total_steps} steps")
+        setting = replace(setting, warmup_step=variant.warmup_step, update_times=rounds)
+    return _dynamic(setting, target, arm, seed, out, eval_dataset=variant.eval_dataset)

@@ -12,6 +12,9 @@ that follow start from a model whose gradients mean something.
   glaive_toolcall_en), with a held-out slice of ``identity`` and of
   ``glaive_toolcall_en`` as the two targets and a byte-level BPE tokenizer trained
   locally on the pool.
+* ``paraphrase``: seven synthetic families with paraphrased instructions, the target's
+  validation and test phrasings absent from the pool, and a near-miss family
+  (``benchmarks/paraphrase_mix.py``).
 """
 
 from __future__ import annotations
@@ -101,6 +104,19 @@ class Setting:
         return self.update_step * self.batch_size
 
 
+# the training run of the synthetic settings (quickstart, paraphrase): 35 steps x 8 examples,
+# warm-up 5, then 6 rounds of 5 steps (40 examples a round)
+SYNTHETIC_RUN: dict[str, Any] = {
+    "template": "tokenizer",
+    "cutoff_len": 64,
+    "batch_size": 8,
+    "learning_rate": 5e-3,
+    "warmup_step": 5,
+    "update_step": 5,
+    "update_times": 6,
+}
+
+
 def _write_json(path: Path, rows: list[dict]) -> None:
     path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
@@ -181,13 +197,7 @@ def quickstart_setting(
         pool="pool",
         family_key="subtask",
         targets=(Target(target, f"{target}_valid", f"{target}_test", len(kept) / len(pool)),),
-        template="tokenizer",
-        cutoff_len=64,
-        batch_size=8,
-        learning_rate=5e-3,
-        warmup_step=5,
-        update_step=5,
-        update_times=6,
+        **SYNTHETIC_RUN,
         pretrain_steps=pretrain_steps,
         pool_size=len(pool),
     )
@@ -288,6 +298,59 @@ def llamafactory_setting(
     (setting.data_dir / "dataset_info.json").write_text(json.dumps(out_info, indent=2) + "\n")
     corpus = [t for rows in pool_rows.values() for row in rows for t in _texts(row)]
     tokenizer = make_tokenizer(_corpus_rows(corpus), vocab_size=4096)
+    make_model(tokenizer, work / "init", seed=0)
+    _pretrain(setting, seed=0)
+    return setting
+
+
+# validation splits of the paraphrase setting: name -> (rows of the 128 drawn, subtask column)
+PARAPHRASE_VALID = {
+    "uppercase_valid": (32, "task"),
+    "uppercase_valid8": (8, "task"),
+    "uppercase_valid128": (128, "task"),
+    "uppercase_valid_by_phrasing": (32, "phrasing"),  # subtask = the validation phrasing
+    "uppercase_valid128_by_phrasing": (128, "phrasing"),
+}
+
+
+def paraphrase_setting(work: Path, pretrain_steps: int = 120, seed: int = 0) -> Setting:
+    """Seven paraphrased families, target ``uppercase`` (8.8%), near miss ``reverse_order``.
+
+    The validation and test phrasings of the target never occur in the pool; the
+    tokenizer (a tokenizer knows the language, not the data) is trained on the text
+    of all three splits, the base model only on the pool.
+    """
+    from benchmarks.paraphrase_mix import NEAR_MISS, TARGET, make_splits
+
+    splits = make_splits(seed)
+    pool = splits["pool"]
+    share = sum(r["task"] == TARGET for r in pool) / len(pool)
+    setting = Setting(
+        name="paraphrase",
+        work=work,
+        pool="pool",
+        family_key="subtask",
+        targets=(Target(TARGET, f"{TARGET}_valid", f"{TARGET}_test", share),),
+        **SYNTHETIC_RUN,
+        pretrain_steps=pretrain_steps,
+        pool_size=len(pool),
+        extra={"near_miss": NEAR_MISS},
+    )
+    # the data is cheap and deterministic: always written (a new validation split appears
+    # in an existing work folder); the base model only once
+    setting.data_dir.mkdir(parents=True, exist_ok=True)
+    files = {"pool": pool, f"{TARGET}_test": splits["test"]}
+    for name, rows in files.items():
+        _write_json(setting.data_dir / f"{name}.json", rows)
+    by_task = {**ALPACA_COLUMNS, "subtask": "task"}
+    info: dict[str, Any] = {name: {"file_name": f"{name}.json", "columns": by_task} for name in files}
+    for name, (n, column) in PARAPHRASE_VALID.items():
+        _write_json(setting.data_dir / f"{name}.json", splits["valid"][:n])
+        info[name] = {"file_name": f"{name}.json", "columns": {**ALPACA_COLUMNS, "subtask": column}}
+    (setting.data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    if (setting.base_model / "config.json").is_file():
+        return setting
+    tokenizer = make_tokenizer([r for rows in splits.values() for r in rows], vocab_size=1024)
     make_model(tokenizer, work / "init", seed=0)
     _pretrain(setting, seed=0)
     return setting

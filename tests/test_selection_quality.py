@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks.quality_arms import ArmResult, _share
 from benchmarks.quality_settings import Target
-from benchmarks.selection_quality import mean_spread, summarize, table, verdict
+from benchmarks.selection_quality import mean_spread, rounds_table, summarize, table, verdict
 
 
 def arm(name: str, seed: int, precision: list[float], valid: float, **times: float) -> ArmResult:
@@ -22,6 +22,7 @@ def test_mean_spread_is_mean_and_sample_sd():
     assert mean_spread([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert mean_spread([5.0]) == (5.0, 0.0)
     assert all(math.isnan(v) for v in mean_spread([]))
+    assert all(math.isnan(v) for v in mean_spread([1.0, math.nan]))  # a run without the figure
 
 
 def test_summary_averages_rounds_then_seeds_and_splits_wall_time():
@@ -41,19 +42,40 @@ def test_summary_averages_rounds_then_seeds_and_splits_wall_time():
 
 def test_verdict_needs_the_gap_to_exceed_both_spreads():
     target = Target("t", "t_valid", "t_test", pool_share=0.09)
-    apart = [arm("less", s, [0.9], v) for s, v in ((0, 1.0), (1, 1.2))] + [
+    apart = [arm("less", s, [0.7, 0.9, 1.0], v) for s, v in ((0, 1.0), (1, 1.2))] + [
         arm("random", s, [0.1], v) for s, v in ((0, 1.6), (1, 1.8))
     ]
-    assert verdict(summarize(apart), target) == {"precision>=0.8": True, "valid_loss<random": True}
-    overlapping = [arm("less", s, [0.7], v) for s, v in ((0, 1.0), (1, 1.4))] + [
+    assert verdict(summarize(apart), target) == {
+        "precision>=0.8": True,
+        "every_round_after_first>=0.8": True,  # the first scored round (0.7) does not count
+        "valid_loss<random": True,
+        "test_loss<random": True,
+    }
+    overlapping = [arm("less", s, [0.9, 0.7, 0.5], v) for s, v in ((0, 1.0), (1, 1.4))] + [
         arm("random", s, [0.1], v) for s, v in ((0, 1.3), (1, 1.5))
     ]
-    assert verdict(summarize(overlapping), target) == {"precision>=0.8": False, "valid_loss<random": False}
+    assert verdict(summarize(overlapping), target) == {
+        "precision>=0.8": False,
+        "every_round_after_first>=0.8": False,
+        "valid_loss<random": False,
+        "test_loss<random": False,
+    }
     common = Target("t", "t_valid", "t_test", pool_share=0.2)  # no precision target above 10%
     assert "precision>=0.8" not in verdict(summarize(apart), common)
+    one_round = [arm("less", 0, [0.9], 1.0)]  # nothing after the first round: no such verdict
+    assert "every_round_after_first>=0.8" not in verdict(summarize(one_round), target)
+    assert verdict(summarize(apart), target, arm="random")["precision>=0.8"] is False
 
 
 def test_share_counts_the_target_family():
     assert _share({"arithmetic": 3, "reverse": 1}, "arithmetic") == 0.75
     assert _share({"reverse": 4}, "arithmetic") == 0.0
     assert math.isnan(_share(None, "arithmetic"))
+
+
+def test_rounds_table_lists_each_rounds_mean_precision():
+    results = [arm("less", 0, [0.5, 1.0], 2.0), arm("less", 1, [0.7, 0.8], 2.0), arm("full", 0, [0.1], 2.0)]
+    text = rounds_table(summarize(results))
+    assert text.splitlines()[0] == "| arm | round 1 | round 2 |"
+    assert text.splitlines()[2] == "| less | 0.60 | 0.90 |"
+    assert "full" not in text  # one figure, not a per-round series

@@ -685,6 +685,23 @@ def _():
     return raised(lambda: projector.project(torch.ones(2, 50), offset=60))
 
 
+# --- LESS's gradient_modules -----------------------------------------------------------
+
+
+@trigger("gradient-modules-none")
+def _():
+    selector = build_selector("less", projector="identity", gradient_modules=["*lora_B*"])
+    return raised(lambda: selector.select(context(eval_dataset=pool(2)), 4))
+
+
+@trigger("gradient-modules-sharded")
+def _():
+    ctx = context(eval_dataset=pool(2))
+    next(ctx.model.parameters())._hp_mapping = None  # what ZeRO-1/2 attaches to each parameter
+    selector = build_selector("less", projector="identity", gradient_modules=["*mlp*"])
+    return raised(lambda: selector.select(ctx, 4))
+
+
 # --- the checks ------------------------------------------------------------------------
 
 

@@ -4,7 +4,8 @@ At round i, for every candidate z and validation example z':
 
 * z's Adam update direction Γ(z) (``gradient_type: adam``; β₁, β₂, ε read from
   the optimizer), z''s plain gradient ∇ℓ(z'), both over the trainable
-  parameters, projected by the same random matrix and normalised to unit length;
+  parameters (or those matching ``gradient_modules``), projected by the same
+  random matrix and normalised to unit length;
 * s_i(z) = max over validation subtasks of the mean cosine to that subtask;
 * S_i(z) = Σ_{j≤i} η̄_j · s_j(z) (``score_accumulation: cumulative``) or s_i(z)
   (``current``); the top-n candidates by that score are selected.
@@ -38,6 +39,7 @@ from dataflex.selectors.less_features import (
     check_less_inputs,
     compute_rows,
     make_projector,
+    only_parameters,
 )
 from dataflex.selectors.pool import PoolParams, PoolRows, PoolSelector, RoundScores
 from dataflex.selectors.scoring import (
@@ -114,6 +116,14 @@ class LessSelector(PoolSelector):
                 "Most padded tokens (examples x longest) per feature batch, batch_size examples at "
                 "most, so short examples share large batches and memory is bounded by tokens; None: "
                 "batch_size examples per batch."
+            ),
+        )
+        gradient_modules: list[str] | None = Field(
+            default=None,
+            min_length=1,
+            description=(
+                "fnmatch patterns over trainable parameter names (e.g. '*lora_B*', '*mlp*', "
+                "'*layers.1.*'): only their gradients make the features; None: every trainable one."
             ),
         )
 
@@ -219,10 +229,12 @@ class LessSelector(PoolSelector):
         """
         p, model = self.params, ctx.model
         assert model is not None  # check_context refused a context without it
-        key = (p.projector, p.proj_dim, self.seed_for(ctx), str(ctx.device), num_trainable(model))
-        if self._projector is None or self._projector[0] != key:
-            proj = make_projector(model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
-            self._projector = (key, proj)
+        with only_parameters(model, p.gradient_modules):  # k and D of the differentiated part
+            dim = num_trainable(model)
+            key = (p.projector, p.proj_dim, self.seed_for(ctx), str(ctx.device), dim)
+            if self._projector is None or self._projector[0] != key:
+                proj = make_projector(model, p.projector, p.proj_dim, self.seed_for(ctx), ctx.device)
+                self._projector = (key, proj)
         return self._projector[1]
 
     # -- scoring ----------------------------------------------------------------------------
@@ -249,6 +261,7 @@ class LessSelector(PoolSelector):
             "step": ctx.step,
             "projector": projector.fingerprint(),
             "dtype": p.feature_dtype,
+            **({"modules": p.gradient_modules} if p.gradient_modules is not None else {}),
         }
         fingerprint = {
             "selector": self.registry_name,
@@ -308,6 +321,7 @@ class LessSelector(PoolSelector):
                 dtype=p.feature_dtype,
                 cache_dir=feature_dir,
                 timings=phases,
+                modules=p.gradient_modules,
             )
             timing["features"] += time.perf_counter() - t0
             return out

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 
-from dataflex.engines import engine_of
+from dataflex.engines import Engine, engine_of
 from dataflex.errors import ConfigError
 from dataflex.gradients import AdamState, FeatureStore, compute_features, num_trainable
 from dataflex.gradients.transforms import NUMERICS
@@ -123,6 +125,56 @@ def check_less_inputs(
     check_feature_budget(name, params, plan.pool_size, num_eval, cache_dir)
 
 
+def feature_parameters(model: torch.nn.Module, patterns: Sequence[str]) -> list[str]:
+    """Names of the trainable parameters that match any of ``patterns`` (``fnmatch``, case-sensitive).
+
+    Raises:
+        ConfigError: if none matches, listing a few of the trainable names.
+    """
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    keep = [n for n in trainable if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+    if not keep:
+        examples = ", ".join(trainable[:3])
+        raise ConfigError(
+            f"less: gradient_modules {list(patterns)} matches none of the {len(trainable)} trainable "
+            f"parameters (e.g. {examples}); use fnmatch patterns over those names, such as '*lora_B*' "
+            "or '*layers.1.*', or gradient_modules: null for all of them."
+        )
+    return keep
+
+
+@contextlib.contextmanager
+def only_parameters(model: torch.nn.Module, patterns: Sequence[str] | None) -> Iterator[None]:
+    """Within the block, only the trainable parameters matching ``patterns`` require grad.
+
+    LESS's features are then the gradient of those parameters alone (the feature pass
+    differentiates what requires grad). The others are restored on exit, also on an
+    error. ``None`` changes nothing. Only without a sharded engine (plain or DDP):
+    ZeRO and FSDP manage ``requires_grad`` of their flat parameters themselves.
+
+    Raises:
+        ConfigError: on a sharded engine, or if no trainable parameter matches.
+    """
+    if patterns is None:
+        yield
+        return
+    engine = engine_of(model)
+    if engine is not Engine.PLAIN:
+        raise ConfigError(
+            f"less: gradient_modules works without a sharded engine (one process or DDP), but the model "
+            f"runs under {engine.value}; set gradient_modules: null there."
+        )
+    keep = set(feature_parameters(model, patterns))
+    frozen = [p for n, p in model.named_parameters() if p.requires_grad and n not in keep]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 def make_projector(
     model: torch.nn.Module, name: str, proj_dim: int, seed: int, device: torch.device | str
 ) -> Projector:
@@ -202,6 +254,7 @@ def compute_rows(
     cache_dir: Path | None,
     max_batch_tokens: int | None = None,
     timings: dict[str, float] | None = None,
+    modules: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Projected (not normalised) gradient features of ``request.indices``, ``(len, k)`` fp32.
 
@@ -210,7 +263,9 @@ def compute_rows(
     projector, transform, role and data, so a rerun of the same round reuses them.
     Examples are batched longest first (the store keeps that row order, named in its
     key). A progress bar shows on rank 0 in a terminal. ``timings`` collects the seconds
-    per phase (see :func:`~dataflex.gradients.compute_features`).
+    per phase (see :func:`~dataflex.gradients.compute_features`). ``modules``: only the
+    trainable parameters matching these patterns are differentiated (:func:`only_parameters`;
+    the caller keys ``request.identity`` and the projector by them).
     """
     dim = projector.proj_dim
     collator = ctx.collator
@@ -235,21 +290,22 @@ def compute_rows(
             dim=dim,
             dtype=dtype,
         )
-    feats = compute_features(
-        model,
-        request.dataset,
-        collator,
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        transform=request.transform,
-        projector=projector,
-        adam_state=request.adam_state,
-        normalize=False,
-        store=store,
-        indices=request.indices,
-        device=ctx.device,
-        progress=None,
-        desc=f"LESS features ({request.role})",
-        timings=timings,
-    )
+    with only_parameters(model, modules):
+        feats = compute_features(
+            model,
+            request.dataset,
+            collator,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            transform=request.transform,
+            projector=projector,
+            adam_state=request.adam_state,
+            normalize=False,
+            store=store,
+            indices=request.indices,
+            device=ctx.device,
+            progress=None,
+            desc=f"LESS features ({request.role})",
+            timings=timings,
+        )
     return torch.as_tensor(feats).float()
