@@ -26,6 +26,14 @@ def _dataflex_logs_reach_caplog():
     disable_propagation()
 
 
+@pytest.fixture(autouse=True)
+def fresh_once(monkeypatch):
+    """Forget what this process already said once (``log_once``), so no test sees another's notes."""
+    from dataflex import logging_utils
+
+    monkeypatch.setattr(logging_utils, "_said_once", set())
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The LLaMA-Factory demo datasets beside the checkout (skips when absent)."""

@@ -31,6 +31,7 @@ from dataflex.errors import ConfigError
 from dataflex.gradients.batching import balanced_shards
 from dataflex.io import canonical_json, check_writable_dir
 from dataflex.passes.cache import ScoreCache, data_identity, model_identity
+from dataflex.passes.sharded import cache_lookup, cache_store, sharded_rows
 from dataflex.selectors.base import PreflightPlan, Selection, SelectionContext, Selector, SelectorParams
 from dataflex.selectors.example_loss import dataset_losses
 from dataflex.selectors.random_selector import round_rng
@@ -379,13 +380,8 @@ class PoolSelector(Selector):
     # -- distributed work -------------------------------------------------------------------
     @staticmethod
     def sharded(ctx: SelectionContext, count: int, work: Callable[[range], torch.Tensor]) -> torch.Tensor:
-        """Run ``work`` on this rank's block of ``range(count)`` and gather every rank's rows.
-
-        Returns the rows for ``range(count)`` in order, identical on every rank; each
-        row was computed by exactly one rank.
-        """
-        local = work(ctx.dist.shard(count))
-        return ctx.dist.gather_tensor(local.detach().cpu())
+        """:func:`~dataflex.passes.sharded_rows` on the context's ranks."""
+        return sharded_rows(ctx.dist, count, work)
 
     @staticmethod
     def sharded_by_length(
@@ -444,9 +440,8 @@ class PoolSelector(Selector):
     def cached(
         ctx: SelectionContext, cache: ScoreCache, fingerprint: Mapping[str, Any]
     ) -> dict[str, torch.Tensor] | None:
-        """Rank 0's cache lookup, shared with every rank so that all take the same path."""
-        found = cache.load(fingerprint) if ctx.dist.is_main else None
-        return ctx.dist.broadcast_object(found)
+        """:func:`~dataflex.passes.cache_lookup` on the context's ranks (rank 0 reads, all get it)."""
+        return cache_lookup(ctx.dist, cache, fingerprint)
 
     @staticmethod
     def store(
@@ -455,9 +450,8 @@ class PoolSelector(Selector):
         fingerprint: Mapping[str, Any],
         tensors: Mapping[str, torch.Tensor],
     ) -> None:
-        """Write a cache entry from rank 0 only."""
-        if ctx.dist.is_main:
-            cache.save(fingerprint, tensors)
+        """:func:`~dataflex.passes.cache_store` on the context's ranks (rank 0 writes)."""
+        cache_store(ctx.dist, cache, fingerprint, tensors)
 
     def candidate_losses(
         self, ctx: SelectionContext, cands: np.ndarray, *, cache_name: str, selector: str

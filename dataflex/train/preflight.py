@@ -25,6 +25,7 @@ from dataflex.engines import require_deepspeed
 from dataflex.errors import ConfigError
 from dataflex.selectors.base import PreflightPlan
 from dataflex.selectors.less_features import available_memory, gib
+from dataflex.train.checkpoints import resolve_checkpoint
 from dataflex.train.dynamic.layout import selection_cache_dir
 from dataflex.train.dynamic.schedule import SelectionSchedule, check_max_steps
 
@@ -75,6 +76,27 @@ def check_report_to(report_to: list[str]) -> None:
                 f"report_to: {name!r} needs the {module} package, which is not installed: pip install "
                 f"{module}, or remove {name} from report_to (report_to: none)."
             )
+
+
+def check_resume(cfg: TrainConfig) -> None:
+    """The checkpoint to resume is there, every file of it whole, and its LoRA settings are this config's.
+
+    One check, in that order, because each step reads what the one before vouched for.
+
+    Raises:
+        ConfigError: the first problem (no such folder, no checkpoint in ``output_dir``, a
+            damaged file, other LoRA settings).
+    """
+    resume = cfg.resume_from_checkpoint
+    if isinstance(resume, str) and not Path(resume).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: {resume!r} is not a checkpoint folder.")
+    out = Path(cfg.output_dir)
+    if resume is True and not (out.is_dir() and any(out.glob("checkpoint-*"))):
+        raise ConfigError(
+            f"resume_from_checkpoint: true, but output_dir {cfg.output_dir!r} has no checkpoint-* folder."
+        )
+    resolve_checkpoint(cfg)
+    check_resume_adapter(cfg)
 
 
 def check_resume_adapter(cfg: TrainConfig) -> None:
@@ -237,7 +259,7 @@ RUN_INPUT_CHECKS: tuple[Check, ...] = (
     check_loggers,
     check_plot_loss,
     check_schedule_steps,
-    check_resume_adapter,
+    check_resume,
 )
 
 

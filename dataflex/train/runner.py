@@ -103,13 +103,6 @@ def check_output_dir(cfg: TrainConfig) -> Path:
             f"output_dir: {cfg.output_dir!r} is not empty; set overwrite_output_dir: true to write into "
             "it, resume_from_checkpoint to continue a run, or choose another output_dir."
         )
-    resume = cfg.resume_from_checkpoint
-    if isinstance(resume, str) and not Path(resume).is_dir():
-        raise ConfigError(f"resume_from_checkpoint: {resume!r} is not a checkpoint folder.")
-    if resume is True and not (out.is_dir() and any(out.glob("checkpoint-*"))):
-        raise ConfigError(
-            f"resume_from_checkpoint: true, but output_dir {cfg.output_dir!r} has no checkpoint-* folder."
-        )
     old = stale_checkpoints(cfg)
     if old and not is_marked(out, "train"):
         raise ConfigError(
@@ -282,9 +275,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     """
     from transformers import set_seed
 
-    checkpoint = resolve_checkpoint(cfg)  # every file of it whole, before anything is read from it
-    # every referenced file, dataset and model path, all problems in one message, no network asked
+    # every referenced file, dataset and model path (a checkpoint's files too), all problems in one
+    # message, no network asked
     check_run_inputs(cfg, extra_checks=(check_output_dir,))
+    checkpoint = resolve_checkpoint(cfg)  # checked whole above; which one, when resuming the newest
     out = Path(cfg.output_dir)
     name_cpu_for_deepspeed()  # else DeepSpeed (which accelerate imports) warns on every CPU run
     _check_engine(cfg)

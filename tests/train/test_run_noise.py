@@ -14,7 +14,6 @@ import subprocess
 import sys
 import warnings
 
-import pytest
 import torch
 
 from dataflex import logging_utils
@@ -80,12 +79,6 @@ def test_lora_wrapping_raises_no_future_warning_and_keeps_other_warnings(tiny_ll
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "is_gradient_checkpointing" in m], messages
     assert "a warning of the caller's own" in messages
-
-
-@pytest.fixture
-def fresh_once(monkeypatch):
-    """Forget what this process already said once (another test may have said it)."""
-    monkeypatch.setattr(logging_utils, "_said_once", set())
 
 
 def test_torch_func_fallback_is_said_once_over_two_less_rounds(tiny_llama, examples, caplog, fresh_once):

@@ -82,9 +82,10 @@ def plan_summary(plan: DynamicPlan) -> list[str]:
     rounds = range(1, schedule.update_times + 1)
     if len(rounds) <= _ROUNDS_COUNTED:
         scored = [selector.examples_scored(pool, plan.budget, r) for r in rounds]
-    else:  # too many to ask one by one: first and last round, the rounds between as their mean
-        first, last = (selector.examples_scored(pool, plan.budget, r) for r in (1, rounds[-1]))
-        scored = [first] + [(first + last) // 2] * (len(rounds) - 2) + [last]
+    else:  # too many to ask one by one: rounds 1, 2 and the last; those between as 2's and the last's mean
+        # (round 1 may differ from all later ones, e.g. under rescore_fraction, so it is not averaged in)
+        first, second, last = (selector.examples_scored(pool, plan.budget, r) for r in (1, 2, rounds[-1]))
+        scored = [first, second] + [(second + last) // 2] * (len(rounds) - 3) + [last]
     if len(set(scored)) == 1:
         per_round = f"{scored[0]} a round"
     else:
