@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dataflex.data.collator import SFTDataCollator
-from dataflex.engines import check_engine_config, require_deepspeed
+from dataflex.engines import check_engine_config, fsdp_enabled, has_accelerator, require_deepspeed
 from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs
+from dataflex.engines.cpu_fsdp import configure_cpu_fsdp, cpu_fsdp_training_kwargs
 from dataflex.errors import ConfigError
 from dataflex.io import (
     LOCK_FILE,
@@ -117,13 +118,6 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _has_accelerator() -> bool:
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-
-
 def build_training_args(cfg: TrainConfig) -> TrainingArguments:
     """The ``transformers.TrainingArguments`` of a config (``deepspeed`` passed untouched)."""
     from transformers import TrainingArguments
@@ -140,21 +134,24 @@ def build_training_args(cfg: TrainConfig) -> TrainingArguments:
         "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     )
     extra: dict[str, Any] = {checkpointing: cfg.gradient_checkpointing}
-    if not _has_accelerator():
+    if not has_accelerator():
         extra["dataloader_pin_memory"] = False  # nothing to pin to; saves a UserWarning per dataloader
     # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
     # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if cfg.deepspeed is not None and not _has_accelerator() and "LOCAL_RANK" in os.environ:
+    cpu_fsdp = _uses_fsdp(cfg) and not has_accelerator() and "LOCAL_RANK" in os.environ
+    if cfg.deepspeed is not None and not has_accelerator() and "LOCAL_RANK" in os.environ:
         extra.update(cpu_deepspeed_training_kwargs())  # use_cpu=True would switch DeepSpeed off
-    elif not _has_accelerator() and (cfg.bf16 or distributed):
+    elif cpu_fsdp:
+        extra.update(cpu_fsdp_training_kwargs())  # accelerate alone would train with DDP here
+    elif not has_accelerator() and (cfg.bf16 or distributed):
         logger.info(
             "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
         )
         extra["use_cpu"] = True
     extra.update(cfg.extra_training_args)  # the config's other TrainingArguments keys, unchanged
     try:
-        return TrainingArguments(
+        args = TrainingArguments(
             **extra,
             output_dir=cfg.output_dir,
             per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -185,6 +182,14 @@ def build_training_args(cfg: TrainConfig) -> TrainingArguments:
         )
     except (ValueError, ImportError) as exc:
         raise ConfigError(f"invalid training arguments: {exc}") from None
+    if cpu_fsdp:
+        configure_cpu_fsdp(args)
+    return args
+
+
+def _uses_fsdp(cfg: TrainConfig) -> bool:
+    """Whether the config turns the Trainer's FSDP on (its ``fsdp`` key; checked by load_train_config)."""
+    return fsdp_enabled(cfg.extra_training_args.get("fsdp"))
 
 
 def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: TrainingArguments) -> DynamicPlan:
@@ -257,9 +262,19 @@ def build_trainer(
 
 
 def _check_engine(cfg: TrainConfig) -> None:
-    """DeepSpeed installed, its config readable, and the engine fits the selector and method."""
+    """DeepSpeed installed, its config readable, and the engine fits the selector and method.
+
+    FSDP needs one process per device: ``fsdp`` outside torchrun is refused here (the
+    Trainer would refuse it only after the model loaded).
+    """
     selector = cfg.selector_name() if cfg.train_type == "dynamic_select" else None
-    check_engine_config(cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector)
+    fsdp = _uses_fsdp(cfg)
+    if fsdp and "LOCAL_RANK" not in os.environ:
+        raise ConfigError(
+            "fsdp: FSDP shards the model over several processes, but this run is a single process. Start it "
+            "under torchrun: FORCE_TORCHRUN=1 NPROC_PER_NODE=2 dataflex-cli train <config> (or remove fsdp)."
+        )
+    check_engine_config(cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector, fsdp=fsdp)
 
 
 def run_train(cfg: TrainConfig) -> TrainResult:
@@ -285,7 +300,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     warn_before_loading(
         cfg,
         model_config,
-        has_accelerator=_has_accelerator(),
+        has_accelerator=has_accelerator(),
         examples_per_step=global_batch_size(training_args),
     )
     if data.eval is not None and cfg.eval_strategy == "no" and cfg.train_type == "static":

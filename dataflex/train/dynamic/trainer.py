@@ -30,6 +30,7 @@ from transformers import Trainer, TrainerCallback, TrainerState, TrainingArgumen
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_last_checkpoint
 
 from dataflex.distributed import DistributedView
+from dataflex.engines import engine_of
 from dataflex.errors import ConfigError, DataflexError
 from dataflex.io import OutputLock
 from dataflex.selectors.base import Selection, SelectionContext, Selector
@@ -413,6 +414,8 @@ class DynamicSelectionMixin:
             candidates=candidates,
             train_dataset=self._trainer.train_dataset,
         )
+        # which engine held the parameters (plain, zero1/2, zero3, fsdp2): a sharded run says so
+        record["engine"] = engine_of(self._trainer.accelerator.unwrap_model(self._trainer.model)).value
         self._round_records[round_] = record
         if self._trainer.is_world_process_zero():
             self.selection_report.append(record)
