@@ -219,6 +219,11 @@ def _():
     return cli("fsdp=true", "fsdp_config={auto_wrap_policy: LAYER_WRAP}")
 
 
+@trigger("fsdp-size-based-wrap")
+def _():
+    return cli("fsdp=true", "fsdp_config={auto_wrap_policy: SIZE_BASED_WRAP, min_num_params: 100}")
+
+
 @trigger("fsdp-config-file-missing")
 def _():
     return cli("fsdp=true", "fsdp_config=missing.json")

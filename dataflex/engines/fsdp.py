@@ -15,6 +15,9 @@ loaded, and the combinations the scoring passes cannot serve:
 * ``fsdp`` together with ``deepspeed``, and FSDP's ``activation_checkpointing`` together
   with ``gradient_checkpointing`` (transformers refuses both, but only in the Trainer);
 * ``xla``: dataflex does not run on XLA;
+* ``auto_wrap_policy: SIZE_BASED_WRAP``: accelerate's FSDP2 size policy also picks
+  containers without a ``forward`` (peft's ``lora_A`` ``ModuleDict``), which ``fully_shard``
+  refuses once the model is loaded;
 * ``cpu_offload`` on a machine without an accelerator (parameters already live in CPU
   memory) and, anywhere, with a gradient selector (the scoring pass gathers the full
   weights and Adam moments with collectives on the training device, and offloaded
@@ -194,6 +197,13 @@ def read_fsdp_options(fsdp: object, fsdp_config: object) -> FsdpOptions | None:
     if policy not in WRAP_POLICIES:
         raise ConfigError(
             f"fsdp_config: auto_wrap_policy must be one of {', '.join(WRAP_POLICIES)}; got {policy!r}."
+        )
+    if policy == "SIZE_BASED_WRAP":
+        raise ConfigError(
+            "fsdp_config: auto_wrap_policy: SIZE_BASED_WRAP is not supported: accelerate's FSDP2 size policy "
+            "also wraps container modules (peft's lora_A / lora_B ModuleDicts, the model's ModuleList of "
+            'layers), which fully_shard refuses ("containers that do not implement forward") after the '
+            "model loaded. Use TRANSFORMER_BASED_WRAP (the default: one unit per decoder layer) or NO_WRAP."
         )
     return FsdpOptions(
         config=config,

@@ -47,6 +47,10 @@ REFUSED = {
         ["fsdp=true", "fsdp_config={auto_wrap_policy: LAYER_WRAP}"],
         "auto_wrap_policy must be one of TRANSFORMER_BASED_WRAP, SIZE_BASED_WRAP, NO_WRAP",
     ),
+    "size-based-wrap": (
+        ["fsdp=true", "fsdp_config={auto_wrap_policy: SIZE_BASED_WRAP, min_num_params: 100}"],
+        "SIZE_BASED_WRAP is not supported: accelerate's FSDP2 size policy also wraps container modules",
+    ),
     "with-deepspeed": (["fsdp=true", f"deepspeed={Z3}"], "fsdp: and deepspeed: are both set"),
     "offload-on-cpu": (["fsdp=full_shard offload"], "needs an accelerator: on this machine"),
     "offload-key-on-cpu": (["fsdp=true", "fsdp_config={cpu_offload: true}"], "needs an accelerator"),
@@ -90,7 +94,7 @@ def test_what_is_accepted(quickstart_overrides):
     for overrides in (
         ["fsdp=true"],
         ["fsdp=full_shard auto_wrap", "fsdp_config={fsdp_version: 2}"],
-        ["fsdp=shard_grad_op", "fsdp_config={auto_wrap_policy: SIZE_BASED_WRAP, min_num_params: 100}"],
+        ["fsdp=shard_grad_op", "fsdp_config={auto_wrap_policy: NO_WRAP}"],
         ["fsdp=false", "gradient_checkpointing=true"],
     ):
         load_train_config(LESS, [*quickstart_overrides, *overrides])
