@@ -30,12 +30,10 @@ loaded, and the combinations the scoring passes cannot serve:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from dataflex.engines.preflight import GRADIENT_SELECTORS
+from dataflex.engines.preflight import GRADIENT_SELECTORS, read_json_config
 from dataflex.errors import ConfigError
 
 #: ``fsdp_config`` keys of the installed transformers (``fsdp_`` prefix removed).
@@ -118,13 +116,7 @@ def _read_config(fsdp_config: object) -> dict[str, Any]:
     if fsdp_config is None:
         return {}
     if isinstance(fsdp_config, str):
-        path = Path(fsdp_config)
-        if not path.is_file():
-            raise ConfigError(f"fsdp_config: the FSDP config file {fsdp_config!r} does not exist.")
-        try:
-            fsdp_config = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"fsdp_config: {str(path)!r} is not valid JSON ({exc}).") from None
+        fsdp_config = read_json_config(fsdp_config, "fsdp_config", "FSDP config file")
     if not isinstance(fsdp_config, dict):
         raise ConfigError(
             f"fsdp_config: expected a mapping (or the path of a JSON file holding one); got {fsdp_config!r}."

@@ -50,6 +50,21 @@ def _describe(deepspeed: str | dict[str, Any]) -> str:
     return repr(deepspeed) if isinstance(deepspeed, str) else "a dict"
 
 
+def read_json_config(path: str, key: str, label: str) -> object:
+    """The JSON a config key names by path (a DeepSpeed or FSDP config file).
+
+    Raises:
+        ConfigError: naming ``key``, when the file is missing or not valid JSON.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{key}: the {label} {path!r} does not exist.")
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key}: {path!r} is not valid JSON ({exc}).") from None
+
+
 def deepspeed_stage(deepspeed: str | dict[str, Any]) -> int:
     """The ZeRO stage (0-3) of a DeepSpeed config given as a JSON path or a dict.
 
@@ -57,13 +72,7 @@ def deepspeed_stage(deepspeed: str | dict[str, Any]) -> int:
         ConfigError: the file is missing or not JSON, or the stage is not 0-3.
     """
     if isinstance(deepspeed, str):
-        path = Path(deepspeed)
-        if not path.is_file():
-            raise ConfigError(f"deepspeed: the DeepSpeed config {deepspeed!r} does not exist.")
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"deepspeed: {deepspeed!r} is not valid JSON ({exc}).") from None
+        config = read_json_config(deepspeed, "deepspeed", "DeepSpeed config")
     else:
         config = deepspeed
     zero = config.get("zero_optimization", {}) if isinstance(config, dict) else {}

@@ -25,19 +25,12 @@ from safetensors.torch import load_file
 
 from dataflex.train.dynamic import read_selections
 from tests.train.conftest import QUICKSTART
+from tests.train.dynamic.test_dyn_torchrun_scoring import SHORT as DDP_SHORT
 
 ROOT = Path(__file__).resolve().parents[2]
-POOL = 24
-SHORT = [
-    f"max_samples={POOL}",
-    "cutoff_len=48",
-    "eval_strategy=no",
-    "warmup_step=2",
-    "update_step=2",
-    "update_times=2",
-    "logging_steps=1",
+# the DDP scoring test's short run, saving once at its end (to find the FSDP checkpoint)
+SHORT = [o for o in DDP_SHORT if not o.startswith("save_steps")] + [
     "save_steps=6",
-    "plot_loss=false",
     "per_device_train_batch_size=2",
 ]
 
