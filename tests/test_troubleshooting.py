@@ -261,6 +261,11 @@ def _():
     return cli("fsdp=true", "fsdp_config={activation_checkpointing: true}", "gradient_checkpointing=true")
 
 
+@trigger("fsdp-activation-checkpointing-less")
+def _():
+    return cli("fsdp=true", "fsdp_config={activation_checkpointing: true}")
+
+
 @trigger("fsdp-offload-without-accelerator")
 def _():
     return cli("fsdp=full_shard offload")

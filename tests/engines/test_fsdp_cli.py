@@ -3,13 +3,12 @@
 Two runs of the quickstart LESS config under ``FORCE_TORCHRUN=1`` on 2 CPU processes
 (gloo), the same seed and global batch (2 processes x 2): one with DDP, one with
 LLaMA-Factory's ``fsdp: "full_shard auto_wrap"`` and an ``fsdp_config`` JSON file written
-with accelerate's ``fsdp_`` key prefixes (FSDP's activation checkpointing on). Every
-round must pick the same examples, with the same scores (within 1e-4), and the FSDP run
-must really have been sharded: each round's record names the engine that held the
-parameters (``fsdp2``: ``DTensor`` shards; accelerate alone would have trained this run
-with DDP on the CPU), and the checkpoint is the Trainer's FSDP checkpoint. LESS reads
-the full Adam moments in both (``transform: adam``), and the saved adapter has the
-model's full shapes.
+with accelerate's ``fsdp_`` key prefixes. Every round must pick the same examples, with
+the same scores (within 1e-4), and the FSDP run must really have been sharded: each
+round's record names the engine that held the parameters (``fsdp2``: ``DTensor`` shards;
+accelerate alone would have trained this run with DDP on the CPU), and the checkpoint is
+the Trainer's FSDP checkpoint. LESS reads the full Adam moments in both (``transform:
+adam``), and the saved adapter has the model's full shapes.
 """
 
 from __future__ import annotations
@@ -67,14 +66,7 @@ def train(folder: Path, *extra: str) -> str:
 def test_fsdp_keys_select_like_ddp(tmp_path):
     fsdp_config = tmp_path / "fsdp_config.json"
     fsdp_config.write_text(
-        json.dumps(
-            {
-                "fsdp_version": 2,
-                "fsdp_transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
-                # checkpoint wrappers around the decoder layers: the scoring pass sees the same
-                "fsdp_activation_checkpointing": True,
-            }
-        )
+        json.dumps({"fsdp_version": 2, "fsdp_transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"]})
     )
     train(tmp_path / "ddp")
     train(tmp_path / "fsdp", "fsdp=full_shard auto_wrap", f"fsdp_config={fsdp_config}")

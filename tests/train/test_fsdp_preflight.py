@@ -54,6 +54,10 @@ REFUSED = {
     "with-deepspeed": (["fsdp=true", f"deepspeed={Z3}"], "fsdp: and deepspeed: are both set"),
     "offload-on-cpu": (["fsdp=full_shard offload"], "needs an accelerator: on this machine"),
     "offload-key-on-cpu": (["fsdp=true", "fsdp_config={cpu_offload: true}"], "needs an accelerator"),
+    "activation-checkpointing-less": (
+        ["fsdp=true", "fsdp_config={activation_checkpointing: true}"],
+        "activation_checkpointing with the 'less' selector is not supported",
+    ),
     "two-checkpointings": (
         ["fsdp=true", "fsdp_config={activation_checkpointing: true}", "gradient_checkpointing=true"],
         "recompute the same activations twice",
@@ -94,9 +98,9 @@ def test_what_is_accepted(quickstart_overrides):
         ["fsdp=false", "gradient_checkpointing=true"],
     ):
         load_train_config(LESS, [*quickstart_overrides, *overrides])
-    # FSDP's own activation checkpointing (the e2e test runs LESS with it)
+    # forward-only selectors and static runs may use FSDP's own activation checkpointing
     checkpointing = "fsdp_config={activation_checkpointing: true}"
-    load_train_config(LESS, [*quickstart_overrides, "fsdp=true", checkpointing])
+    load_train_config(SFT, [*quickstart_overrides, "fsdp=true", checkpointing])
     assert fsdp_enabled(True) and fsdp_enabled("full_shard auto_wrap") and fsdp_enabled(["full_shard"])
     assert not fsdp_enabled(None) and not fsdp_enabled(False) and not fsdp_enabled("")
 
