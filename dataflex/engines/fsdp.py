@@ -22,10 +22,9 @@ loaded, and the combinations the scoring passes cannot serve:
   memory) and, anywhere, with a gradient selector (the scoring pass gathers the full
   weights and Adam moments with collectives on the training device, and offloaded
   shards live in CPU memory);
-* FSDP's ``activation_checkpointing`` with a gradient selector: its checkpoint wrappers
-  re-run each layer's forward inside the scoring backward, so the per-example gradient
-  hooks would record every layer twice (``gradient_checkpointing: true`` is off in the
-  scoring pass's eval mode and works).
+* FSDP's ``activation_checkpointing`` with a gradient selector: tried, the selections
+  equal DDP's, but its checkpoint wrappers rename the layers' parameters and the LoRA
+  adapter saved at the end came out empty (``gradient_checkpointing: true`` works).
 """
 
 from __future__ import annotations
@@ -257,9 +256,9 @@ def check_fsdp_config(
         )
     if options.activation_checkpointing and gradients:
         raise ConfigError(
-            f"fsdp_config: activation_checkpointing with the {selector!r} selector is not supported: FSDP's "
-            "checkpoint wrappers re-run each layer's forward inside the scoring backward, so the per-example "
-            "gradient hooks would record every layer twice. Use gradient_checkpointing: true instead (it is "
-            "off during scoring), or neither."
+            f"fsdp_config: activation_checkpointing with the {selector!r} selector is not supported: its "
+            "checkpoint wrappers rename the decoder layers' parameters, and the LoRA adapter saved at the "
+            "end of the run came out empty. Use gradient_checkpointing: true instead (it is off during "
+            "scoring), or neither."
         )
     return options
