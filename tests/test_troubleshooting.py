@@ -230,9 +230,119 @@ def _():
         return cli()
 
 
-@trigger("fsdp-key")
+@trigger("fsdp-config-without-fsdp")
 def _():
-    return cli(config=QUICKSTART_LESS + "fsdp: full_shard\n")
+    return cli("fsdp_config={version: 2}")
+
+
+@trigger("fsdp-config-unknown-key")
+def _():
+    return cli("fsdp=true", "fsdp_config={fsdp_offload_params: true}")
+
+
+@trigger("fsdp-option-unknown")
+def _():
+    return cli("fsdp=full_shrd")
+
+
+@trigger("fsdp-not-a-setting")
+def _():
+    return cli("fsdp=3")
+
+
+@trigger("fsdp-version")
+def _():
+    return cli("fsdp=true", "fsdp_config={version: 3}")
+
+
+@trigger("fsdp-wrap-policy")
+def _():
+    return cli("fsdp=true", "fsdp_config={auto_wrap_policy: LAYER_WRAP}")
+
+
+@trigger("fsdp-size-based-wrap")
+def _():
+    return cli("fsdp=true", "fsdp_config={auto_wrap_policy: SIZE_BASED_WRAP, min_num_params: 100}")
+
+
+@trigger("fsdp-config-file-missing")
+def _():
+    return cli("fsdp=true", "fsdp_config=missing.json")
+
+
+@trigger("fsdp-config-not-json")
+def _():
+    Path("bad.json").write_text("{version: 2")
+    return cli("fsdp=true", "fsdp_config=bad.json")
+
+
+@trigger("fsdp-config-not-a-mapping")
+def _():
+    Path("list.json").write_text("[2]")
+    return cli("fsdp=true", "fsdp_config=list.json")
+
+
+@trigger("fsdp1")
+def _():
+    return cli("fsdp=true", "fsdp_config={fsdp_version: 1}")
+
+
+@trigger("fsdp1-strategy")
+def _():
+    return cli("fsdp=hybrid_shard auto_wrap")
+
+
+@trigger("fsdp-with-deepspeed")
+def _():
+    return cli("fsdp=true", "deepspeed=examples/deepspeed/ds_z3_config.json")
+
+
+@trigger("fsdp-two-checkpointings")
+def _():
+    return cli("fsdp=true", "fsdp_config={activation_checkpointing: true}", "gradient_checkpointing=true")
+
+
+@trigger("fsdp-activation-checkpointing-less")
+def _():
+    return cli("fsdp=true", "fsdp_config={activation_checkpointing: true}")
+
+
+@trigger("fsdp-offload-without-accelerator")
+def _():
+    return cli("fsdp=full_shard offload")
+
+
+@trigger("fsdp-offload-less")
+def _():
+    from dataflex.engines import check_fsdp_config
+
+    return raised(
+        lambda: check_fsdp_config(
+            True,
+            {"cpu_offload": True},
+            deepspeed=None,
+            selector="less",
+            gradient_checkpointing=False,
+            has_accelerator=True,  # on this machine the accelerator check comes first
+        )
+    )
+
+
+@trigger("fsdp-xla")
+def _():
+    return cli("fsdp=true", "fsdp_config={xla: true}")
+
+
+@trigger("fsdp-single-process")
+def _():
+    return cli("fsdp=full_shard auto_wrap")
+
+
+@trigger("fsdp-full-finetuning-less")
+def _():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOCAL_RANK", "0")  # as under torchrun, so that the process count passes
+        return cli("fsdp=true", "finetuning_type=full")
 
 
 # --- model and datasets ----------------------------------------------------------------

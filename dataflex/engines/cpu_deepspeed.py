@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from dataflex.engines.detect import has_accelerator
+
 
 def cpu_deepspeed_training_kwargs() -> dict[str, Any]:
     """Configure accelerate's state for DeepSpeed on gloo; the ``TrainingArguments`` kwargs to use it.
@@ -32,14 +34,6 @@ def cpu_deepspeed_training_kwargs() -> dict[str, Any]:
         else:
             os.environ["ACCELERATE_USE_DEEPSPEED"] = previous
     return {"accelerator_config": {"use_configured_state": True}}
-
-
-def has_accelerator() -> bool:
-    """Whether torch sees an accelerator (CUDA, XPU, MPS, ...) in this process."""
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 def name_cpu_for_deepspeed() -> None:

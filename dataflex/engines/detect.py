@@ -43,6 +43,12 @@ class Engine(str, enum.Enum):
         return self is not Engine.PLAIN
 
 
+def has_accelerator() -> bool:
+    """Whether this machine has an accelerator torch can train on (CUDA, XPU, MPS, ...)."""
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
 def _is_dtensor(t: torch.Tensor) -> bool:
     try:
         from torch.distributed.tensor import DTensor

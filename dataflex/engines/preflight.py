@@ -8,7 +8,8 @@ What is refused, and why:
   / ``nn.Embedding`` modules (``finetuning_type: full`` trains the norm weights): their
   per-example gradients need the ``torch.func`` fallback, which calls the module with
   its own parameters, and under ZeRO-3 those are empty shards outside the engine's
-  gather. LoRA (``finetuning_type: lora``) trains only linear layers and works.
+  gather. LoRA (``finetuning_type: lora``) trains only linear layers and works. The same
+  holds under FSDP2 (the Trainer's ``fsdp``; see :mod:`dataflex.engines.fsdp`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,21 @@ def _describe(deepspeed: str | dict[str, Any]) -> str:
     return repr(deepspeed) if isinstance(deepspeed, str) else "a dict"
 
 
+def read_json_config(path: str, key: str, label: str) -> object:
+    """The JSON a config key names by path (a DeepSpeed or FSDP config file).
+
+    Raises:
+        ConfigError: naming ``key``, when the file is missing or not valid JSON.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{key}: the {label} {path!r} does not exist.")
+    try:
+        return json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key}: {path!r} is not valid JSON ({exc}).") from None
+
+
 def deepspeed_stage(deepspeed: str | dict[str, Any]) -> int:
     """The ZeRO stage (0-3) of a DeepSpeed config given as a JSON path or a dict.
 
@@ -56,13 +72,7 @@ def deepspeed_stage(deepspeed: str | dict[str, Any]) -> int:
         ConfigError: the file is missing or not JSON, or the stage is not 0-3.
     """
     if isinstance(deepspeed, str):
-        path = Path(deepspeed)
-        if not path.is_file():
-            raise ConfigError(f"deepspeed: the DeepSpeed config {deepspeed!r} does not exist.")
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"deepspeed: {deepspeed!r} is not valid JSON ({exc}).") from None
+        config = read_json_config(deepspeed, "deepspeed", "DeepSpeed config")
     else:
         config = deepspeed
     zero = config.get("zero_optimization", {}) if isinstance(config, dict) else {}
@@ -73,7 +83,11 @@ def deepspeed_stage(deepspeed: str | dict[str, Any]) -> int:
 
 
 def check_engine_config(
-    deepspeed: str | dict[str, Any] | None, *, finetuning_type: str, selector: str | None
+    deepspeed: str | dict[str, Any] | None,
+    *,
+    finetuning_type: str,
+    selector: str | None,
+    fsdp: bool = False,
 ) -> None:
     """Refuse, before the model loads, an engine combination that cannot score.
 
@@ -81,18 +95,24 @@ def check_engine_config(
         deepspeed: The config's ``deepspeed`` value (path, dict or None).
         finetuning_type: ``lora`` or ``full``.
         selector: Registry name of the run's selector (None for a static run).
+        fsdp: Whether the run trains under FSDP2 (the config's ``fsdp``, checked by
+            :func:`~dataflex.engines.fsdp.check_fsdp_config`).
 
     Raises:
         ConfigError: with the reason and the alternative.
     """
     require_deepspeed(deepspeed)
-    if deepspeed is None:
+    if deepspeed is None and not fsdp:
         return
-    stage = deepspeed_stage(deepspeed)
-    if stage == 3 and selector in GRADIENT_SELECTORS and finetuning_type != "lora":
+    engine = "FSDP2" if fsdp else "DeepSpeed ZeRO-3"
+    if not fsdp and deepspeed_stage(deepspeed) != 3:  # type: ignore[arg-type]
+        return
+    if selector in GRADIENT_SELECTORS and finetuning_type != "lora":
+        other = "a ZeRO-2 config" if not fsdp else "a DeepSpeed ZeRO-2 config"
         raise ConfigError(
-            f"finetuning_type: {finetuning_type} with the {selector!r} selector under DeepSpeed ZeRO-3 is "
+            f"finetuning_type: {finetuning_type} with the {selector!r} selector under {engine} is "
             "not supported: it trains norm weights, whose per-example gradients are computed by calling the "
-            "module with its own parameters, and ZeRO-3 holds only an empty shard of them outside its "
-            "gather. Use finetuning_type: lora, or a ZeRO-2 config (parameters whole on every rank), or DDP."
+            f"module with its own parameters, and {engine} holds only {'a' if fsdp else 'an empty'} shard of "
+            f"them outside its gather. Use finetuning_type: lora, or {other} (parameters whole on every "
+            "rank), or DDP."
         )

@@ -294,6 +294,26 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
         logger.warning("%strain_type is static: component_name/warmup_step/update_* are not used.", where)
     if cfg.eval_strategy != "no" and not cfg.eval_dataset:
         raise ConfigError(f"{where}eval_strategy: {cfg.eval_strategy} needs an eval_dataset.")
+    _check_fsdp(cfg, where)
+
+
+def _check_fsdp(cfg: TrainConfig, where: str) -> None:
+    """The Trainer's ``fsdp`` / ``fsdp_config`` keys (see :mod:`dataflex.engines.fsdp`)."""
+    from dataflex.engines import check_fsdp_config, has_accelerator
+
+    extra = cfg.extra_training_args
+    try:
+        check_fsdp_config(
+            extra.get("fsdp"),
+            extra.get("fsdp_config"),
+            deepspeed=cfg.deepspeed,
+            selector=cfg.selector_name() if cfg.train_type == "dynamic_select" else None,
+            gradient_checkpointing=cfg.gradient_checkpointing,
+            has_accelerator=has_accelerator(),
+            lora=cfg.finetuning_type == "lora",
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}{exc}") from None
 
 
 def import_plugins(modules: list[str], where: str = "") -> None:
@@ -385,10 +405,6 @@ REFUSED_TRAINING_ARGS = {
     "label_names": "dataflex's collator always returns the targets as `labels`",
     "activation_checkpointing": "write gradient_checkpointing: dataflex passes it under the installed "
     "transformers' name",
-    "fsdp": "dataflex-cli does not wire the Trainer's FSDP route into scoring (FSDP1's flat shards cannot be "
-    "read); use a DeepSpeed ZeRO config (deepspeed: ...), or FSDP2 fully_shard in your own script "
-    "(docs/distributed.md)",
-    "fsdp_config": "see fsdp",
 }
 
 

@@ -18,12 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.data.sft_dataset import as_examples
-from dataflex.engines import check_engine_config
-from dataflex.engines.cpu_deepspeed import (
-    cpu_deepspeed_training_kwargs,
-    has_accelerator,
-    name_cpu_for_deepspeed,
-)
+from dataflex.engines import check_engine_config, fsdp_enabled, has_accelerator
+from dataflex.engines.cpu_deepspeed import cpu_deepspeed_training_kwargs, name_cpu_for_deepspeed
+from dataflex.engines.cpu_fsdp import configure_cpu_fsdp, cpu_fsdp_training_kwargs
 from dataflex.errors import ConfigError
 from dataflex.io import (
     LOCK_FILE,
@@ -148,8 +145,11 @@ def build_training_args(cfg: TrainConfig) -> TrainingArguments:
     # Without an accelerator, transformers needs use_cpu=True both for bf16 autocast and for DDP
     # (gloo) under torchrun; without it every torchrun process would train alone on all the data.
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu_fsdp = _uses_fsdp(cfg) and not _has_accelerator() and "LOCAL_RANK" in os.environ
     if cfg.deepspeed is not None and not _has_accelerator() and "LOCAL_RANK" in os.environ:
         extra.update(cpu_deepspeed_training_kwargs())  # use_cpu=True would switch DeepSpeed off
+    elif cpu_fsdp:
+        extra.update(cpu_fsdp_training_kwargs())  # accelerate alone would train with DDP here
     elif not _has_accelerator() and (cfg.bf16 or distributed):
         logger.info(
             "no accelerator found: training on the CPU%s", " with bfloat16 autocast" if cfg.bf16 else ""
@@ -158,7 +158,7 @@ def build_training_args(cfg: TrainConfig) -> TrainingArguments:
     extra.update(cfg.extra_training_args)  # the config's other TrainingArguments keys, unchanged
     check_bf16(cfg.bf16, bool(extra.get("use_cpu")))  # transformers' message would say "assign use_cpu"
     try:
-        return TrainingArguments(
+        args = TrainingArguments(
             **extra,
             output_dir=cfg.output_dir,
             per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -189,6 +189,14 @@ def build_training_args(cfg: TrainConfig) -> TrainingArguments:
         )
     except (ValueError, ImportError) as exc:
         raise ConfigError(f"invalid training arguments: {exc}") from None
+    if cpu_fsdp:
+        configure_cpu_fsdp(args)
+    return args
+
+
+def _uses_fsdp(cfg: TrainConfig) -> bool:
+    """Whether the config turns the Trainer's FSDP on (its ``fsdp`` key; checked by load_train_config)."""
+    return fsdp_enabled(cfg.extra_training_args.get("fsdp"))
 
 
 def plan_dynamic_selection(cfg: TrainConfig, pool_size: int, training_args: TrainingArguments) -> DynamicPlan:
@@ -261,9 +269,19 @@ def build_trainer(
 
 
 def _check_engine(cfg: TrainConfig) -> None:
-    """DeepSpeed installed, its config readable, and the engine fits the selector and method."""
+    """DeepSpeed installed, its config readable, and the engine fits the selector and method.
+
+    FSDP needs one process per device: ``fsdp`` outside torchrun is refused here (the
+    Trainer would refuse it only after the model loaded).
+    """
     selector = cfg.selector_name() if cfg.train_type == "dynamic_select" else None
-    check_engine_config(cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector)
+    fsdp = _uses_fsdp(cfg)
+    if fsdp and "LOCAL_RANK" not in os.environ:
+        raise ConfigError(
+            "fsdp: FSDP shards the model over several processes, but this run is a single process. Start it "
+            "under torchrun: FORCE_TORCHRUN=1 NPROC_PER_NODE=2 dataflex-cli train <config> (or remove fsdp)."
+        )
+    check_engine_config(cfg.deepspeed, finetuning_type=cfg.finetuning_type, selector=selector, fsdp=fsdp)
 
 
 def run_train(cfg: TrainConfig) -> TrainResult:

@@ -30,6 +30,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, get_l
 
 from dataflex import stop_points
 from dataflex.distributed import DistributedView
+from dataflex.engines import engine_of
 from dataflex.engines.cpu_deepspeed import name_cpu_for_deepspeed
 from dataflex.errors import ConfigError, DataflexError, NonFiniteError
 from dataflex.io import OutputLock
@@ -424,6 +425,8 @@ class DynamicSelectionMixin:
             candidates=candidates,
             train_dataset=self._trainer.train_dataset,
         )
+        # which engine held the parameters (plain, zero1/2, zero3, fsdp2): a sharded run says so
+        record["engine"] = engine_of(self._trainer.accelerator.unwrap_model(self._trainer.model)).value
         self._round_records[round_] = record
         if self._trainer.is_world_process_zero():
             self.selection_report.append(record)
