@@ -297,6 +297,20 @@ def _check_train(cfg: TrainConfig, where: str) -> None:
     _check_fsdp(cfg, where)
 
 
+def _selector_name_if_readable(cfg: TrainConfig) -> str | None:
+    """The run's selector name, or None for a static run or one whose components file cannot be read.
+
+    A components file that cannot be read is reported with every other input problem by
+    :func:`dataflex.train.preflight.check_run_inputs`; the selector-specific FSDP checks wait for it.
+    """
+    if cfg.train_type != "dynamic_select":
+        return None
+    try:
+        return cfg.selector_name()
+    except ConfigError:
+        return None
+
+
 def _check_fsdp(cfg: TrainConfig, where: str) -> None:
     """The Trainer's ``fsdp`` / ``fsdp_config`` keys (see :mod:`dataflex.engines.fsdp`)."""
     from dataflex.engines import check_fsdp_config, has_accelerator
@@ -307,7 +321,7 @@ def _check_fsdp(cfg: TrainConfig, where: str) -> None:
             extra.get("fsdp"),
             extra.get("fsdp_config"),
             deepspeed=cfg.deepspeed,
-            selector=cfg.selector_name() if cfg.train_type == "dynamic_select" else None,
+            selector=_selector_name_if_readable(cfg),
             gradient_checkpointing=cfg.gradient_checkpointing,
             has_accelerator=has_accelerator(),
             lora=cfg.finetuning_type == "lora",

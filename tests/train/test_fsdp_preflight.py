@@ -101,9 +101,9 @@ def test_what_is_accepted(quickstart_overrides):
     # full fine-tuning without a gradient selector may use FSDP's own activation checkpointing;
     # LoRA may not (an adapter saved under its wrappers came out empty)
     checkpointing = "fsdp_config={activation_checkpointing: true}"
-    load_train_config(SFT, [*quickstart_overrides, "fsdp=true", checkpointing, "finetuning_type=full"])
+    load_train_config(SFT, [*quickstart_overrides, "fsdp=true", checkpointing])  # sft.yaml: full
     with pytest.raises(ConfigError, match=r"activation_checkpointing with LoRA is not supported"):
-        load_train_config(SFT, [*quickstart_overrides, "fsdp=true", checkpointing])
+        load_train_config(SFT, [*quickstart_overrides, "fsdp=true", checkpointing, "finetuning_type=lora"])
     assert fsdp_enabled(True) and fsdp_enabled("full_shard auto_wrap") and fsdp_enabled(["full_shard"])
     assert not fsdp_enabled(None) and not fsdp_enabled(False) and not fsdp_enabled("")
 
