@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.distributed import DistributedView
@@ -16,6 +14,7 @@ from dataflex.registry import build_selector
 from dataflex.selectors.base import Selection, SelectionContext, Selector
 from dataflex.train.dynamic import DynamicSelectionSampler, SelectionSchedule
 from tests.conftest import make_examples, make_tiny_llama
+from tests.selectors.gloo_ranks import run_on_ranks
 
 SPECS = {
     "less": {"projector": "identity", "batch_size": 2},
@@ -82,22 +81,14 @@ def _run(kind: str, view: DistributedView) -> dict:
     return {"indices": sel.indices, "scores": sel.scores, "rows": rows[0], "meta": sel.metadata}
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        result = {kind: _run(kind, DistributedView(rank, world)) for kind in SPECS}
-        result["diverging"] = _diverging(DistributedView(rank, world))
-        dist.barrier()  # both ranks done before either tears down its gloo pairs
-    finally:
-        dist.destroy_process_group()
-    with open(f"{out_dir}/{rank}.json", "w") as fh:
-        json.dump(result, fh)
+def _every_kind(view: DistributedView) -> dict[str, Any]:
+    result: dict[str, Any] = {kind: _run(kind, view) for kind in SPECS}
+    result["diverging"] = _diverging(view)
+    return result
 
 
 def test_two_processes_match_one_and_share_the_work(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    results = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    results = run_on_ranks(_every_kind, tmp_path)
     for kind in SPECS:
         single = _run(kind, DistributedView())
         for res in results:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.distributed import DistributedView
 from dataflex.registry import build_selector
 from dataflex.selectors.base import SelectionContext
 from tests.conftest import make_examples, make_tiny_llama
+from tests.selectors.gloo_ranks import run_on_ranks
 
 
 def _ctx(model, opt, pool, val, view, round_):
@@ -67,21 +64,8 @@ def _run(view: DistributedView) -> dict:
     return out
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        result = _run(DistributedView(rank, world))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    with open(f"{out_dir}/{rank}.json", "w") as fh:
-        json.dump(result, fh)
-
-
 def test_two_processes_match_one_and_share_the_work(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    results = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    results = run_on_ranks(_run, tmp_path)
     single = _run(DistributedView())
     for kind in ("delta_loss", "nice"):
         for res in results:

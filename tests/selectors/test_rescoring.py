@@ -7,14 +7,11 @@ compared with the selector's choice; ``scored`` is checked against the forward c
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from dataflex.data.collator import SFTDataCollator
 from dataflex.distributed import DistributedView
@@ -25,6 +22,7 @@ from dataflex.train.dynamic.sampler import check_dynamic_plan
 from dataflex.train.dynamic.schedule import SelectionSchedule
 from dataflex.train.dynamic.state import load_selection_state, save_selection_state
 from tests.conftest import make_examples, make_tiny_llama
+from tests.selectors.gloo_ranks import run_on_ranks
 from tests.selectors.less_reference import less_round_scores
 
 SEED = 7
@@ -251,8 +249,7 @@ def test_delta_loss_rows_not_rescored_keep_their_last_change():
 
 
 def test_two_processes_return_the_selection_of_one(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    results = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    results = run_on_ranks(_rounds, tmp_path)
     single = _rounds(DistributedView())
     for res in results:
         assert res["indices"] == single["indices"]
@@ -305,18 +302,6 @@ def _rounds(view: DistributedView) -> dict:
     out["table_rounds"] = sel.table.scored_round.tolist()
     out["table_rows"] = sel.table.rows.tolist()
     return out
-
-
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        result = _rounds(DistributedView(rank, world))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    with open(f"{out_dir}/{rank}.json", "w") as fh:
-        json.dump(result, fh)
 
 
 @pytest.mark.parametrize("value", [0, -0.1, 1.5])
